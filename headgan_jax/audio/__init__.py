@@ -1,0 +1,1 @@
+"""headgan_jax.audio."""

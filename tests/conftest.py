@@ -1,0 +1,30 @@
+"""Test setup: 8 fake CPU devices for the multi-device tests, CPU only, and shared fixture paths."""
+import os
+import pathlib
+
+# Must happen before jax is imported anywhere.
+os.environ.setdefault('XLA_FLAGS', '--xla_force_host_platform_device_count=8')
+os.environ.setdefault('JAX_PLATFORMS', 'cpu')
+
+import pytest  # noqa: E402
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / 'shared'
+
+
+@pytest.fixture(scope='session')
+def fixtures_dir() -> pathlib.Path:
+  """../shared/fixtures (real clip and face image); tests that need it skip when it is absent."""
+  d = SHARED / 'fixtures'
+  if not (d / 'driving.mp4').exists():
+    pytest.skip(f'real fixtures not found at {d} (they live in the shared folder beside the repository)')
+  return d
+
+
+@pytest.fixture(scope='session')
+def sfm_dir() -> pathlib.Path:
+  """../shared/models/sfm (the Surrey Face Model, for converter tests)."""
+  d = SHARED / 'models' / 'sfm'
+  if not (d / 'sfm_shape_3448.bin').exists():
+    pytest.skip(f'Surrey Face Model not found at {d}')
+  return d
