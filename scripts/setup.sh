@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Idempotent setup of a fresh machine: system packages the tests need, then the project's virtual environment.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if ! command -v espeak-ng >/dev/null 2>&1; then
+  # Speech for the audio tests; Debian package, no network beyond the package registry.
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq && $SUDO apt-get install -y -qq espeak-ng >/dev/null
+fi
+[ -x .venv/bin/python ] || python3 -m venv .venv
+.venv/bin/python -m pip install -q --disable-pip-version-check -r requirements.txt
