@@ -1,0 +1,96 @@
+"""The per-frame audio vector h_t^(a) = [h_t^(aL); h_t^(aH)] in R^300 of Section 3.2.
+
+h_t^(aL) (84): low-level features of the window of 2L parts around frame t (`lowlevel.py` documents the 84 values).
+h_t^(aH) (2L * 27 = 216): the 27-class character vectors of parts a_{t-L} .. a_{t+L-1}, oldest first, flattened
+part-major (values 84 + 27 i + c hold class c of the i-th part of the window). The paper writes the window as
+a_{t-L-1:t+L}, which would be 2L + 2 parts; like the authors' code (create_window) we take the 2L parts t-L .. t+L-1.
+Parts before the first frame or after the last are BLANK (silence), as the authors' padding with the first / last
+token (a clip's first token is their space) does.
+
+The vector is returned unnormalised; `stats.py` computes, saves and applies the dataset's per-dimension statistics.
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from headgan_jax.audio import asr as asr_lib
+from headgan_jax.audio import io as audio_io
+from headgan_jax.audio import lowlevel
+from headgan_jax.errors import AudioError, ConfigError
+
+
+def feature_dim(config) -> int:
+  """84 + 2L * 27, checked against the config's own sizes."""
+  a = config.audio
+  if int(a.window_half) < 1:
+    raise ConfigError(f'config.audio.window_half = {a.window_half}: must be >= 1.')
+  if a.num_lowlevel != lowlevel.NUM_LOWLEVEL:
+    raise ConfigError(f'config.audio.num_lowlevel = {a.num_lowlevel}: the pyAudioAnalysis set gives '
+                      f'{lowlevel.NUM_LOWLEVEL}.')
+  if a.num_chars != asr_lib.NUM_CHARS:
+    raise ConfigError(f'config.audio.num_chars = {a.num_chars}: the character classes are {asr_lib.NUM_CHARS}.')
+  dim = lowlevel.NUM_LOWLEVEL + 2 * int(a.window_half) * asr_lib.NUM_CHARS
+  if 'model' in config and config.model.audio_dim != dim:
+    raise ConfigError(f'config.model.audio_dim = {config.model.audio_dim} but 84 + 2 * window_half * 27 = {dim} '
+                      f'(window_half = {a.window_half}).')
+  return dim
+
+
+def character_windows(part_chars: np.ndarray, window_half: int) -> np.ndarray:
+  """(T, 27) per-part classes -> (T, 2L * 27) windows of parts t-L .. t+L-1, BLANK beyond the clip."""
+  t = part_chars.shape[0]
+  blank = np.zeros((1, asr_lib.NUM_CHARS), part_chars.dtype)
+  blank[0, asr_lib.BLANK] = 1
+  padded = np.concatenate([np.repeat(blank, window_half, 0), part_chars, np.repeat(blank, window_half - 1, 0)])
+  idx = np.arange(t)[:, None] + np.arange(2 * window_half)[None, :]
+  return padded[idx].reshape(t, -1)
+
+
+def features_from_waveform(waveform: np.ndarray, sample_rate: int, fps: float, num_frames: int, config,
+                           backend: asr_lib.AsrBackend | None = None) -> np.ndarray:
+  """h^(a) for a waveform: (T, 300) float32. Any sample rate, mono (N,) or multi-channel (N, C) / (C, N)."""
+  dim = feature_dim(config)
+  if not fps or fps <= 0:
+    raise AudioError(f'fps = {fps}: must be positive.')
+  if int(num_frames) < 1:
+    raise AudioError(f'num_frames = {num_frames}: must be at least 1.')
+  rate = int(config.audio.sample_rate)
+  x = audio_io.resample(waveform, sample_rate, rate)
+  x = audio_io.clip_to_frames(x, fps, int(num_frames), rate)
+  backend = asr_lib.make_backend(config) if backend is None else backend
+  low = lowlevel.lowlevel_features(x, rate, fps, int(num_frames), int(config.audio.window_half))
+  chars = backend.part_chars(x, rate, fps, int(num_frames))
+  high = character_windows(chars.astype(np.float32), int(config.audio.window_half))
+  out = np.concatenate([low, high], axis=-1).astype(np.float32)
+  assert out.shape == (num_frames, dim), out.shape
+  if not np.all(np.isfinite(out)):
+    raise AudioError('audio features hold NaN or infinite values.')
+  return out
+
+
+def audio_features(path_or_waveform, fps: float | None, num_frames: int | None, config, *,
+                   sample_rate: int | None = None, backend: asr_lib.AsrBackend | None = None) -> np.ndarray:
+  """h_t^(a) for every frame t of a clip: (T, 300) float32.
+
+  `path_or_waveform`: a video or audio file (fps / num_frames may be None for a video: read from its video stream),
+  or a waveform array at `sample_rate` (default config.audio.sample_rate) with fps and num_frames given.
+  Pass one `backend` (asr.make_backend(config)) when processing many clips, so its model loads once.
+  """
+  if isinstance(path_or_waveform, (str, os.PathLike)):
+    path = os.fspath(path_or_waveform)
+    if fps is None or num_frames is None:
+      timing = audio_io.video_timing(path)
+      fps = timing.fps if fps is None else fps
+      num_frames = timing.num_frames if num_frames is None else num_frames
+    rate = int(config.audio.sample_rate)
+    waveform = audio_io.load_audio(path, rate)
+    try:
+      return features_from_waveform(waveform, rate, fps, num_frames, config, backend)
+    except AudioError as e:
+      raise AudioError(f'{path}: {e}') from e
+  if fps is None or num_frames is None:
+    raise AudioError('fps and num_frames must be given with a waveform.')
+  rate = int(config.audio.sample_rate) if sample_rate is None else int(sample_rate)
+  return features_from_waveform(np.asarray(path_or_waveform), rate, fps, num_frames, config, backend)
