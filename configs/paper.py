@@ -73,8 +73,8 @@ def get_config() -> ml_collections.ConfigDict:
   f.model = ''  # Path to a 3DMM .npz in the project's format; '' = the embedded default.
   f.x_image_mode = 'triangle_centre'  # 'triangle_centre' (paper) or 'interpolated'.
   f.fit_iterations = 10  # Gauss-Newton / LM iterations (fixed so the fit compiles once).
-  f.id_bound = 0.8  # |p_id| bound in standard deviations (authors' code) - soft, via the prior.
-  f.exp_bound = 1.5  # |p_exp| bound in standard deviations.
+  f.id_bound = 0.8  # |p_id| bound in standard deviations (authors' code); p is clipped to it every LM step.
+  f.exp_bound = 1.5  # |p_exp| bound in standard deviations; clipped likewise.
   f.id_prior = 1.0  # Weight of the Gaussian prior on p_id.
   f.exp_prior = 1.0  # Weight of the Gaussian prior on p_exp.
   f.temporal_smoothness = 0.0  # Weight of || p_exp_t - p_exp_{t-1} ||^2 in video mode.
