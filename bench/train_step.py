@@ -1,0 +1,169 @@
+"""Benchmark of one HeadGAN train step (G, D and D_m updates): compile time, step time, samples/s, FLOPs, MFU.
+
+  python bench/train_step.py --config configs/tiny.py [--batch N] [--dtype bfloat16] [--steps 10]
+
+FLOPs are XLA's own count: `cost_analysis()['flops']` of the compiled step (per device program; multiplied by the
+device count for the global figure), divided by the global batch. They cover everything the step executes (G on
+frames t-1 and t, D and D_m on fake and real, VGG when enabled, backward passes and Adam). MFU = achieved FLOP/s
+over the device's peak dense FLOP/s for the compute dtype (table below; bf16 peak for bfloat16, TF32 peak for
+float32, which is what XLA's default matmul precision uses on those GPUs), reported on known GPUs only.
+Figures are printed for humans, then ONE JSON line with all of them. The real data pipeline is not used: batches
+are synthetic (headgan_jax.train.data.synthetic_batch); VGG runs with random weights when the config asks for it
+and no weight file is given (the cost is the same).
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import pathlib
+import sys
+import time
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+from headgan_jax.errors import HeadGANError  # noqa: E402
+from headgan_jax.nn import vgg as vgg_lib  # noqa: E402
+from headgan_jax.train import data, state as state_lib, step as step_lib  # noqa: E402
+
+# Peak dense tensor-core FLOP/s (no sparsity), from NVIDIA's data sheets: (bf16, tf32).
+PEAK_FLOPS = {
+    'H100 PCIe': (756e12, 378e12),
+    'H100': (989.4e12, 494.7e12),  # SXM5 (also "H100 80GB HBM3").
+    'H200': (989.4e12, 494.7e12),
+    'A100': (312e12, 156e12),
+}
+
+
+def peak_flops(device: jax.Device, dtype: str) -> float | None:
+  """Peak FLOP/s of `device` for `dtype`, or None when the device is not in the table (e.g. CPU)."""
+  if device.platform != 'gpu':
+    return None
+  kind = device.device_kind
+  for name in sorted(PEAK_FLOPS, key=len, reverse=True):  # 'H100 PCIe' before 'H100'.
+    if name in kind:
+      bf16, tf32 = PEAK_FLOPS[name]
+      return bf16 if dtype == 'bfloat16' else tf32
+  return None
+
+
+def load_config(path: str):
+  spec = importlib.util.spec_from_file_location('bench_config', path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config()
+
+
+def compiled_flops(compiled) -> float | None:
+  """'flops' of XLA's cost analysis of a compiled executable (a dict, or a list of one dict on older jax)."""
+  cost = compiled.cost_analysis()
+  if isinstance(cost, (list, tuple)):
+    cost = cost[0] if cost else None
+  if not cost or 'flops' not in cost:
+    return None
+  return float(cost['flops'])
+
+
+def run(args: argparse.Namespace) -> dict:
+  config = load_config(args.config)
+  if args.batch:
+    config.train.batch_size = args.batch
+  if args.dtype:
+    config.model.compute_dtype = args.dtype
+  if args.image_size:
+    config.image_size = args.image_size
+  devices = jax.devices()
+  mesh = step_lib.make_mesh(devices)
+  batch_size = config.train.batch_size
+  models = state_lib.make_models(config)
+  optimizers = state_lib.make_optimizers(config)
+
+  vgg_apply = vgg_params = None
+  vgg_note = 'off'
+  if config.loss.use_vgg:
+    if config.loss.vgg_weights:
+      vgg_apply, vgg_params = vgg_lib.vgg19_from_config(config)
+      vgg_note = 'torchvision weights'
+    else:  # Cost does not depend on the weights' values.
+      model = vgg_lib.VGG19(dtype=jnp.dtype(config.model.compute_dtype))
+      vgg_params = model.init(jax.random.key(1), jnp.zeros((1, 32, 32, 3)))['params']
+      vgg_apply = lambda p, x: model.apply({'params': p}, x)  # noqa: E731
+      vgg_note = 'random weights (no file configured; same cost)'
+    vgg_params = jax.device_put(vgg_params, step_lib.replicated(mesh))
+
+  t0 = time.perf_counter()
+  state = step_lib.init_state_sharded(jax.random.key(config.seed), config, models, optimizers, mesh)
+  jax.block_until_ready(state)
+  init_s = time.perf_counter() - t0
+  batch = step_lib.shard_batch(data.synthetic_batch(jax.random.key(0), config, batch_size), mesh)
+  train_step = step_lib.make_train_step(config, models, optimizers, mesh, vgg_apply)
+
+  t0 = time.perf_counter()
+  compiled = train_step.jitted.lower(state, batch, vgg_params).compile()
+  compile_s = time.perf_counter() - t0
+  flops_device = compiled_flops(compiled)
+
+  state, metrics = compiled(state, batch, vgg_params)  # Warm-up (first execution allocates).
+  jax.block_until_ready(metrics)
+  times = []
+  for _ in range(args.steps):
+    t0 = time.perf_counter()
+    state, metrics = compiled(state, batch, vgg_params)
+    jax.block_until_ready(metrics)
+    times.append(time.perf_counter() - t0)
+  step_s = float(np.median(times))
+  finite = all(np.isfinite(float(v)) for v in metrics.values())
+
+  flops_per_sample = None if flops_device is None else flops_device * len(devices) / batch_size
+  peak = peak_flops(devices[0], config.model.compute_dtype)
+  mfu = None
+  if peak and flops_device is not None:
+    mfu = flops_device / step_s / peak
+  return {
+      'bench': 'train_step', 'config': args.config, 'image_size': config.image_size, 'batch': batch_size,
+      'dtype': config.model.compute_dtype, 'devices': len(devices), 'device_kind': devices[0].device_kind,
+      'platform': devices[0].platform, 'vgg': vgg_note, 'init_s': round(init_s, 3), 'compile_s': round(compile_s, 3),
+      'step_ms_median': round(step_s * 1e3, 3), 'step_ms_min': round(min(times) * 1e3, 3), 'steps_timed': len(times),
+      'samples_per_s': round(batch_size / step_s, 3),
+      'flops_per_sample': flops_per_sample, 'flops_source': 'xla cost_analysis of the compiled step',
+      'peak_flops_per_device': peak, 'mfu': None if mfu is None else round(mfu, 4),
+      'g_params': state_lib.count_params(state.g_params), 'd_params': state_lib.count_params(state.d_params),
+      'dm_params': state_lib.count_params(state.dm_params), 'metrics_finite': finite,
+  }
+
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument('--config', default=str(REPO / 'configs' / 'tiny.py'), help='config file with get_config()')
+  parser.add_argument('--batch', type=int, default=0, help='global batch (default config.train.batch_size)')
+  parser.add_argument('--dtype', choices=('float32', 'bfloat16'), default='', help='config.model.compute_dtype')
+  parser.add_argument('--image-size', type=int, default=0, help='override config.image_size')
+  parser.add_argument('--steps', type=int, default=10, help='timed steps (after one warm-up step)')
+  args = parser.parse_args(argv)
+  try:
+    result = run(args)
+  except HeadGANError as e:
+    print(f'error: {e}', file=sys.stderr)
+    return 2
+  print(f"device: {result['devices']} x {result['device_kind']} ({result['platform']}), dtype {result['dtype']}, "
+        f"{result['image_size']}x{result['image_size']}, global batch {result['batch']}, VGG: {result['vgg']}")
+  print(f"params: G {result['g_params']:,}  D {result['d_params']:,}  D_m {result['dm_params']:,}")
+  print(f"init {result['init_s']:.2f} s, compile {result['compile_s']:.2f} s (excluded from step time)")
+  print(f"step {result['step_ms_median']:.2f} ms median over {result['steps_timed']} steps "
+        f"(min {result['step_ms_min']:.2f} ms), {result['samples_per_s']:.2f} samples/s")
+  if result['flops_per_sample'] is not None:
+    print(f"FLOPs per sample (XLA cost analysis): {result['flops_per_sample'] / 1e9:.3f} GFLOP")
+  if result['mfu'] is not None:
+    print(f"MFU: {100 * result['mfu']:.2f}% of {result['peak_flops_per_device'] / 1e12:.1f} TFLOP/s per device")
+  print(json.dumps(result))
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())
