@@ -10,7 +10,7 @@ import jax
 import numpy as np
 import pytest
 
-from configs import tiny
+import train_configs
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -27,15 +27,8 @@ train = _load_train_module()
 
 
 def small_config():
-  """The tiny config at 32x32 with narrower SPADE / D (as in test_train_step.py), checkpoints every 3 steps."""
-  c = tiny.get_config()
-  c.image_size = 32
-  c.model.ngf = 8
-  c.model.spade_hidden = 16
-  c.model.flow_low_blocks = 1
-  c.disc.ndf = 4
-  c.disc.max_channels = 16
-  c.disc.mouth_size = 16
+  """The tiny config at 32x32 with narrower SPADE / D (tests/train_configs.py), checkpoints every 3 steps."""
+  c = train_configs.small_train_config()
   c.train.batch_size = 2
   c.train.checkpoint_every = 3
   c.train.keep_checkpoints = 3

@@ -11,21 +11,13 @@ import numpy as np
 import optax
 import pytest
 
-from configs import tiny
+import train_configs
 from headgan_jax.errors import ConfigError
 from headgan_jax.train import data, state as state_lib, step as step_lib
 
 
 def small_config():
-  c = tiny.get_config()
-  c.image_size = 32
-  c.model.ngf = 8
-  c.model.spade_hidden = 16
-  c.model.flow_low_blocks = 1
-  c.disc.ndf = 4
-  c.disc.max_channels = 16
-  c.disc.mouth_size = 16
-  return c
+  return train_configs.small_train_config()
 
 
 @pytest.fixture(scope='module')
