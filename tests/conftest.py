@@ -28,3 +28,24 @@ def sfm_dir() -> pathlib.Path:
   if not (d / 'sfm_shape_3448.bin').exists():
     pytest.skip(f'Surrey Face Model not found at {d}')
   return d
+
+
+@pytest.fixture(scope='session')
+def make_speech(tmp_path_factory):
+  """speak(text) -> (waveform float32, sample rate) spoken by espeak-ng; skips when espeak-ng is absent."""
+  import shutil
+  import subprocess
+
+  import soundfile as sf
+
+  exe = shutil.which('espeak-ng')
+  if exe is None:
+    pytest.skip('espeak-ng is not installed (apt-get install espeak-ng); it makes the test speech')
+
+  def speak(text: str):
+    path = tmp_path_factory.mktemp('speech') / 'speech.wav'
+    subprocess.run([exe, '-w', str(path), text], check=True, capture_output=True)
+    x, sr = sf.read(path, dtype='float32')
+    return x, sr
+
+  return speak

@@ -1,10 +1,7 @@
 """Character-class features h^(aH) per audio part (headgan_jax/audio/asr.py)."""
-import shutil
-import subprocess
 
 import numpy as np
 import pytest
-import soundfile as sf
 
 from configs import paper
 from headgan_jax.audio import asr
@@ -121,14 +118,8 @@ def test_make_backend():
 
 
 @pytest.fixture(scope='module')
-def espeak_speech(tmp_path_factory):
-  exe = shutil.which('espeak-ng')
-  if exe is None:
-    pytest.skip('espeak-ng is not installed (apt-get install espeak-ng); it makes the test speech')
-  path = tmp_path_factory.mktemp('speech') / 'hello.wav'
-  subprocess.run([exe, '-w', str(path), 'hello world'], check=True, capture_output=True)
-  x, sr = sf.read(path, dtype='float32')
-  return x, sr
+def espeak_speech(make_speech):
+  return make_speech('hello world')
 
 
 def test_pocketsphinx_speech_and_silence(espeak_speech):

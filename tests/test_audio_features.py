@@ -1,7 +1,5 @@
 """The 300-d per-frame audio vector h_t^(a) (headgan_jax/audio/features.py, lowlevel.py, stats.py)."""
 import os
-import shutil
-import subprocess
 
 import numpy as np
 import pytest
@@ -29,14 +27,8 @@ def backend():
 
 
 @pytest.fixture(scope='module')
-def speech(tmp_path_factory):
-  exe = shutil.which('espeak-ng')
-  if exe is None:
-    pytest.skip('espeak-ng is not installed (apt-get install espeak-ng); it makes the test speech')
-  path = tmp_path_factory.mktemp('speech') / 'speech.wav'
-  subprocess.run([exe, '-w', str(path), 'the quick brown fox'], check=True, capture_output=True)
-  x, sr = sf.read(path, dtype='float32')
-  return x, sr
+def speech(make_speech):
+  return make_speech('the quick brown fox')
 
 
 @pytest.mark.parametrize('fps', [25, 30])
