@@ -42,3 +42,7 @@ class NoFaceFoundError(HeadGANError):
     super().__init__(f'No face found in {where}.')
     self.path = path
     self.frame = frame
+
+
+class MetricInputError(HeadGANError, ValueError):
+  """Arrays given to a metric or an evaluator have the wrong shape, range or values (names the array and why)."""

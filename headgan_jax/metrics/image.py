@@ -1,0 +1,120 @@
+"""Self-reenactment image metrics: L1, PSNR and SSIM between generated and ground-truth frames, whole-frame and
+masked to the face, and the image-range conventions every metric shares.
+
+Images are (N, H, W, 3), either uint8 in [0, 255] or float in [-1, 1] (the project's convention). PSNR and SSIM are
+computed on [0, 1] (max value 1), L1 on [0, 1] too (mean absolute difference per channel). SSIM is dm-pix's
+(Gaussian window 11, sigma 1.5, K1 0.01, K2 0.03, per channel, averaged); the masked variant averages the SSIM map
+over the face pixels (the map covers the valid window positions, so the mask is cropped to match).
+"""
+from __future__ import annotations
+
+import dm_pix
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from headgan_jax.errors import MetricInputError
+
+SSIM_FILTER = 11
+
+
+def check_images(images, name: str, ndim: int = 4) -> np.ndarray | jax.Array:
+  """Validates (..., H, W, 3) images; uint8 or float (NaN/inf rejected). Returns them unchanged."""
+  shape = np.shape(images)
+  if len(shape) != ndim or shape[-1] != 3:
+    axes = '(N, T, H, W, 3)' if ndim == 5 else '(N, H, W, 3)'
+    raise MetricInputError(f'{name} must be {axes} RGB, got shape {shape}')
+  dtype = np.dtype(images.dtype)
+  if dtype == np.uint8:
+    return images
+  if not np.issubdtype(dtype, np.floating):
+    raise MetricInputError(f'{name} must be uint8 in [0, 255] or float in [-1, 1], got dtype {dtype}')
+  if not bool(jnp.all(jnp.isfinite(images))):
+    raise MetricInputError(f'{name} hold NaN or infinite values')
+  return images
+
+
+def to_unit(images) -> jax.Array:
+  """uint8 [0, 255] or float [-1, 1] -> float32 in [0, 1] (floats are clipped to the range)."""
+  if np.dtype(images.dtype) == np.uint8:
+    return jnp.asarray(images, jnp.float32) / 255.0
+  return jnp.clip((jnp.asarray(images, jnp.float32) + 1.0) * 0.5, 0.0, 1.0)
+
+
+def to_signed(images) -> jax.Array:
+  """uint8 [0, 255] or float [-1, 1] -> float32 in [-1, 1]."""
+  return to_unit(images) * 2.0 - 1.0
+
+
+def to_uint8(images) -> np.ndarray:
+  """uint8 or float [-1, 1] -> uint8 numpy (rounded), as a frame written to a PNG."""
+  if np.dtype(images.dtype) == np.uint8:
+    return np.asarray(images)
+  return np.asarray(jnp.round(to_unit(images) * 255.0), np.uint8)
+
+
+@jax.jit
+def _per_image(gen: jax.Array, gt: jax.Array, mask: jax.Array) -> dict[str, jax.Array]:
+  """Per-image sums over pixels, so that batches can be accumulated and masked means taken at the end."""
+  abs_diff = jnp.mean(jnp.abs(gen - gt), axis=-1)  # (N, H, W), mean over channels.
+  sq_diff = jnp.mean((gen - gt) ** 2, axis=-1)
+  ssim_map = jnp.mean(dm_pix.ssim(gen, gt, max_val=1.0, filter_size=SSIM_FILTER, return_map=True), axis=-1)
+  c = SSIM_FILTER // 2
+  mask_valid = mask[:, c:mask.shape[1] - c, c:mask.shape[2] - c]
+  area = jnp.sum(mask, axis=(1, 2))
+  area_valid = jnp.sum(mask_valid, axis=(1, 2))
+  return {
+      'l1': jnp.mean(abs_diff, axis=(1, 2)),
+      'mse': jnp.mean(sq_diff, axis=(1, 2)),
+      'ssim': jnp.mean(ssim_map, axis=(1, 2)),
+      'l1_face': jnp.sum(abs_diff * mask, axis=(1, 2)) / jnp.maximum(area, 1.0),
+      'mse_face': jnp.sum(sq_diff * mask, axis=(1, 2)) / jnp.maximum(area, 1.0),
+      'ssim_face': jnp.sum(ssim_map * mask_valid, axis=(1, 2)) / jnp.maximum(area_valid, 1.0),
+      'face_pixels': area,
+      'face_pixels_valid': area_valid,
+  }
+
+
+def psnr_from_mse(mse, max_val: float = 1.0):
+  """PSNR in dB of a mean squared error (images in [0, max_val]); inf for mse 0."""
+  mse = np.asarray(mse, np.float64)
+  with np.errstate(divide='ignore'):
+    return 10.0 * np.log10(max_val ** 2 / mse)
+
+
+def image_metrics(generated, target, mask=None) -> dict[str, np.ndarray]:
+  """Per-image L1, PSNR, SSIM, whole-frame and over the face mask.
+
+  Args:
+    generated, target: (N, H, W, 3) uint8 or float in [-1, 1], same shape (H, W >= 11 for SSIM).
+    mask: optional (N, H, W) face mask (bool or {0, 1}); e.g. `face_mask(x_t)`. Without it the *_face values are NaN.
+  Returns: dict of (N,) float64 arrays: l1, psnr, ssim, l1_face, psnr_face, ssim_face (NaN where the mask is empty).
+  """
+  check_images(generated, 'generated frames')
+  check_images(target, 'ground-truth frames')
+  if np.shape(generated) != np.shape(target):
+    raise MetricInputError(f'generated frames {np.shape(generated)} and ground truth {np.shape(target)} differ in '
+                           'shape')
+  n, h, w = np.shape(generated)[:3]
+  if min(h, w) < SSIM_FILTER:
+    raise MetricInputError(f'frames of {h}x{w} are smaller than the SSIM window ({SSIM_FILTER})')
+  has_mask = mask is not None
+  if has_mask and np.shape(mask) != (n, h, w):
+    raise MetricInputError(f'the face mask must be (N, H, W) = {(n, h, w)}, got {np.shape(mask)}')
+  m = jnp.asarray(mask, jnp.float32) if has_mask else jnp.zeros((n, h, w), jnp.float32)
+  out = {k: np.asarray(v, np.float64) for k, v in _per_image(to_unit(generated), to_unit(target), m).items()}
+  res = {'l1': out['l1'], 'psnr': psnr_from_mse(out['mse']), 'ssim': out['ssim']}
+  empty = out['face_pixels'] == 0
+  empty_valid = out['face_pixels_valid'] == 0
+  res['l1_face'] = np.where(empty, np.nan, out['l1_face'])
+  res['psnr_face'] = np.where(empty, np.nan, psnr_from_mse(np.where(empty, 1.0, out['mse_face'])))
+  res['ssim_face'] = np.where(empty_valid, np.nan, out['ssim_face'])
+  res['mse'] = out['mse']
+  res['mse_face'] = np.where(empty, np.nan, out['mse_face'])
+  return res
+
+
+def face_mask(face_images, threshold: float = 0.01) -> jax.Array:
+  """(N, H, W) face region of 3D-face images x_t: the training loss's mask (`train.losses.face_mask`), squeezed."""
+  from headgan_jax.train import losses  # pylint: disable=import-outside-toplevel
+  return losses.face_mask(jnp.asarray(face_images), threshold)[..., 0]
