@@ -83,3 +83,12 @@ def test_face_mask_matches_the_training_loss_mask():
   x[0, 2:5, 3:6] = 0.3
   m = np.asarray(image_lib.face_mask(x))
   assert m.shape == (1, 8, 8) and m.sum() == 9
+
+
+def test_ssim_equals_dm_pix_default():
+  import dm_pix
+  rng = np.random.default_rng(3)
+  a = rng.uniform(0, 1, size=(2, 24, 20, 3)).astype(np.float32)
+  b = np.clip(a + 0.1 * rng.normal(size=a.shape), 0, 1).astype(np.float32)
+  ours = image_lib.image_metrics(a * 2 - 1, b * 2 - 1)['ssim']
+  np.testing.assert_allclose(ours, np.asarray(dm_pix.ssim(a, b)), atol=1e-5)

@@ -114,6 +114,7 @@ def test_self_and_cross_protocols_table_and_eval_json(clips, tmp_path):
   table = report.format_table1(results)
   assert 'HeadGAN (paper, VoxCeleb)' in table and '0.716' in table and '50.9' in table
   assert f"{s['csim']['values']['csim']:.3f}" in table and 'self/fid: skipped' in table
+  assert table.splitlines()[3].split()[3] == 'skipped'  # The FID cell of our self-reenactment row.
   out = report.write_eval_json(tmp_path / 'eval' / 'eval.json', results, {'checkpoint': 7})
   doc = json.loads(open(out).read())
   assert doc['protocols']['self']['csim']['values']['csim'] == pytest.approx(s['csim']['values']['csim'])

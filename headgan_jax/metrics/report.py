@@ -36,6 +36,18 @@ def _values(protocol_results: Mapping[str, dict]) -> dict[str, float]:
   return out
 
 
+def _cells(protocol_results: Mapping[str, dict], columns) -> list[str]:
+  """Formatted values; 'skipped' where the evaluator of that name was skipped, '-' where nothing was measured."""
+  vals = _values(protocol_results)
+  out = []
+  for key, _, fmt in columns:
+    if key not in vals and protocol_results.get(key, {}).get('skipped'):
+      out.append('skipped')
+    else:
+      out.append(_fmt(vals.get(key), fmt))
+  return out
+
+
 def _fmt(value, fmt: str) -> str:
   if value is None or (isinstance(value, float) and math.isnan(value)):
     return '-'
@@ -55,13 +67,11 @@ def format_table1(results: Mapping[str, Mapping[str, dict]], label: str = 'ours'
   header = ['Method \\ Metric'] + [name for _, name, _ in TABLE1_COLUMNS]
   rows = [['HeadGAN (paper, VoxCeleb)'] + [_fmt(PAPER_TABLE1['HeadGAN'][k], f) for k, _, f in TABLE1_COLUMNS]]
   for protocol in results:
-    vals = _values(results[protocol])
-    rows.append([f'{label} ({protocol}-reenactment)'] + [_fmt(vals.get(k), f) for k, _, f in TABLE1_COLUMNS])
+    rows.append([f'{label} ({protocol}-reenactment)'] + _cells(results[protocol], TABLE1_COLUMNS))
   lines.append(_table(header, rows))
   extra_rows = []
   for protocol in results:
-    vals = _values(results[protocol])
-    extra_rows.append([f'{label} ({protocol})'] + [_fmt(vals.get(k), f) for k, _, f in EXTRA_COLUMNS])
+    extra_rows.append([f'{label} ({protocol})'] + _cells(results[protocol], EXTRA_COLUMNS))
   lines += ['', _table(['More metrics'] + [n for _, n, _ in EXTRA_COLUMNS], extra_rows)]
   notes = []
   for protocol, per_eval in results.items():
