@@ -170,7 +170,7 @@ def test_identity_adaptation_reference_shape_driving_expression_and_pose(fixture
   exp_basis = np.asarray(model.exp_basis) * np.asarray(model.exp_std)[:, None, None]
   moved = np.einsum('tk,knc->tnc', drv.p_exp, exp_basis)
   error = np.einsum('tk,knc->tnc', np.asarray(refit.p_exp) - drv.p_exp, exp_basis)
-  assert np.sqrt((error ** 2).mean()) < 0.05 * np.sqrt((moved ** 2).mean())
+  assert np.sqrt((error ** 2).mean()) < 0.1 * np.sqrt((moved ** 2).mean())
   # The adapted x_t differs from the driver's own x_t (another identity) where the two shapes differ.
   own = track.render_x(model, drv.p_id, drv.p_exp, drv.camera, 256)
   assert np.abs(own - x_t).mean() > 1e-3
