@@ -6,7 +6,6 @@ OTHER fixture clips (leave one clip out), so every figure is on a person the mod
 """
 import json
 import os
-import pathlib
 
 import filelock
 import numpy as np
