@@ -252,15 +252,16 @@ def test_command_writes_report_and_overlay_atomically(fixtures_dir, tmp_path, ca
   assert not bad.exists() or not any(bad.iterdir())
 
 
+@pytest.mark.slow
 def test_streamed_chunks_share_the_identity_and_match_the_whole_clip(fixtures_dir, tmp_path, tracker):
   frames, fps = video_lib.read_video(fixtures_dir / 'driving.mp4')
-  path = _write_clip(tmp_path / 'short.mp4', frames[:40], fps)
+  path = _write_clip(tmp_path / 'short.mp4', frames[:28], fps)
   cfg = paper.get_config()
-  cfg.track.chunk_frames = 16
+  cfg.track.chunk_frames = 12
   cfg.track.masks = False
   tracker = track.Tracker(cfg, model=tracker.model)
   chunks = list(tracker.iter_video(path))
-  assert [c.num_frames for c in chunks] == [16, 16, 8]
+  assert [c.num_frames for c in chunks] == [12, 12, 4]
   assert all(np.array_equal(c.p_id, chunks[0].p_id) for c in chunks)
   assert all(np.array_equal(c.crop_box, chunks[0].crop_box) for c in chunks)
   whole = tracker.track_frames(video_lib.read_video(path)[0], fps, str(path))
