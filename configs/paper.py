@@ -80,6 +80,34 @@ def get_config() -> ml_collections.ConfigDict:
   f.temporal_smoothness = 0.0  # Weight of || p_exp_t - p_exp_{t-1} ||^2 in video mode.
   f.max_residual_px = 4.0  # Frames whose RMS re-projection error exceeds this are flagged.
 
+  # Face tracking: video -> crops, detector landmarks, 3DMM fit, x_t (data/track.py; Sec. 3.1, 4.1). The detector
+  # (MediaPipe's BlazeFace + 468-point mesh + selfie segmentation, run by LiteRT) stands in for RetinaFace.
+  # config.face3d.model = '' tracks with the data-free default on the detector's points (data/face_model.py);
+  # a model learned from tracked clips (`python -m headgan_jax.data.track learn`) fits real faces better.
+  tr = c.track = ml_collections.ConfigDict()
+  tr.models_dir = ''  # MediaPipe 0.10.14 model files; '' = ~/.cache/headgan_jax/mediapipe-0.10.14.
+  tr.num_threads = 2  # LiteRT threads per model call.
+  tr.model_batch = 32  # Frames per landmark / segmentation model call.
+  tr.min_detection_score = 0.5  # MediaPipe's min_detection_confidence.
+  tr.nms_iou = 0.3  # MediaPipe's weighted NMS overlap.
+  tr.max_faces = 4  # Faces kept per frame (the largest is tracked).
+  tr.roi_scale = 1.5  # Landmark ROI = face box (square, long side) x this (MediaPipe).
+  tr.refine_landmarks = False  # A second landmark pass on the ROI of the first pass's points (MediaPipe's tracking
+  #                               ROI): no better fit RMS on the fixtures (2.23 vs 2.04 px on driving.mp4), twice the cost.
+  tr.min_presence = 0.5  # Landmark face-presence probability below which a frame is invalid (MediaPipe).
+  tr.crop_margin = 100 / 256  # Share of the crop side that is margin around the median face box (authors: 100 px of
+  #                             256 in facenet's extract_face), so the crop side = box side / (1 - crop_margin).
+  tr.height_recentre = 0.0  # Shift of the crop box down, in box heights (authors' default 0).
+  tr.max_box_distance = 0.45  # Reject a clip whose face boxes differ by more than this (L_inf of the corners over
+  #                             the mean frame side, any two frames; authors' dst_threshold).
+  tr.max_missing_run = 5  # Reject a clip with more consecutive frames without a face (authors' reconstruction).
+  tr.max_outside_fraction = 0.25  # Reject a clip when this share of a face box lies outside the frame.
+  tr.min_frames = 2  # A video needs this many frames (a still image goes through track_image).
+  tr.chunk_frames = 64  # Frames per chunk when streaming a long video (bounded memory).
+  tr.fit_bucket = 64  # Clips are padded (weight-0 frames) to a multiple of this: one compile per bucket, not per T.
+  tr.landmark_map = ''  # For a converted 3DMM: text file, 468 lines, model vertex under detector point i or -1.
+  tr.masks = True  # Foreground (person) masks from the selfie segmentation.
+
   # Audio (Section 3.2).
   a = c.audio = ml_collections.ConfigDict()
   a.window_half = 4  # L: the window is 2L parts a_{t-L-1 .. t+L}.

@@ -9,3 +9,6 @@ if ! command -v espeak-ng >/dev/null 2>&1; then
 fi
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/python -m pip install -q --disable-pip-version-check -r requirements.txt
+# The face tracker's model files (MediaPipe 0.10.14 wheel, Apache-2.0): pip downloads the wheel, nothing is installed;
+# the .tflite files are sha256-checked into ~/.cache/headgan_jax/mediapipe-0.10.14.
+.venv/bin/python -m headgan_jax.data.facemesh fetch

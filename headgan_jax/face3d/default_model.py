@@ -144,9 +144,9 @@ def _remove_span(fields: np.ndarray, basis: np.ndarray) -> np.ndarray:
   return fields - (fields @ basis.T) @ basis
 
 
-def rigid_fields(verts: np.ndarray) -> np.ndarray:
-  """(7, N, 3): translations, infinitesimal rotations about the centroid and uniform scaling."""
-  c = verts - verts.mean(0)
+def rigid_fields(verts: np.ndarray, centre: np.ndarray | None = None) -> np.ndarray:
+  """(7, N, 3): translations, infinitesimal rotations about the centre (default the centroid) and uniform scaling."""
+  c = verts - (verts.mean(0) if centre is None else centre)
   eye = np.eye(3)
   fields = [np.broadcast_to(eye[k], c.shape) for k in range(3)] + [np.cross(eye[k], c) for k in range(3)] + [c]
   return np.stack(fields)
@@ -282,22 +282,52 @@ def landmark_and_mouth_indices(verts, grid_rc, upper, lower):
   return landmarks, mouth
 
 
-def build_arrays() -> dict[str, np.ndarray]:
-  """All arrays of the default model in the layout of `face3d.morphable` (float32 / int32)."""
+def build_arrays(extra_points: np.ndarray | None = None, extra_upper: np.ndarray | None = None,
+                 extra_lower: np.ndarray | None = None) -> dict[str, np.ndarray]:
+  """All arrays of the default model in the layout of `face3d.morphable` (float32 / int32).
+
+  extra_points (P, 3), mm in the mesh's frame (before centring): more vertices, appended after the mesh's and used by
+  no triangle, at which every basis is evaluated exactly - the analytic fields are functions of position - with the
+  same combinations (rigid removal, PCA, Gram-Schmidt) as the mesh, all computed on the mesh alone: the model with
+  extra points is the model without them, sampled at more places. extra_upper / extra_lower (P,) bool mark points
+  on the upper / lower lip (they decide which side of the mouth slit a point moves with). A tracker uses this to
+  put a landmark detector's points on the model (`data.face_model`).
+  """
   verts, faces, grid_rc, upper, lower = build_mesh()
   n = len(verts)
+  num_extra = 0 if extra_points is None else len(extra_points)
+  all_verts, all_upper, all_lower = verts, upper, lower
+  if num_extra:
+    no = np.zeros(num_extra, bool)
+    all_verts = np.concatenate([verts, np.asarray(extra_points, np.float64).reshape(-1, 3)])
+    all_upper = np.concatenate([upper, no if extra_upper is None else np.asarray(extra_upper, bool)])
+    all_lower = np.concatenate([lower, no if extra_lower is None else np.asarray(extra_lower, bool)])
+  centre = verts.mean(0)
+  mesh = lambda f: f[:, :n].reshape(len(f), -1)
+  both = lambda f: f.reshape(len(f), -1)
   # Identity: smooth deformations without rigid motion / uniform scale (the camera owns those), PCA-ordered.
-  rigid = _orthonormal_rows(rigid_fields(verts).reshape(7, 3 * n))
-  id_raw = _remove_span(identity_fields(verts, upper, lower).reshape(-1, 3 * n), rigid)
-  id_basis, id_std = _pca(id_raw, NUM_ID)
-  id_basis *= np.sign(id_basis.sum(1, keepdims=True) + 1e-12)  # Deterministic signs.
+  rigid_all = rigid_fields(all_verts, centre)
+  rigid_gram = mesh(rigid_all) @ mesh(rigid_all).T
+  evals, evecs = np.linalg.eigh(rigid_gram)
+  keep = evals > 1e-9 * evals.max()
+  rigid = (evecs[:, keep] / np.sqrt(evals[keep])).T @ both(rigid_all)  # Orthonormal on the mesh.
+  id_fields = identity_fields(all_verts, all_upper, all_lower)
+  id_raw = both(id_fields) - (mesh(id_fields) @ rigid[:, :3 * n].T) @ rigid
+  evals, evecs = np.linalg.eigh(id_raw[:, :3 * n] @ id_raw[:, :3 * n].T)
+  order = np.argsort(evals)[::-1][:NUM_ID]
+  id_std = np.sqrt(evals[order])
+  id_basis = (evecs[:, order] / id_std).T @ id_raw
+  id_basis *= np.sign(id_basis[:, :3 * n].sum(1, keepdims=True) + 1e-12)  # Deterministic signs.
   # Expression: what identity cannot do (eq. 1 separates them exactly), Gram-Schmidt in EXPRESSION_NAMES order.
   # Identity fields are smooth, so the lips' split (the mouth opening) survives the projection intact.
-  exp_raw = _remove_span(expression_fields(verts, upper, lower).reshape(len(EXPRESSION_NAMES), 3 * n), id_basis)
-  exp_basis, exp_std = _gram_schmidt(exp_raw)
+  exp_fields = both(expression_fields(all_verts, all_upper, all_lower))
+  exp_raw = exp_fields - (exp_fields[:, :3 * n] @ id_basis[:, :3 * n].T) @ id_basis
+  chol = np.linalg.cholesky(exp_raw[:, :3 * n] @ exp_raw[:, :3 * n].T)
+  exp_basis, exp_std = np.linalg.solve(chol, exp_raw), np.diag(chol).copy()
   landmarks, mouth = landmark_and_mouth_indices(verts, grid_rc, upper, lower)
+  total = n + num_extra
   return dict(
-      mean=(verts - verts.mean(0)).astype(np.float32),
-      id_basis=id_basis.reshape(NUM_ID, n, 3).astype(np.float32), id_std=id_std.astype(np.float32),
-      exp_basis=exp_basis.reshape(-1, n, 3).astype(np.float32), exp_std=exp_std.astype(np.float32),
+      mean=(all_verts - centre).astype(np.float32),
+      id_basis=id_basis.reshape(NUM_ID, total, 3).astype(np.float32), id_std=id_std.astype(np.float32),
+      exp_basis=exp_basis.reshape(-1, total, 3).astype(np.float32), exp_std=exp_std.astype(np.float32),
       faces=faces.astype(np.int32), landmark_indices=landmarks.astype(np.int32), mouth_indices=mouth.astype(np.int32))

@@ -24,7 +24,10 @@ with config.face3d's weights. Minimisation:
    box constraints as in the authors' bounded least squares, on top of the soft Gaussian prior).
 
 Everything is jit-compiled with a fixed iteration count and vmapped over frames. `fit_video` shares one identity
-over all frames (the paper's "one mean identity per video"); `fit_frames` fits every frame independently. Frames
+over all frames (the paper's "one mean identity per video"); `fit_frames` fits every frame independently. In video
+mode each frame's landmark term may be weighted (0 = a padding or faceless frame that must not pull on the shared
+identity: clips are padded to fixed lengths so the fit compiles once per length bucket), and the identity may be held
+at a given p_id (the later chunks of a streamed video, or eq. 1's reference identity). Frames
 whose RMS re-projection error exceeds config.face3d.max_residual_px are flagged.
 """
 from __future__ import annotations
@@ -237,22 +240,27 @@ def _smoothness_terms(p_exp, weight):
   return grad, weight * jnp.maximum(neighbours, 0.0)
 
 
-def energy(bases: LandmarkBases, state: PoseState, points, settings: FitSettings):
-  """E of the module docstring and the per-frame sum of squared residuals (T,)."""
+def energy(bases: LandmarkBases, state: PoseState, points, settings: FitSettings, weights=None):
+  """E of the module docstring (each frame's landmark term times weights[t], default 1) and the per-frame sum of
+  squared residuals (T,)."""
   num_t = points.shape[0]
   p = jnp.concatenate([state.p_exp, jnp.broadcast_to(state.p_id, (num_t,) + state.p_id.shape)], axis=1)
   verts = bases.mean + (p @ bases.basis.reshape(bases.basis.shape[0], -1)).reshape(num_t, -1, 3)
   w = jnp.einsum('tij,tlj->tli', state.rot, verts)
   res = jnp.exp(state.log_scale)[:, None, None] * _FLIP * w[..., :2] + state.trans[:, None] - points
   sq = jnp.sum(res ** 2, axis=(1, 2))
-  e = 0.5 * jnp.sum(sq) + 0.5 * settings.id_prior * jnp.sum(state.p_id ** 2)
+  data = jnp.sum(sq) if weights is None else jnp.sum(weights * sq)
+  e = 0.5 * data + 0.5 * settings.id_prior * jnp.sum(state.p_id ** 2)
   e += 0.5 * settings.exp_prior * jnp.sum(state.p_exp ** 2)
   e += 0.5 * settings.temporal_smoothness * jnp.sum((state.p_exp[1:] - state.p_exp[:-1]) ** 2)
   return e, sq
 
 
-def _lm_step(bases: LandmarkBases, state: PoseState, points, damping, settings: FitSettings):
-  """One damped Gauss-Newton step of the arrow-structured normal equations (Schur complement on p_id)."""
+def _lm_step(bases: LandmarkBases, state: PoseState, points, damping, settings: FitSettings, weights,
+             fix_identity: bool = False):
+  """One damped Gauss-Newton step of the arrow-structured normal equations (Schur complement on p_id; with
+  fix_identity p_id stays as it is and only the per-frame blocks are solved). weights (T,) scale each frame's
+  landmark term (0 = a padding frame that must not pull on the shared identity)."""
   k_exp = state.p_exp.shape[1]
   num_t = points.shape[0]
   p = jnp.concatenate([state.p_exp, jnp.broadcast_to(state.p_id, (num_t,) + state.p_id.shape)], axis=1)
@@ -262,6 +270,8 @@ def _lm_step(bases: LandmarkBases, state: PoseState, points, damping, settings: 
   h_p, g_p, h_pc, h_cc, res_a, _ = jax.vmap(_frame_blocks, in_axes=(None, 0, 0, 0, 0, 0, 0))(
       bases, verts, state.rot, state.trans, state.log_scale, p, points)
   g_c = res_a.reshape(num_t, -1) @ flat_basis.T  # (T, K)
+  scale = lambda a: a * weights.reshape((-1,) + (1,) * (a.ndim - 1))
+  h_p, g_p, h_pc, h_cc, g_c = map(scale, (h_p, g_p, h_pc, h_cc, g_c))
   haa = jnp.concatenate([jnp.concatenate([h_p, h_pc[:, :, :k_exp]], axis=2),
                          jnp.concatenate([jnp.swapaxes(h_pc[:, :, :k_exp], 1, 2), h_cc[:, :k_exp, :k_exp]], axis=2)],
                         axis=1)
@@ -295,29 +305,40 @@ def _lm_step(bases: LandmarkBases, state: PoseState, points, damping, settings: 
   ainv_hab, ainv_ga = sol[..., :-1], sol[..., -1]  # (T, na, K_id), (T, na)
   schur = hbb_n - jnp.einsum('tai,taj->ij', hab_n, ainv_hab)
   rhs = -(gb_n - jnp.einsum('tai,ta->i', hab_n, ainv_ga))
-  db_n = jnp.linalg.solve(schur, rhs)
+  db_n = jnp.zeros_like(gb_n) if fix_identity else jnp.linalg.solve(schur, rhs)
   da_n = -(ainv_ga + jnp.einsum('taj,j->ta', ainv_hab, db_n))
   da, db = da_n * sa, db_n * sb
   return _apply_step(state, da[:, :_POSE], da[:, _POSE:], db, settings)
 
 
-def fit_clip(bases: LandmarkBases, points: jax.Array, settings: FitSettings):
-  """Fits one clip (T, L, 2) with a shared identity; returns (PoseState, per-frame sum of squared residuals)."""
-  return _fit_clip(bases, points, settings._replace(iterations=0), settings.iterations)
+def fit_clip(bases: LandmarkBases, points: jax.Array, settings: FitSettings, weights=None, p_id=None):
+  """Fits one clip (T, L, 2) with a shared identity; returns (PoseState, per-frame sum of squared residuals).
 
-
-@functools.partial(jax.jit, static_argnames=('iterations',))
-def _fit_clip(bases: LandmarkBases, points: jax.Array, settings: FitSettings, iterations: int):
+  weights (T,): each frame's landmark term is multiplied by it (default 1; 0 for padding frames, which then follow
+  their points without pulling on the identity). p_id (K_id,): when given, the identity is held fixed at it (a later
+  chunk of a long video, or the reference's identity) and only camera and expression are fitted.
+  """
   t = points.shape[0]
+  weights = jnp.ones((t,), jnp.float32) if weights is None else jnp.asarray(weights, jnp.float32)
+  fix = p_id is not None
+  p_id = jnp.zeros((bases.id_basis.shape[0],), jnp.float32) if p_id is None else jnp.asarray(p_id, jnp.float32)
+  return _fit_clip(bases, points, settings._replace(iterations=0), settings.iterations, weights, p_id, fix)
+
+
+@functools.partial(jax.jit, static_argnames=('iterations', 'fix_identity'))
+def _fit_clip(bases: LandmarkBases, points: jax.Array, settings: FitSettings, iterations: int, weights=None,
+              p_id=None, fix_identity: bool = False):
+  t = points.shape[0]
+  weights = jnp.ones((t,), jnp.float32) if weights is None else weights
+  p_id = jnp.zeros((bases.id_basis.shape[0],), jnp.float32) if p_id is None else p_id
   rot, trans, log_scale = jax.vmap(initial_camera, in_axes=(None, 0))(bases.mean, points)
-  state = PoseState(rot, trans, log_scale, jnp.zeros((t, bases.exp_basis.shape[0])),
-                    jnp.zeros((bases.id_basis.shape[0],)))
-  e0, _ = energy(bases, state, points, settings)
+  state = PoseState(rot, trans, log_scale, jnp.zeros((t, bases.exp_basis.shape[0])), p_id)
+  e0, _ = energy(bases, state, points, settings, weights)
 
   def body(carry, _):
     state, e, damping = carry
-    cand = _lm_step(bases, state, points, damping, settings)
-    e_cand, _ = energy(bases, cand, points, settings)
+    cand = _lm_step(bases, state, points, damping, settings, weights, fix_identity)
+    e_cand, _ = energy(bases, cand, points, settings, weights)
     better = e_cand < e  # NaN candidates are never better.
     state = jax.tree_util.tree_map(lambda a, b: jnp.where(better, a, b), cand, state)
     return (state, jnp.where(better, e_cand, e), jnp.where(better, damping / 3.0, damping * 4.0)), None
@@ -336,11 +357,12 @@ def _result(state: PoseState, sq, num_landmarks: int, settings: FitSettings, bat
                    flagged=~(rms <= settings.max_residual_px))
 
 
-def fit_video(model: MorphableModel, landmarks, config) -> FitResult:
-  """One identity shared by all T frames (T, L, 2 or 3), per-frame camera and expression."""
+def fit_video(model: MorphableModel, landmarks, config, weights=None, p_id=None) -> FitResult:
+  """One identity shared by all T frames (T, L, 2 or 3), per-frame camera and expression (see `fit_clip` for
+  weights and a fixed p_id)."""
   points = jnp.asarray(validate_landmarks(landmarks, model.num_landmarks))
   settings = FitSettings.from_config(config)
-  state, sq = fit_clip(LandmarkBases.from_model(model), points, settings)
+  state, sq = fit_clip(LandmarkBases.from_model(model), points, settings, weights, p_id)
   return _result(state, sq, points.shape[1], settings, points.shape[0])
 
 
