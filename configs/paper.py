@@ -3,11 +3,52 @@
 Every hyperparameter of the project lives here (or in a config that starts from this one and overrides a few
 fields, like `tiny.py`). Values are the paper's, or where the paper is silent the authors' public code's
 (see ../shared/DESIGN.md, "What the paper leaves open").
+
+Variants take an argument after the file name, as `key=value` pairs separated by commas:
+  train.py --config configs/paper.py:ablation=no_flow --workdir ...
+ablation is one of the rows of Table 1: full (default), no_flow ("w/o F"), no_audio ("w/o audio") and landmarks
+(2D landmark images instead of the 3D face x_t).
 """
+from __future__ import annotations
+
 import ml_collections
 
+from headgan_jax.errors import ConfigError
 
-def get_config() -> ml_collections.ConfigDict:
+# Table 1's rows: the config fields each ablation changes.
+ABLATIONS = {
+    'full': {},
+    'no_flow': {'model.use_flow': False},
+    'no_audio': {'model.use_audio': False},
+    'landmarks': {'model.conditioning': 'landmarks'},
+}
+ARGS = {'ablation': 'full'}  # Every key a config argument may set, with its default.
+
+
+def parse_arg(arg: str | None, **defaults: str) -> dict[str, str]:
+  """'ablation=no_flow,k=v' -> {'ablation': 'no_flow', 'k': 'v'} over `defaults` (ConfigError on unknown keys)."""
+  out = dict(defaults)
+  for item in filter(None, (arg or '').split(',')):
+    key, sep, value = item.partition('=')
+    if not sep or key not in defaults:
+      raise ConfigError(f'config argument {item!r}: expected key=value with key one of {sorted(defaults)}')
+    out[key] = value
+  return out
+
+
+def apply_variant(c: ml_collections.ConfigDict, arg: str | None) -> ml_collections.ConfigDict:
+  """c with the ablation named by `arg` applied (see the module docstring)."""
+  args = parse_arg(arg, **ARGS)
+  if args['ablation'] not in ABLATIONS:
+    raise ConfigError(f'config argument ablation={args["ablation"]}: expected one of {", ".join(ABLATIONS)}')
+  for path, value in ABLATIONS[args['ablation']].items():
+    section, field = path.split('.')
+    c[section][field] = value
+  c.variant = args['ablation']
+  return c
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.seed = 0
   c.image_size = 256  # H = W of y_t and x_t.
@@ -67,6 +108,16 @@ def get_config() -> ml_collections.ConfigDict:
   t.checkpoint_every = 1000
   t.keep_checkpoints = 3
   t.workdir = 'workdir'
+  t.num_steps = 0  # Train steps in total; 0 = (epochs + decay_epochs) * steps_per_epoch.
+  t.image_every = 1000  # Image grids to TensorBoard every this many steps (0 = never).
+  t.image_examples = 4  # Rows (examples) in each image grid.
+
+  # Input data (headgan_jax/data/sources.py): 'synthetic', 'headgan_demo' or 'headgan_voxceleb'.
+  c.data = ml_collections.ConfigDict()
+  c.data.source = 'headgan_voxceleb'
+
+  # In-loop evaluation (headgan_jax/train/evals.py): name -> ConfigDict(type='module:factory', every=N, ...).
+  c.evals = ml_collections.ConfigDict()
 
   # 3D face (Sections 3.1, 4.1).
   f = c.face3d = ml_collections.ConfigDict()
@@ -88,4 +139,4 @@ def get_config() -> ml_collections.ConfigDict:
   a.num_chars = 27  # Classes per part of h^(aH): blank/space + 26 letters.
   a.asr_backend = 'pocketsphinx'  # 'pocketsphinx' (embedded default) or 'deepspeech' (needs asr_model).
   a.asr_model = ''
-  return c
+  return apply_variant(c, arg)

@@ -42,3 +42,7 @@ class NoFaceFoundError(HeadGANError):
     super().__init__(f'No face found in {where}.')
     self.path = path
     self.frame = frame
+
+
+class NonFiniteLossError(HeadGANError, FloatingPointError):
+  """Training produced a NaN or inf loss term (names the step, the terms and the last good checkpoint)."""
