@@ -100,6 +100,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   t.lr = 2e-4
   t.b1 = 0.5
   t.b2 = 0.999
+  t.adam_eps = 1e-8  # Adam's epsilon (optax's and PyTorch's default, as in the authors' code).
   t.epochs = 6  # Constant learning rate ...
   t.decay_epochs = 4  # ... then linear decay to 0.
   t.steps_per_epoch = 10_000

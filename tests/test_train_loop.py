@@ -192,8 +192,10 @@ def test_nan_stops_training_naming_step_term_and_checkpoint(trainer, tmp_path):
   def poison(index, batch):  # Batch 4 feeds step 5; with log_every = 2 its metrics are read one step late.
     return dataclasses.replace(batch, y=batch.y * jnp.nan) if index == 4 else batch
 
+  config = loop_config()
+  config.train.log_every = 2  # Logging cadence only: the compiled functions stay valid.
   with pytest.raises(NonFiniteLossError) as e:
-    trainer.run(tmp_path, progress=False, iterator=Wrapped(trainer, poison))
+    dataclasses.replace(trainer, config=config).run(tmp_path, progress=False, iterator=Wrapped(trainer, poison))
   message = str(e.value)
   assert 'step 5' in message and 'g_l1 = nan' in message
   assert f'last good checkpoint is step 3: {tmp_path / "checkpoints" / "3"}' in message
@@ -206,11 +208,11 @@ def test_tensorboard_has_every_term_image_grids_hparams_and_evals(trainer, refer
   events = metric_writer.read_events(ref_dir / 'tensorboard')
   scalars = events['scalars']
   for name in METRIC_NAMES:
-    assert [s for s, _ in scalars[f'train/{name}']] == [2, 4, 6, 8], name
+    assert [s for s, _ in scalars[f'train/{name}']] == list(range(1, 9)), name
     assert all(np.isfinite(v) for _, v in scalars[f'train/{name}'])
-  assert [v for _, v in scalars['train/lr']] == pytest.approx([2e-4] * 4)
+  assert [v for _, v in scalars['train/lr']] == pytest.approx([2e-4] * 8)
   rate = dict(scalars['perf/steps_per_s'])
-  assert set(rate) == {2, 4, 6, 8} and all(v > 0 for v in rate.values())
+  assert set(rate) == set(range(1, 9)) and all(v > 0 for v in rate.values())
   assert dict(scalars['perf/examples_per_s'])[8] == pytest.approx(4 * rate[8], rel=1e-5)
   assert events['hparams']['train.batch_size'] == 4 and events['hparams']['data.source'] == 'synthetic'
 
@@ -252,7 +254,8 @@ def test_resume_with_a_different_config_is_refused(trainer, reference):
 @pytest.mark.slow
 @group
 def test_two_processes_equal_one_process(trainer, reference, tmp_path):
-  """train.py on 2 processes x 2 CPU devices (jax.distributed over localhost) == 1 process x 4 devices."""
+  """train.py on 2 processes x 2 CPU devices (jax.distributed over localhost) == 1 process x 4 devices: the state
+  after 3 steps to 1e-5 and every logged term of the 3 steps to rtol 1e-5 (see train_configs.loop_test_config)."""
   ref_dir, _ = reference
   config_file = tmp_path / 'config.py'
   config_file.write_text('import train_configs\n\n\ndef get_config():\n  c = train_configs.loop_test_config()\n'
@@ -268,14 +271,21 @@ def test_two_processes_equal_one_process(trainer, reference, tmp_path):
                              f'--coordinator_address=localhost:{port}', '--num_processes=2', f'--process_id={i}'],
                             env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
            for i in range(2)]
-  outputs = [p.communicate(timeout=900) for p in procs]
+  outputs = [p.communicate(timeout=1200) for p in procs]
   for p, (out, err) in zip(procs, outputs):
     assert p.returncode == 0, err[-3000:]
   assert 'done: step 3' in outputs[0][0] and 'done' not in outputs[1][0]  # Process 0 reports.
   assert len(list((workdir / 'tensorboard').glob('events.out.tfevents.*'))) == 1  # One writer.
+  assert checkpoint_steps(workdir) == [3]  # Written collectively by both processes.
   saved = json.loads((workdir / 'checkpoints' / '3' / 'data' / 'metadata').read_text())
   assert saved == {'process_count': 2, 'iterator_states': [{'step': 3}, {'step': 3}]}
+
   assert_trees_equal(restored(trainer, workdir, 3), restored(trainer, ref_dir, 3), atol=1e-5)
+  two = metric_writer.read_events(workdir / 'tensorboard')['scalars']
+  one = metric_writer.read_events(ref_dir / 'tensorboard')['scalars']
+  for name in METRIC_NAMES:
+    np.testing.assert_allclose([v for _, v in two[f'train/{name}']], [v for _, v in one[f'train/{name}']][:3],
+                               rtol=1e-5, atol=1e-7, err_msg=name)
 
 
 def test_config_overrides_and_variants():

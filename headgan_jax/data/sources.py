@@ -11,6 +11,8 @@ The iterator contract (the training loop, headgan_jax/train/loop.py, relies on e
     iterator.get_state() -> a JSON-serialisable value: this process's position (e.g. grain's DatasetIterator state).
     iterator.set_state(state): continue from a state get_state() returned, so that the next batch is exactly the
         one an uninterrupted run would have seen. The loop saves every process's state with every checkpoint.
+    iterator.num_examples (optional attribute): the size of the training set, which defines an epoch when
+        config.train.steps_per_epoch is 0.
 
   make_eval(config, mesh, split, spec) -> a re-iterable of global Batches (sharded as above): the held-out frames of
     `split` for in-loop evaluation (train/evals.py), the same batches, in the same order, each time it is iterated.

@@ -69,13 +69,20 @@ PREVIEW_COLUMNS = ('x_t', 'warped', 'generated', 'target', 'mouth')
 HPARAM_METRICS = ('train/g_total', 'train/g_l1', 'train/f_l1', 'train/d_total')
 
 
-def total_steps(config: ml_collections.ConfigDict) -> int:
-  """config.train.num_steps, or (epochs + decay_epochs) * steps_per_epoch when it is 0."""
+def total_steps(config: ml_collections.ConfigDict, num_examples: int | None = None) -> int:
+  """config.train.num_steps, or when it is 0, (epochs + decay_epochs) epochs of config.train.steps_per_epoch steps
+  (or, when that is 0 too, of num_examples // batch_size: one pass over a training set of `num_examples`)."""
   t = config.train
-  n = int(t.num_steps) if t.num_steps else int((t.epochs + t.decay_epochs) * t.steps_per_epoch)
-  if n < 0:
-    raise ConfigError(f'config.train.num_steps = {t.num_steps} must be >= 0')
-  return n
+  if t.num_steps:
+    if t.num_steps < 0:
+      raise ConfigError(f'config.train.num_steps = {t.num_steps} must be >= 0')
+    return int(t.num_steps)
+  per_epoch = t.steps_per_epoch or (num_examples // t.batch_size if num_examples else 0)
+  if per_epoch <= 0:
+    raise ConfigError(f'config.train.num_steps = 0 and steps_per_epoch = {t.steps_per_epoch} ask for epochs over the '
+                      f'training set, but data source {config.data.source!r} does not give its size: set '
+                      '--config.train.num_steps or --config.train.steps_per_epoch')
+  return int((t.epochs + t.decay_epochs) * per_epoch)
 
 
 # --- The resolved config in the work folder ------------------------------------------------------------------
@@ -154,7 +161,8 @@ class StopSignals:
     self._previous.clear()
 
   def stop_requested(self) -> str | None:
-    """The signal name when any process received one (all processes agree: a collective on several hosts)."""
+    """The signal name when any process received one. On several hosts all processes must stop at the same step, so
+    this is a collective there (a tiny all-gather per step: it waits for the step, a few ms of idle device time)."""
     if jax.process_count() == 1:
       return self.received
     names = [s.name for s in self.SIGNALS]
@@ -247,7 +255,6 @@ class Trainer:
     if t.image_every < 0 or t.image_examples < 1:
       raise ConfigError(f'config.train.image_every = {t.image_every} must be >= 0 and image_examples = '
                         f'{t.image_examples} >= 1')
-    total_steps(config)
     mesh = step_lib.make_mesh(devices)
     if t.batch_size % mesh.devices.size:
       raise ConfigError(f'config.train.batch_size = {t.batch_size} is not a multiple of the '
@@ -332,11 +339,11 @@ class Trainer:
     `iterator` replaces the config's data source (it must keep the same contract).
     """
     config, t = self.config, self.config.train
-    num_steps = total_steps(config) if num_steps is None else num_steps
-    if num_steps < 0:
-      raise ConfigError(f'the number of train steps ({num_steps}) must be >= 0')
     workdir = os.path.abspath(os.fspath(workdir))
     iterator = sources.make_train_iterator(config, self.mesh) if iterator is None else iterator
+    num_steps = total_steps(config, getattr(iterator, 'num_examples', None)) if num_steps is None else num_steps
+    if num_steps < 0:
+      raise ConfigError(f'the number of train steps ({num_steps}) must be >= 0')
     evals = evals_lib.make_evals(config)
     eval_sets = {ev.name: sources.make_eval_batches(config, self.mesh, ev.split, ev.spec) for ev in evals}
     save_or_check_config(config, workdir)
@@ -376,9 +383,10 @@ class Trainer:
         check_pending()  # The step before's metrics are ready by now: reading them does not stall the device.
         done, pending = step + 1, (step + 1, metrics)
         stopped_by = signals.stop_requested()
-        last = done == num_steps or stopped_by is not None
-        do_log, do_save = done % t.log_every == 0 or last, done % t.checkpoint_every == 0 or last
-        do_image = t.image_every and (done % t.image_every == 0 or last)
+        final, stop = done == num_steps, stopped_by is not None
+        do_log = done % t.log_every == 0 or final or stop
+        do_save = done % t.checkpoint_every == 0 or final or stop
+        do_image = t.image_every and (done % t.image_every == 0 or final)  # Not when stopping: time is short then.
         due_evals = [ev for ev in evals if ev.due(done, num_steps)]
         if do_log or do_save or do_image or due_evals:
           check_pending()  # Never log or save a step whose metrics were not checked.
