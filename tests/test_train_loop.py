@@ -1,7 +1,9 @@
 """The training loop (headgan_jax/train/loop.py) and train.py's command line (headgan_jax/train/cli.py).
 
-One 4-device trainer (tests/train_configs.loop_test_config) and one uninterrupted 8-step reference run are shared by
-the tests of the 'train_loop' group (one pytest-xdist worker), because compiling the train step dominates their cost.
+Compiling the train step dominates the cost of these tests, so everything that trains runs in ONE test function
+(pytest-xdist would otherwise compile the same trainer in two workers): one 4-device trainer
+(tests/train_configs.loop_test_config), one uninterrupted 8-step reference run, then each behaviour in its own
+check_* function against them, while a two-process run of train.py proceeds in the background.
 """
 import dataclasses
 import json
@@ -25,7 +27,6 @@ from headgan_jax.train import cli, loop, losses, metric_writer
 from headgan_jax.train.step import METRIC_NAMES
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-group = pytest.mark.xdist_group('train_loop')
 
 
 class MaskedL1Probe:
@@ -58,16 +59,8 @@ def init_key(config):
   return jax.random.split(jax.random.key(config.seed, impl='unsafe_rbg'))[0]
 
 
-@pytest.fixture(scope='module')
-def trainer():
-  config = loop_config()
-  return loop.Trainer.create(config, devices=jax.devices()[:4], init_key=init_key(config))
-
-
-@pytest.fixture(scope='module')
-def reference(trainer, tmp_path_factory):
+def reference_run(trainer, workdir):
   """An uninterrupted run of 8 steps: (workdir, its final state on the host)."""
-  workdir = tmp_path_factory.mktemp('reference')
   result = trainer.run(workdir, progress=False)
   assert result.step == 8 and result.stopped_by is None
   return workdir, jax.device_get(result.state)
@@ -124,14 +117,13 @@ def counting(trainer):
   return dataclasses.replace(trainer, train_step=train_step), calls
 
 
-@group
-def test_interrupted_run_resumes_from_checkpoint_exactly(trainer, reference, tmp_path):
+def check_interrupted_run_resumes_from_checkpoint_exactly(trainer, reference, folder):
   ref_dir, ref_state = reference
   # First life: 6 steps, checkpoints at 3 and 6, then the process "dies" (its state is simply dropped).
   counted, calls = counting(trainer)
-  first = counted.run(tmp_path, 6, progress=False)
-  assert len(calls) == 6 and first.step == 6 and checkpoint_steps(tmp_path) == [3, 6]  # Not after the first step.
-  saved = json.loads((tmp_path / 'checkpoints' / '6' / 'data' / 'metadata').read_text())
+  first = counted.run(folder, 6, progress=False)
+  assert len(calls) == 6 and first.step == 6 and checkpoint_steps(folder) == [3, 6]  # Not after the first step.
+  saved = json.loads((folder / 'checkpoints' / '6' / 'data' / 'metadata').read_text())
   assert saved == {'process_count': 1, 'iterator_states': [{'step': 6}]}
   state6 = jax.device_get(first.state)
   del first
@@ -139,28 +131,28 @@ def test_interrupted_run_resumes_from_checkpoint_exactly(trainer, reference, tmp
   # Second life: same work folder, 8 steps in total. It starts at step 6, with the data iterator at batch 6.
   counted, calls = counting(trainer)
   iterator = Wrapped(trainer)
-  second = counted.run(tmp_path, 8, progress=False, iterator=iterator)
+  second = counted.run(folder, 8, progress=False, iterator=iterator)
   assert len(calls) == 2 and second.step == 8 and iterator.restored_to == [{'step': 6}]
-  assert checkpoint_steps(tmp_path) == [3, 6, 8]  # The last step is saved although 8 % 3 != 0.
+  assert checkpoint_steps(folder) == [3, 6, 8]  # The last step is saved although 8 % 3 != 0.
   assert_trees_equal(jax.device_get(second.state), ref_state)  # == the uninterrupted run, bit for bit.
   assert any(not np.array_equal(x, y) for x, y in zip(jax.tree.leaves(state6), jax.tree.leaves(ref_state)))
 
   # Asked for the same length again it does nothing; one more step evicts the oldest checkpoint (keep 3).
   counted, calls = counting(trainer)
-  assert counted.run(tmp_path, 8, progress=False).step == 8 and not calls
-  assert counted.run(tmp_path, 9, progress=False).step == 9 and len(calls) == 1
-  assert checkpoint_steps(tmp_path) == [6, 8, 9]
+  assert counted.run(folder, 8, progress=False).step == 8 and not calls
+  assert counted.run(folder, 9, progress=False).step == 9 and len(calls) == 1
+  assert checkpoint_steps(folder) == [6, 8, 9]
   with pytest.raises(ConfigError, match='beyond the requested 7 steps'):
-    trainer.run(tmp_path, 7, progress=False)
+    trainer.run(folder, 7, progress=False)
 
 
-@group
-def test_sigterm_writes_checkpoint_and_resume_is_bit_identical(trainer, reference, tmp_path, monkeypatch, capsys):
+def check_sigterm_writes_checkpoint_and_resume_is_bit_identical(trainer, reference, folder, monkeypatch, capsys):
   """Through train.py's main: a real SIGTERM mid-run -> checkpoint, exit status 143; the same command resumes."""
   ref_dir, ref_state = reference
-  config_file = tmp_path / 'config.py'
+  folder.mkdir()
+  config_file = folder / 'config.py'
   config_file.write_text('import test_train_loop\n\n\ndef get_config():\n  return test_train_loop.loop_config()\n')
-  # The CLI builds the same trainer as the fixture (so nothing compiles twice); it must parse the same config.
+  # The CLI gets the already compiled trainer (nothing compiles twice); it must have parsed the same config.
   def create(config, **kwargs):
     assert config.to_dict() == trainer.config.to_dict()
     return trainer
@@ -173,37 +165,35 @@ def test_sigterm_writes_checkpoint_and_resume_is_bit_identical(trainer, referenc
 
   lives = iter([lambda c, m: Wrapped(trainer, sigterm_at_batch_4), lambda c, m: Wrapped(trainer)])
   monkeypatch.setitem(sources.SOURCES, 'synthetic', lambda c, m: next(lives)(c, m))
-  argv = ['train.py', '--config', str(config_file), '--workdir', str(tmp_path / 'w'), '--noprogress']
+  argv = ['train.py', '--config', str(config_file), '--workdir', str(folder / 'w'), '--noprogress']
   handler = signal.getsignal(signal.SIGTERM)
 
   assert cli.main(argv) == 128 + signal.SIGTERM
   assert 'stopped by SIGTERM at step 5' in capsys.readouterr().err
-  assert checkpoint_steps(tmp_path / 'w') == [3, 5]
+  assert checkpoint_steps(folder / 'w') == [3, 5]
   assert signal.getsignal(signal.SIGTERM) is handler  # The loop's handler is gone again.
 
   assert cli.main(argv) == 0
   assert 'done: step 8' in capsys.readouterr().out
-  assert checkpoint_steps(tmp_path / 'w') == [5, 6, 8]
-  assert_trees_equal(restored(trainer, tmp_path / 'w', 8), ref_state)
+  assert checkpoint_steps(folder / 'w') == [5, 6, 8]
+  assert_trees_equal(restored(trainer, folder / 'w', 8), ref_state)
 
 
-@group
-def test_nan_stops_training_naming_step_term_and_checkpoint(trainer, tmp_path):
+def check_nan_stops_training_naming_step_term_and_checkpoint(trainer, folder):
   def poison(index, batch):  # Batch 4 feeds step 5; with log_every = 2 its metrics are read one step late.
     return dataclasses.replace(batch, y=batch.y * jnp.nan) if index == 4 else batch
 
   config = loop_config()
   config.train.log_every = 2  # Logging cadence only: the compiled functions stay valid.
   with pytest.raises(NonFiniteLossError) as e:
-    dataclasses.replace(trainer, config=config).run(tmp_path, progress=False, iterator=Wrapped(trainer, poison))
+    dataclasses.replace(trainer, config=config).run(folder, progress=False, iterator=Wrapped(trainer, poison))
   message = str(e.value)
   assert 'step 5' in message and 'g_l1 = nan' in message
-  assert f'last good checkpoint is step 3: {tmp_path / "checkpoints" / "3"}' in message
-  assert checkpoint_steps(tmp_path) == [3]  # Step 6's checkpoint (due after the NaN) was never written.
+  assert f'last good checkpoint is step 3: {folder / "checkpoints" / "3"}' in message
+  assert checkpoint_steps(folder) == [3]  # Step 6's checkpoint (due after the NaN) was never written.
 
 
-@group
-def test_tensorboard_has_every_term_image_grids_hparams_and_evals(trainer, reference):
+def check_tensorboard_has_every_term_image_grids_hparams_and_evals(trainer, reference):
   ref_dir, ref_state = reference
   events = metric_writer.read_events(ref_dir / 'tensorboard')
   scalars = events['scalars']
@@ -233,31 +223,28 @@ def test_tensorboard_has_every_term_image_grids_hparams_and_evals(trainer, refer
   assert dict(scalars['eval/probe/l1'])[8] == pytest.approx(want, rel=1e-5)
 
 
-@group
-def test_resume_with_a_different_config_is_refused(trainer, reference):
-  ref_dir, _ = reference
-  saved = json.loads((ref_dir / 'config.json').read_text())
+def test_resume_with_a_different_config_is_refused(tmp_path):
+  loop.save_or_check_config(loop_config(), str(tmp_path))  # A fresh run writes it.
+  saved = json.loads((tmp_path / 'config.json').read_text())
   assert saved['train']['batch_size'] == 4 and saved['model']['num_down'] == 1
+  loop.save_or_check_config(loop_config(), str(tmp_path))  # The same config resumes.
   changed = loop_config()
   changed.train.lr = 1e-3
   changed.model.ngf = 16
   with pytest.raises(ConfigError) as e:
-    dataclasses.replace(trainer, config=changed).run(ref_dir, progress=False)
+    loop.save_or_check_config(changed, str(tmp_path))
   assert 'train.lr: 0.0002 -> 0.001' in str(e.value) and 'model.ngf: 8 -> 16' in str(e.value)
-  assert 'config.json' in str(e.value)
-  # Fields that do not change what is trained may differ (a longer run, other logging).
+  assert str(tmp_path / 'config.json') in str(e.value)
+  # Fields that do not change what is trained may differ (a longer run, other logging, other evaluations).
   fine = loop_config()
-  fine.train.log_every, fine.train.image_every = 5, 0
-  assert loop.config_differences(saved, fine) == []
+  fine.train.num_steps, fine.train.log_every, fine.train.image_every = 100, 5, 0
+  fine.evals.probe.every = 2
+  loop.save_or_check_config(fine, str(tmp_path))
 
 
-@pytest.mark.slow
-@group
-def test_two_processes_equal_one_process(trainer, reference, tmp_path):
-  """train.py on 2 processes x 2 CPU devices (jax.distributed over localhost) == 1 process x 4 devices: the state
-  after 3 steps to 1e-5 and every logged term of the 3 steps to rtol 1e-5 (see train_configs.loop_test_config)."""
-  ref_dir, _ = reference
-  config_file = tmp_path / 'config.py'
+def start_two_processes(workdir: pathlib.Path) -> list[subprocess.Popen]:
+  """train.py on 2 processes x 2 CPU devices (jax.distributed over localhost), 3 steps of loop_test_config."""
+  config_file = workdir.parent / 'two_process_config.py'
   config_file.write_text('import train_configs\n\n\ndef get_config():\n  c = train_configs.loop_test_config()\n'
                          '  c.train.image_every = 0\n  return c\n')
   with socket.socket() as s:
@@ -265,18 +252,23 @@ def test_two_processes_equal_one_process(trainer, reference, tmp_path):
     port = s.getsockname()[1]
   env = dict(os.environ, JAX_PLATFORMS='cpu', XLA_FLAGS='--xla_force_host_platform_device_count=2',
              JAX_DEFAULT_PRNG_IMPL='unsafe_rbg', PYTHONPATH=f'{REPO}{os.pathsep}{REPO / "tests"}')
-  workdir = tmp_path / 'w'
-  procs = [subprocess.Popen([sys.executable, str(REPO / 'train.py'), '--config', str(config_file), '--workdir',
-                             str(workdir), '--config.train.num_steps=3', '--noprogress',
-                             f'--coordinator_address=localhost:{port}', '--num_processes=2', f'--process_id={i}'],
-                            env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-           for i in range(2)]
+  return [subprocess.Popen([sys.executable, str(REPO / 'train.py'), '--config', str(config_file), '--workdir',
+                            str(workdir), '--config.train.num_steps=3', '--noprogress',
+                            f'--coordinator_address=localhost:{port}', '--num_processes=2', f'--process_id={i}'],
+                           env=env, cwd=workdir.parent, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+          for i in range(2)]
+
+
+def check_two_processes_equal_one_process(trainer, reference, workdir, procs):
+  """2 processes x 2 devices == 1 process x 4 devices: the state after 3 steps to 1e-5 and every logged term of the
+  3 steps to rtol 1e-5 (see train_configs.loop_test_config); checkpoints written collectively, one log writer."""
+  ref_dir, _ = reference
   outputs = [p.communicate(timeout=1200) for p in procs]
   for p, (out, err) in zip(procs, outputs):
     assert p.returncode == 0, err[-3000:]
   assert 'done: step 3' in outputs[0][0] and 'done' not in outputs[1][0]  # Process 0 reports.
   assert len(list((workdir / 'tensorboard').glob('events.out.tfevents.*'))) == 1  # One writer.
-  assert checkpoint_steps(workdir) == [3]  # Written collectively by both processes.
+  assert checkpoint_steps(workdir) == [3]
   saved = json.loads((workdir / 'checkpoints' / '3' / 'data' / 'metadata').read_text())
   assert saved == {'process_count': 2, 'iterator_states': [{'step': 3}, {'step': 3}]}
 
@@ -286,6 +278,29 @@ def test_two_processes_equal_one_process(trainer, reference, tmp_path):
   for name in METRIC_NAMES:
     np.testing.assert_allclose([v for _, v in two[f'train/{name}']], [v for _, v in one[f'train/{name}']][:3],
                                rtol=1e-5, atol=1e-7, err_msg=name)
+
+
+@pytest.mark.slow
+def test_training_loop(tmp_path, monkeypatch, capsys):
+  """Resume after a crash, SIGTERM through train.py, NaN stop, TensorBoard contents, and 2 processes == 1."""
+  two_process_dir = tmp_path / 'two_processes'
+  procs = start_two_processes(two_process_dir)  # Compiles in the background meanwhile.
+  try:
+    config = loop_config()
+    trainer = loop.Trainer.create(config, devices=jax.devices()[:4], init_key=init_key(config))
+    reference = reference_run(trainer, tmp_path / 'reference')
+    check_interrupted_run_resumes_from_checkpoint_exactly(trainer, reference, tmp_path / 'crash')
+    with monkeypatch.context() as patch:
+      check_sigterm_writes_checkpoint_and_resume_is_bit_identical(trainer, reference, tmp_path / 'sigterm', patch,
+                                                                  capsys)
+    check_nan_stops_training_naming_step_term_and_checkpoint(trainer, tmp_path / 'nan')
+    check_tensorboard_has_every_term_image_grids_hparams_and_evals(trainer, reference)
+    check_two_processes_equal_one_process(trainer, reference, two_process_dir, procs)
+  finally:
+    for p in procs:
+      if p.poll() is None:
+        p.kill()
+        p.wait()
 
 
 def test_config_overrides_and_variants():
