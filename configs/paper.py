@@ -3,11 +3,52 @@
 Every hyperparameter of the project lives here (or in a config that starts from this one and overrides a few
 fields, like `tiny.py`). Values are the paper's, or where the paper is silent the authors' public code's
 (see ../shared/DESIGN.md, "What the paper leaves open").
+
+Variants take an argument after the file name, as `key=value` pairs separated by commas:
+  train.py --config configs/paper.py:ablation=no_flow --workdir ...
+ablation is one of the rows of Table 1: full (default), no_flow ("w/o F"), no_audio ("w/o audio") and landmarks
+(2D landmark images instead of the 3D face x_t).
 """
+from __future__ import annotations
+
 import ml_collections
 
+from headgan_jax.errors import ConfigError
 
-def get_config() -> ml_collections.ConfigDict:
+# Table 1's rows: the config fields each ablation changes.
+ABLATIONS = {
+    'full': {},
+    'no_flow': {'model.use_flow': False},
+    'no_audio': {'model.use_audio': False},
+    'landmarks': {'model.conditioning': 'landmarks'},
+}
+ARGS = {'ablation': 'full'}  # Every key a config argument may set, with its default.
+
+
+def parse_arg(arg: str | None, **defaults: str) -> dict[str, str]:
+  """'ablation=no_flow,k=v' -> {'ablation': 'no_flow', 'k': 'v'} over `defaults` (ConfigError on unknown keys)."""
+  out = dict(defaults)
+  for item in filter(None, (arg or '').split(',')):
+    key, sep, value = item.partition('=')
+    if not sep or key not in defaults:
+      raise ConfigError(f'config argument {item!r}: expected key=value with key one of {sorted(defaults)}')
+    out[key] = value
+  return out
+
+
+def apply_variant(c: ml_collections.ConfigDict, arg: str | None) -> ml_collections.ConfigDict:
+  """c with the ablation named by `arg` applied (see the module docstring)."""
+  args = parse_arg(arg, **ARGS)
+  if args['ablation'] not in ABLATIONS:
+    raise ConfigError(f'config argument ablation={args["ablation"]}: expected one of {", ".join(ABLATIONS)}')
+  for path, value in ABLATIONS[args['ablation']].items():
+    section, field = path.split('.')
+    c[section][field] = value
+  c.variant = args['ablation']
+  return c
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.seed = 0
   c.image_size = 256  # H = W of y_t and x_t.
@@ -59,6 +100,7 @@ def get_config() -> ml_collections.ConfigDict:
   t.lr = 2e-4
   t.b1 = 0.5
   t.b2 = 0.999
+  t.adam_eps = 1e-8  # Adam's epsilon (optax's and PyTorch's default, as in the authors' code).
   t.epochs = 6  # Constant learning rate ...
   t.decay_epochs = 4  # ... then linear decay to 0.
   t.steps_per_epoch = 10_000
@@ -67,6 +109,13 @@ def get_config() -> ml_collections.ConfigDict:
   t.checkpoint_every = 1000
   t.keep_checkpoints = 3
   t.workdir = 'workdir'
+  t.num_steps = 0  # Train steps in total; 0 = (epochs + decay_epochs) * steps_per_epoch.
+  t.image_every = 1000  # Image grids to TensorBoard every this many steps (0 = never).
+  t.image_examples = 4  # Rows (examples) in each image grid.
+
+  # Input data (headgan_jax/data/sources.py): 'synthetic', 'headgan_demo' or 'headgan_voxceleb'.
+  c.data = ml_collections.ConfigDict()
+  c.data.source = 'headgan_voxceleb'
 
   # 3D face (Sections 3.1, 4.1).
   f = c.face3d = ml_collections.ConfigDict()
@@ -136,4 +185,4 @@ def get_config() -> ml_collections.ConfigDict:
                size=224, clip_length=16, real='auto', real_stats='', batch_size=4)
   e.image = dict(type='image', every=0)  # L1, PSNR, SSIM, whole frame and masked to the face.
   e.aed = dict(type='aed', every=0)  # AED + APD on tracked 3DMM coefficients.
-  return c
+  return apply_variant(c, arg)

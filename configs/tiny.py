@@ -4,8 +4,9 @@ import ml_collections
 from configs import paper
 
 
-def get_config() -> ml_collections.ConfigDict:
-  c = paper.get_config()
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  """paper.py's config (its variants too: configs/tiny.py:ablation=no_flow) at the test size, synthetic data."""
+  c = paper.get_config(arg)
   c.image_size = 64
   c.model.ngf = 4  # 4 -> 16 -> 64 channels.
   c.model.spade_hidden = 32
@@ -16,5 +17,8 @@ def get_config() -> ml_collections.ConfigDict:
   c.train.steps_per_epoch = 10
   c.train.log_every = 1
   c.train.checkpoint_every = 5
+  c.train.image_every = 10
+  c.train.image_examples = 2
   c.loss.use_vgg = False
+  c.data.source = 'synthetic'
   return c

@@ -46,3 +46,7 @@ class NoFaceFoundError(HeadGANError):
 
 class MetricInputError(HeadGANError, ValueError):
   """Arrays given to a metric or an evaluator have the wrong shape, range or values (names the array and why)."""
+
+
+class NonFiniteLossError(HeadGANError, FloatingPointError):
+  """Training produced a NaN or inf loss term (names the step, the terms and the last good checkpoint)."""

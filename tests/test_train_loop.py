@@ -1,91 +1,335 @@
-"""train.py: checkpoints every N steps, resumes exactly after an interruption, refuses to start without VGG weights."""
+"""The training loop (headgan_jax/train/loop.py) and train.py's command line (headgan_jax/train/cli.py).
+
+Compiling the train step dominates the cost of these tests, so everything that trains runs in ONE test function
+(pytest-xdist would otherwise compile the same trainer in two workers): one 4-device trainer
+(tests/train_configs.loop_test_config), one uninterrupted 8-step reference run, then each behaviour in its own
+check_* function against them, while a two-process run of train.py proceeds in the background.
+"""
 import dataclasses
-import importlib.util
+import json
 import os
 import pathlib
+import signal
+import socket
 import subprocess
 import sys
 
 import jax
+import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 
 import train_configs
+from headgan_jax.data import sources
+from headgan_jax.errors import ConfigError, NonFiniteLossError
+from headgan_jax.train import cli, loop, losses, metric_writer
+from headgan_jax.train.step import METRIC_NAMES
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
-def _load_train_module():
-  spec = importlib.util.spec_from_file_location('headgan_train_script', REPO / 'train.py')
-  module = importlib.util.module_from_spec(spec)
-  sys.modules[spec.name] = module  # dataclasses look their module up there.
-  spec.loader.exec_module(module)
-  return module
+class MaskedL1Probe:
+  """A FrameEvaluator for the in-loop evaluation hook: face-masked L1 of G's frames and the number of frames."""
+
+  def __init__(self, config, spec):
+    self.threshold = config.loss.face_mask_threshold
+
+  def reset(self):
+    self.sum, self.frames = 0.0, 0
+
+  def update(self, generated, batch):
+    mask = losses.face_mask(batch.x_t, self.threshold)
+    self.sum += float(losses.masked_l1(generated, batch.y, mask)) * batch.batch_size
+    self.frames += batch.batch_size
+
+  def result(self):
+    return {'l1': self.sum / self.frames, 'frames': self.frames}
 
 
-train = _load_train_module()
-
-
-def small_config():
-  """The tiny config at 32x32 with narrower SPADE / D (tests/train_configs.py), checkpoints every 3 steps."""
-  c = train_configs.small_train_config()
-  c.train.batch_size = 2
-  c.train.checkpoint_every = 3
-  c.train.keep_checkpoints = 3
-  c.train.log_every = 1
+def loop_config() -> ml_collections.ConfigDict:
+  c = train_configs.loop_test_config()
+  c.evals.probe = ml_collections.ConfigDict(dict(type='test_train_loop:MaskedL1Probe', every=4, num_batches=1))
   return c
 
 
-def _checkpoint_steps(workdir: pathlib.Path) -> list[int]:
+def init_key(config):
+  """What Trainer.create derives from config.seed when JAX_DEFAULT_PRNG_IMPL=unsafe_rbg (as in the subprocesses):
+  the RBG key compiles the parameter initialisation 3x faster than threefry on CPU."""
+  return jax.random.split(jax.random.key(config.seed, impl='unsafe_rbg'))[0]
+
+
+def reference_run(trainer, workdir):
+  """An uninterrupted run of 8 steps: (workdir, its final state on the host)."""
+  result = trainer.run(workdir, progress=False)
+  assert result.step == 8 and result.stopped_by is None
+  return workdir, jax.device_get(result.state)
+
+
+def checkpoint_steps(workdir: pathlib.Path) -> list[int]:
   return sorted(int(p.name) for p in (workdir / 'checkpoints').iterdir() if p.name.isdigit())
 
 
-def _counting(trainer):
+def restored(trainer, workdir, step):
+  """The state of checkpoint `step` in `workdir`, on the host."""
+  with trainer.checkpoint_manager(workdir) as manager:
+    import orbax.checkpoint as ocp  # pylint: disable=import-outside-toplevel
+    state = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(trainer.abstract_state())))
+  return jax.device_get(state.state)
+
+
+def assert_trees_equal(a, b, atol=0.0):
+  for (path, x), y in zip(jax.tree_util.tree_leaves_with_path(a), jax.tree.leaves(b), strict=True):
+    if atol:
+      np.testing.assert_allclose(x, y, atol=atol, rtol=0, err_msg=jax.tree_util.keystr(path))
+    else:
+      np.testing.assert_array_equal(x, y, err_msg=jax.tree_util.keystr(path))
+
+
+class Wrapped:
+  """A train iterator around the synthetic one: records set_state, and can act on its n-th batch."""
+
+  def __init__(self, trainer, on_batch=None):
+    self.inner = sources.SyntheticIterator(trainer.config, trainer.mesh)
+    self.on_batch = on_batch or (lambda index, batch: batch)
+    self.restored_to = []
+
+  def __next__(self):
+    index = self.inner.get_state()['step']
+    return self.on_batch(index, next(self.inner))
+
+  def get_state(self):
+    return self.inner.get_state()
+
+  def set_state(self, state):
+    self.restored_to.append(state)
+    self.inner.set_state(state)
+
+
+def counting(trainer):
   """The trainer with its step wrapped to count calls (to see where a run starts)."""
   calls = []
 
   def train_step(state, batch, vgg_params=None):
-    calls.append(int(state.step))
+    calls.append(len(calls))
     return trainer.train_step(state, batch, vgg_params)
 
   return dataclasses.replace(trainer, train_step=train_step), calls
 
 
-def test_interrupted_run_resumes_from_checkpoint_exactly(tmp_path):
-  config = small_config()
-  # A 2-device mesh: the checkpoint is restored into replicated, sharded arrays. unsafe_rbg: fast init compile.
-  trainer = train.Trainer.create(config, devices=jax.devices()[:2], init_key=jax.random.key(0, impl='unsafe_rbg'))
-  interrupted, resumed = tmp_path / 'interrupted', tmp_path / 'uninterrupted'
-
+def check_interrupted_run_resumes_from_checkpoint_exactly(trainer, reference, folder):
+  ref_dir, ref_state = reference
   # First life: 6 steps, checkpoints at 3 and 6, then the process "dies" (its state is simply dropped).
-  counted, calls = _counting(trainer)
-  state6 = counted.run(interrupted, 6, progress=False)
-  assert calls == [0, 1, 2, 3, 4, 5] and int(state6.step) == 6
-  assert _checkpoint_steps(interrupted) == [3, 6]  # Every 3 steps, and not the first step.
-  params6 = jax.device_get(state6.g_params)
-  del state6
+  counted, calls = counting(trainer)
+  first = counted.run(folder, 6, progress=False)
+  assert len(calls) == 6 and first.step == 6 and checkpoint_steps(folder) == [3, 6]  # Not after the first step.
+  saved = json.loads((folder / 'checkpoints' / '6' / 'data' / 'metadata').read_text())
+  assert saved == {'process_count': 1, 'iterator_states': [{'step': 6}]}
+  state6 = jax.device_get(first.state)
+  del first
 
-  # Second life: same work folder, 8 steps in total. It must start at step 6, not 0.
-  counted, calls = _counting(trainer)
-  state_a = counted.run(interrupted, 8, progress=False)
-  assert calls == [6, 7] and int(state_a.step) == 8
-  # Step 8 is saved as the last step of the run even though 8 % 3 != 0.
-  assert _checkpoint_steps(interrupted) == [3, 6, 8]
+  # Second life: same work folder, 8 steps in total. It starts at step 6, with the data iterator at batch 6.
+  counted, calls = counting(trainer)
+  iterator = Wrapped(trainer)
+  second = counted.run(folder, 8, progress=False, iterator=iterator)
+  assert len(calls) == 2 and second.step == 8 and iterator.restored_to == [{'step': 6}]
+  assert checkpoint_steps(folder) == [3, 6, 8]  # The last step is saved although 8 % 3 != 0.
+  assert_trees_equal(jax.device_get(second.state), ref_state)  # == the uninterrupted run, bit for bit.
+  assert any(not np.array_equal(x, y) for x, y in zip(jax.tree.leaves(state6), jax.tree.leaves(ref_state)))
 
-  # The same 8 steps in one go.
-  state_b = trainer.run(resumed, 8, progress=False)
-  a, b = jax.device_get((state_a, state_b))
-  for (path, x), y in zip(jax.tree_util.tree_leaves_with_path(a), jax.tree.leaves(b)):
-    np.testing.assert_array_equal(x, y, err_msg=jax.tree_util.keystr(path))
-  # Training did change the generator between step 6 and 8.
-  assert any(not np.array_equal(x, y) for x, y in zip(jax.tree.leaves(params6), jax.tree.leaves(a.g_params)))
+  # Asked for the same length again it does nothing; one more step evicts the oldest checkpoint (keep 3).
+  counted, calls = counting(trainer)
+  assert counted.run(folder, 8, progress=False).step == 8 and not calls
+  assert counted.run(folder, 9, progress=False).step == 9 and len(calls) == 1
+  assert checkpoint_steps(folder) == [6, 8, 9]
+  with pytest.raises(ConfigError, match='beyond the requested 7 steps'):
+    trainer.run(folder, 7, progress=False)
 
-  # A finished run asked for the same length again does nothing; one more step evicts the oldest checkpoint
-  # (keep_checkpoints = 3).
-  counted, calls = _counting(trainer)
-  assert int(counted.run(interrupted, 8, progress=False).step) == 8 and calls == []
-  assert int(counted.run(interrupted, 9, progress=False).step) == 9 and calls == [8]
-  assert _checkpoint_steps(interrupted) == [6, 8, 9]
+
+def check_sigterm_writes_checkpoint_and_resume_is_bit_identical(trainer, reference, folder, monkeypatch, capsys):
+  """Through train.py's main: a real SIGTERM mid-run -> checkpoint, exit status 143; the same command resumes."""
+  ref_dir, ref_state = reference
+  folder.mkdir()
+  config_file = folder / 'config.py'
+  config_file.write_text('import test_train_loop\n\n\ndef get_config():\n  return test_train_loop.loop_config()\n')
+  # The CLI gets the already compiled trainer (nothing compiles twice); it must have parsed the same config.
+  def create(config, **kwargs):
+    assert config.to_dict() == trainer.config.to_dict()
+    return trainer
+  monkeypatch.setattr(loop.Trainer, 'create', staticmethod(create))
+
+  def sigterm_at_batch_4(index, batch):
+    if index == 4:
+      os.kill(os.getpid(), signal.SIGTERM)  # Arrives while step 4 is about to run; it finishes, then stops.
+    return batch
+
+  lives = iter([lambda c, m: Wrapped(trainer, sigterm_at_batch_4), lambda c, m: Wrapped(trainer)])
+  monkeypatch.setitem(sources.SOURCES, 'synthetic', lambda c, m: next(lives)(c, m))
+  argv = ['train.py', '--config', str(config_file), '--workdir', str(folder / 'w'), '--noprogress']
+  handler = signal.getsignal(signal.SIGTERM)
+
+  assert cli.main(argv) == 128 + signal.SIGTERM
+  assert 'stopped by SIGTERM at step 5' in capsys.readouterr().err
+  assert checkpoint_steps(folder / 'w') == [3, 5]
+  assert signal.getsignal(signal.SIGTERM) is handler  # The loop's handler is gone again.
+
+  assert cli.main(argv) == 0
+  assert 'done: step 8' in capsys.readouterr().out
+  assert checkpoint_steps(folder / 'w') == [5, 6, 8]
+  assert_trees_equal(restored(trainer, folder / 'w', 8), ref_state)
+
+
+def check_nan_stops_training_naming_step_term_and_checkpoint(trainer, folder):
+  def poison(index, batch):  # Batch 4 feeds step 5; with log_every = 2 its metrics are read one step late.
+    return dataclasses.replace(batch, y=batch.y * jnp.nan) if index == 4 else batch
+
+  config = loop_config()
+  config.train.log_every = 2  # Logging cadence only: the compiled functions stay valid.
+  with pytest.raises(NonFiniteLossError) as e:
+    dataclasses.replace(trainer, config=config).run(folder, progress=False, iterator=Wrapped(trainer, poison))
+  message = str(e.value)
+  assert 'step 5' in message and 'g_l1 = nan' in message
+  assert f'last good checkpoint is step 3: {folder / "checkpoints" / "3"}' in message
+  assert checkpoint_steps(folder) == [3]  # Step 6's checkpoint (due after the NaN) was never written.
+
+
+def check_tensorboard_has_every_term_image_grids_hparams_and_evals(trainer, reference):
+  ref_dir, ref_state = reference
+  events = metric_writer.read_events(ref_dir / 'tensorboard')
+  scalars = events['scalars']
+  for name in METRIC_NAMES:
+    assert [s for s, _ in scalars[f'train/{name}']] == list(range(1, 9)), name
+    assert all(np.isfinite(v) for _, v in scalars[f'train/{name}'])
+  assert [v for _, v in scalars['train/lr']] == pytest.approx([2e-4] * 8)
+  rate = dict(scalars['perf/steps_per_s'])
+  assert set(rate) == set(range(1, 9)) and all(v > 0 for v in rate.values())
+  assert dict(scalars['perf/examples_per_s'])[8] == pytest.approx(4 * rate[8], rel=1e-5)
+  assert events['hparams']['train.batch_size'] == 4 and events['hparams']['data.source'] == 'synthetic'
+
+  # Grids at steps 4 and 8: 2 examples x (x_t | warped reference | generated | target | mouth crops), 16x16 tiles.
+  grids = dict(events['images']['images/train'])
+  assert set(grids) == {4, 8} and grids[4].shape == (32, 4 * 16 + 8, 3)
+  batch3 = Wrapped(trainer)
+  batch3.set_state({'step': 3})
+  y = np.asarray(jax.device_get(next(batch3).y))[:2]  # The batch of step 4 (its 4th).
+  target = grids[4][:, 48:64].reshape(2, 16, 16, 3).astype(np.float32)
+  np.testing.assert_allclose(target, (y + 1) / 2 * 255, atol=1.0)
+
+  # The in-loop evaluation ran at steps 4 and 8 on the held-out synthetic batch, with the state of that step.
+  assert dict(scalars['eval/probe/frames']) == {4: 4.0, 8: 4.0}
+  held_out = next(iter(sources.make_eval_batches(trainer.config, trainer.mesh, 'test', trainer.config.evals.probe)))
+  generated, _ = trainer.generate_fn(jax.device_put(ref_state, loop.step_lib.replicated(trainer.mesh)), held_out)
+  want = float(losses.masked_l1(generated, held_out.y, losses.face_mask(held_out.x_t, 0.01)))
+  assert dict(scalars['eval/probe/l1'])[8] == pytest.approx(want, rel=1e-5)
+
+
+def test_resume_with_a_different_config_is_refused(tmp_path):
+  loop.save_or_check_config(loop_config(), str(tmp_path))  # A fresh run writes it.
+  saved = json.loads((tmp_path / 'config.json').read_text())
+  assert saved['train']['batch_size'] == 4 and saved['model']['num_down'] == 1
+  loop.save_or_check_config(loop_config(), str(tmp_path))  # The same config resumes.
+  changed = loop_config()
+  changed.train.lr = 1e-3
+  changed.model.ngf = 16
+  with pytest.raises(ConfigError) as e:
+    loop.save_or_check_config(changed, str(tmp_path))
+  assert 'train.lr: 0.0002 -> 0.001' in str(e.value) and 'model.ngf: 8 -> 16' in str(e.value)
+  assert str(tmp_path / 'config.json') in str(e.value)
+  # Fields that do not change what is trained may differ (a longer run, other logging, other evaluations).
+  fine = loop_config()
+  fine.train.num_steps, fine.train.log_every, fine.train.image_every = 100, 5, 0
+  fine.evals.probe.every = 2
+  loop.save_or_check_config(fine, str(tmp_path))
+
+
+def start_two_processes(workdir: pathlib.Path) -> list[subprocess.Popen]:
+  """train.py on 2 processes x 2 CPU devices (jax.distributed over localhost), 3 steps of loop_test_config."""
+  config_file = workdir.parent / 'two_process_config.py'
+  config_file.write_text('import train_configs\n\n\ndef get_config():\n  c = train_configs.loop_test_config()\n'
+                         '  c.train.image_every = 0\n  return c\n')
+  with socket.socket() as s:
+    s.bind(('localhost', 0))
+    port = s.getsockname()[1]
+  env = dict(os.environ, JAX_PLATFORMS='cpu', XLA_FLAGS='--xla_force_host_platform_device_count=2',
+             JAX_DEFAULT_PRNG_IMPL='unsafe_rbg', PYTHONPATH=f'{REPO}{os.pathsep}{REPO / "tests"}')
+  return [subprocess.Popen([sys.executable, str(REPO / 'train.py'), '--config', str(config_file), '--workdir',
+                            str(workdir), '--config.train.num_steps=3', '--noprogress',
+                            f'--coordinator_address=localhost:{port}', '--num_processes=2', f'--process_id={i}'],
+                           env=env, cwd=workdir.parent, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+          for i in range(2)]
+
+
+def check_two_processes_equal_one_process(trainer, reference, workdir, procs):
+  """2 processes x 2 devices == 1 process x 4 devices: the state after 3 steps to 1e-5 and every logged term of the
+  3 steps to rtol 1e-5 (see train_configs.loop_test_config); checkpoints written collectively, one log writer."""
+  ref_dir, _ = reference
+  outputs = [p.communicate(timeout=1200) for p in procs]
+  for p, (out, err) in zip(procs, outputs):
+    assert p.returncode == 0, err[-3000:]
+  assert 'done: step 3' in outputs[0][0] and 'done' not in outputs[1][0]  # Process 0 reports.
+  assert len(list((workdir / 'tensorboard').glob('events.out.tfevents.*'))) == 1  # One writer.
+  assert checkpoint_steps(workdir) == [3]
+  saved = json.loads((workdir / 'checkpoints' / '3' / 'data' / 'metadata').read_text())
+  assert saved == {'process_count': 2, 'iterator_states': [{'step': 3}, {'step': 3}]}
+
+  assert_trees_equal(restored(trainer, workdir, 3), restored(trainer, ref_dir, 3), atol=1e-5)
+  two = metric_writer.read_events(workdir / 'tensorboard')['scalars']
+  one = metric_writer.read_events(ref_dir / 'tensorboard')['scalars']
+  for name in METRIC_NAMES:
+    np.testing.assert_allclose([v for _, v in two[f'train/{name}']], [v for _, v in one[f'train/{name}']][:3],
+                               rtol=1e-5, atol=1e-7, err_msg=name)
+
+
+@pytest.mark.slow
+def test_training_loop(tmp_path, monkeypatch, capsys):
+  """Resume after a crash, SIGTERM through train.py, NaN stop, TensorBoard contents, and 2 processes == 1."""
+  two_process_dir = tmp_path / 'two_processes'
+  procs = start_two_processes(two_process_dir)  # Compiles in the background meanwhile.
+  try:
+    config = loop_config()
+    trainer = loop.Trainer.create(config, devices=jax.devices()[:4], init_key=init_key(config))
+    reference = reference_run(trainer, tmp_path / 'reference')
+    check_interrupted_run_resumes_from_checkpoint_exactly(trainer, reference, tmp_path / 'crash')
+    with monkeypatch.context() as patch:
+      check_sigterm_writes_checkpoint_and_resume_is_bit_identical(trainer, reference, tmp_path / 'sigterm', patch,
+                                                                  capsys)
+    check_nan_stops_training_naming_step_term_and_checkpoint(trainer, tmp_path / 'nan')
+    check_tensorboard_has_every_term_image_grids_hparams_and_evals(trainer, reference)
+    check_two_processes_equal_one_process(trainer, reference, two_process_dir, procs)
+  finally:
+    for p in procs:
+      if p.poll() is None:
+        p.kill()
+        p.wait()
+
+
+def test_config_overrides_and_variants():
+  paper = str(REPO / 'configs' / 'paper.py')
+  config, fv = cli.parse(['train.py', '--config', f'{paper}:ablation=no_flow', '--workdir', '/tmp/x',
+                          '--config.train.batch_size=12', '--config.data.source=synthetic'])
+  assert config.train.batch_size == 12 and config.data.source == 'synthetic' and fv.workdir == '/tmp/x'
+  assert not config.model.use_flow and config.variant == 'no_flow'
+  rows = {'full': ('model.use_flow', True), 'no_flow': ('model.use_flow', False),
+          'no_audio': ('model.use_audio', False), 'landmarks': ('model.conditioning', 'landmarks')}
+  for ablation, (field, value) in rows.items():
+    config, _ = cli.parse(['train.py', f'--config={REPO / "configs" / "tiny.py"}:ablation={ablation}'])
+    section, name = field.split('.')
+    assert config[section][name] == value and config.image_size == 64, ablation
+  bad = [([f'--config={paper}:ablation=no_mouth'], 'expected one of full, no_flow, no_audio, landmarks'),
+         ([f'--config={paper}', '--config.train.batch_sise=3'], "has no config field 'train.batch_sise'"),
+         ([f'--config={paper}', '--config.train.batch_size=many'], 'batch_size=many'),
+         (['--config=configs/none.py'], 'config file configs/none.py does not exist'),
+         (['--workdir=/tmp/x'], '--config is required')]
+  for args, message in bad:
+    with pytest.raises(ConfigError, match=message):
+      cli.parse(['train.py'] + args)
+
+
+def test_unknown_data_source_names_the_known_ones():
+  config = train_configs.loop_test_config()
+  config.data.source = 'headgan_vox'
+  with pytest.raises(ConfigError, match="'headgan_vox' has no train iterator .*known sources: synthetic"):
+    sources.make_train_iterator(config, loop.step_lib.make_mesh(jax.devices()[:1]))
 
 
 def _write_config(folder: pathlib.Path, vgg_weights: str) -> str:
@@ -98,7 +342,7 @@ def _write_config(folder: pathlib.Path, vgg_weights: str) -> str:
 @pytest.mark.parametrize('weights, message', [('', "vgg_weights is ''"), ('/nonexistent/vgg19.pth', 'does not exist')])
 def test_refuses_to_start_without_vgg_weights(tmp_path, capsys, weights, message):
   config = _write_config(tmp_path, weights)
-  rc = train.main(['--config', config, '--workdir', str(tmp_path / 'w'), '--steps', '1', '--synthetic'])
+  rc = cli.main(['train.py', '--config', config, '--workdir', str(tmp_path / 'w'), '--config.train.num_steps=1'])
   err = capsys.readouterr().err
   assert rc == 2
   assert message in err and err.startswith('error: ')
@@ -109,7 +353,7 @@ def test_command_line_refusal_is_clean(tmp_path):
   """The real command: exit status 2, one error line, no traceback (configs/paper.py has VGG on, no weights)."""
   env = dict(os.environ, JAX_PLATFORMS='cpu')
   proc = subprocess.run([sys.executable, str(REPO / 'train.py'), '--config', str(REPO / 'configs' / 'paper.py'),
-                         '--workdir', str(tmp_path / 'w'), '--steps', '1', '--synthetic'],
+                         '--workdir', str(tmp_path / 'w'), '--config.train.num_steps=1'],
                         capture_output=True, text=True, cwd=REPO, env=env, timeout=120)
   assert proc.returncode == 2, proc.stderr
   assert 'Traceback' not in proc.stderr

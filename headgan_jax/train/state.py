@@ -74,9 +74,10 @@ def learning_rate_schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
 
 
 def make_optimizers(config: ml_collections.ConfigDict) -> Optimizers:
-  """Adam(lr schedule, b1, b2) for each of G, D and D_m (Section 4: the same settings for all three)."""
+  """Adam(lr schedule, b1, b2, eps) for each of G, D and D_m (Section 4: the same settings for all three)."""
   schedule = learning_rate_schedule(config)
-  tx = lambda: optax.adam(schedule, b1=config.train.b1, b2=config.train.b2)  # noqa: E731
+  t = config.train
+  tx = lambda: optax.adam(schedule, b1=t.b1, b2=t.b2, eps=t.adam_eps)  # noqa: E731
   return Optimizers(tx(), tx(), tx())
 
 

@@ -1,0 +1,140 @@
+"""The command line of train.py: flags, the config (with overrides), multi-host start-up, exit statuses.
+
+  python train.py --config configs/tiny.py --workdir /tmp/headgan                    # synthetic data, 100 steps
+  python train.py --config configs/tiny.py --workdir /tmp/headgan --config.train.num_steps=20
+  python train.py --config configs/paper.py:ablation=no_flow --workdir gs://bucket/run --config.train.batch_size=12
+
+Any config field can be overridden with --config.<field>=<value> (ml_collections config_flags). A config file may
+take an argument after ':' (configs/paper.py: ablation=full|no_flow|no_audio|landmarks, Table 1's rows).
+
+Several hosts: start the same command on every host.
+  --multihost                          jax.distributed.initialize() finds its peers itself: Cloud TPU pod slices,
+                                       SLURM (srun), Open MPI (mpirun), Kubernetes JobSets.
+  --coordinator_address=HOST:PORT --num_processes=N --process_id=I
+                                       anywhere else (e.g. GPU machines started by hand or by another scheduler).
+
+Exit status: 0 finished; 2 bad configuration or input, or a NaN / inf loss (one message, no traceback);
+128 + signal number (143 SIGTERM, 130 SIGINT) when a signal stopped it after writing a checkpoint: run the same
+command again to resume.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+
+from absl import flags
+from ml_collections import config_flags
+
+from headgan_jax.errors import ConfigError, HeadGANError
+
+
+def _config_argument(argv: list[str]) -> str | None:
+  """The value of --config in argv (either '--config X' or '--config=X'), or None."""
+  for i, arg in enumerate(argv):
+    for prefix in ('--config=', '-config='):
+      if arg.startswith(prefix):
+        return arg[len(prefix):]
+    if arg in ('--config', '-config') and i + 1 < len(argv):
+      return argv[i + 1]
+  return None
+
+
+def load_config(spec: str):
+  """get_config(arg) of 'path/to/config.py[:arg]', with a clear ConfigError for a missing file or a bad argument."""
+  import importlib.util  # pylint: disable=import-outside-toplevel
+  path, _, arg = spec.partition(':')
+  if not os.path.isfile(path):
+    raise ConfigError(f'config file {path} does not exist')
+  module_spec = importlib.util.spec_from_file_location('headgan_config_check', path)
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  if not hasattr(module, 'get_config'):
+    raise ConfigError(f'config file {path} has no get_config()')
+  return module.get_config(arg) if arg else module.get_config()
+
+
+def _check_overrides(argv: list[str], config, spec: str) -> None:
+  """ConfigError naming the first --config.<field> override that is not a field of `config`."""
+  for arg in argv:
+    if arg.startswith(('--config.', '-config.')):
+      path = arg.split('=', 1)[0].split('.', 1)[1]
+      node = config
+      for part in path.split('.'):
+        if not hasattr(node, 'keys') or part not in node:
+          raise ConfigError(f'{arg}: {spec} has no config field {path!r}')
+        node = node[part]
+
+
+def parse(argv: list[str]):
+  """(config with overrides applied, flag values) from argv (argv[0] is the program)."""
+  fv = flags.FlagValues()
+  config_flag = config_flags.DEFINE_config_file('config', None, 'config file, optionally with an argument after ":"',
+                                                flag_values=fv, lock_config=True, sys_argv=argv)
+  flags.DEFINE_string('workdir', '', 'work folder: config.json, checkpoints/, tensorboard/ (default '
+                      'config.train.workdir)', flag_values=fv)
+  flags.DEFINE_bool('progress', True, 'progress bar on the console', flag_values=fv)
+  flags.DEFINE_bool('multihost', False, 'jax.distributed.initialize() with the cluster found automatically '
+                    '(TPU pod slice, SLURM, Open MPI, Kubernetes)', flag_values=fv)
+  flags.DEFINE_string('coordinator_address', '', 'HOST:PORT of process 0, for a multi-host run started by hand',
+                      flag_values=fv)
+  flags.DEFINE_integer('num_processes', 0, 'processes in a multi-host run started by hand', flag_values=fv)
+  flags.DEFINE_integer('process_id', -1, 'this process in a multi-host run started by hand', flag_values=fv)
+  if any(a in ('-h', '--help', '-help', '--helpfull') for a in argv[1:]):
+    print(__doc__ + '\nFlags:\n' + fv.get_help(), file=sys.stderr)
+    raise SystemExit(0)
+  spec = _config_argument(argv)
+  if spec is None:
+    raise ConfigError('--config is required, e.g. --config configs/tiny.py')
+  base = load_config(spec)  # Clear errors for a missing file or a bad argument before absl wraps them.
+  _check_overrides(argv, base, spec)
+  try:
+    rest = fv(argv)
+  except flags.Error as e:
+    raise ConfigError(str(e).splitlines()[0]) from e
+  if len(rest) > 1:
+    raise ConfigError(f'unexpected arguments {rest[1:]}')
+  return config_flag.value, fv
+
+
+def initialize_distributed(fv) -> None:
+  """jax.distributed.initialize() when the flags ask for several hosts; a no-op otherwise."""
+  manual = bool(fv.coordinator_address)
+  if not (fv.multihost or manual):
+    return
+  import jax  # pylint: disable=import-outside-toplevel
+  if manual:
+    if fv.num_processes < 1 or not 0 <= fv.process_id < fv.num_processes:
+      raise ConfigError(f'--coordinator_address needs --num_processes >= 1 and 0 <= --process_id < num_processes '
+                        f'(got {fv.num_processes} and {fv.process_id})')
+    jax.distributed.initialize(fv.coordinator_address, fv.num_processes, fv.process_id)
+  else:
+    jax.distributed.initialize()
+
+
+def main(argv: list[str] | None = None) -> int:
+  argv = list(sys.argv if argv is None else argv)
+  try:
+    config, fv = parse(argv)
+    initialize_distributed(fv)
+    import jax  # pylint: disable=import-outside-toplevel
+    from headgan_jax.train import loop  # pylint: disable=import-outside-toplevel
+    workdir = fv.workdir or config.train.workdir
+    trainer = loop.Trainer.create(config)
+    start = time.perf_counter()
+    result = trainer.run(workdir, progress=fv.progress)
+  except HeadGANError as e:
+    print(f'error: {e}', file=sys.stderr)
+    return 2
+  if jax.process_index() == 0:
+    where = os.path.join(workdir, loop.CHECKPOINT_DIR)
+    if result.stopped_by:
+      print(f'stopped by {result.stopped_by} at step {result.step}; checkpoint in {where}. Run the same command to '
+            'resume.', file=sys.stderr)
+    else:
+      print(f'done: step {result.step} in {time.perf_counter() - start:.1f} s, checkpoints in {where}, TensorBoard '
+            f'logs in {os.path.join(workdir, loop.TENSORBOARD_DIR)}')
+  if result.stopped_by:
+    return 128 + int(signal.Signals[result.stopped_by])
+  return 0

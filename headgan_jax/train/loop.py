@@ -1,0 +1,416 @@
+"""The training loop: data source by name, checkpoints, TensorBoard logging, in-loop evaluation, preemption, NaN stop.
+
+  trainer = Trainer.create(config)              # checks the config, builds networks, optimisers, mesh, jitted step
+  result = trainer.run(workdir)                 # trains to total_steps(config), resuming from workdir's checkpoints
+
+train.py is the command line around this (headgan_jax/train/cli.py); tests and notebooks call it directly.
+
+Work folder:
+  WORKDIR/config.json        the resolved config of the run (written once; a resumed run must match it, except for
+                             the fields in RESUMABLE_FIELDS, or it stops with the differing fields named)
+  WORKDIR/checkpoints/<N>/   orbax checkpoints after N steps: 'state' (the TrainState, an opaque pytree here) and
+                             'data' (every process's data-iterator state); keep-N, atomic, written by all processes
+  WORKDIR/tensorboard/       event files: train/<term> for every loss term, grad norm and the learning rate (means
+                             over each log interval), perf/steps_per_s and perf/examples_per_s, images/train grids
+                             (x_t | warped reference | generated | target | mouth crops: generated over target),
+                             eval/<name>/<metric>, and the config as hparams and text
+
+Data (headgan_jax/data/sources.py has the full contract): `config.data.source` names a source; its train iterator
+yields GLOBAL `train.data.Batch`es sharded along 'data' on the step's mesh, each process loading only its own rows
+and assembling them with `jax.make_array_from_process_local_data`; `get_state()` / `set_state()` (JSON values) are
+saved with every checkpoint and restored on resume, so a resumed run sees exactly the batches an uninterrupted one
+would have. The held-out batches for in-loop evaluation come from the same source (`make_eval_batches`).
+
+Several hosts: call `jax.distributed.initialize()` before anything touches jax (cli.py does), then everything here is
+unchanged: the mesh spans every device of every process, each process feeds its rows, every process runs the same
+steps and takes part in orbax's collective checkpoint writes, and only process 0 writes TensorBoard files and the
+config. WORKDIR must be storage that every host sees (a bucket or a network file system).
+
+Faults: SIGTERM or SIGINT (preemptible VMs, Ctrl-C) lets the current step finish, writes a checkpoint and returns
+with `stopped_by` set (on several hosts the processes agree on the step to stop at); a second signal acts as usual.
+A NaN or inf in any metric stops training with NonFiniteLossError naming the step, the terms and the last good
+checkpoint; metrics are checked every step (one step behind, so the host does not wait on the device) and always
+before a checkpoint is written, so no checkpoint ever holds a diverged state.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import signal
+import time
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import orbax.checkpoint as ocp
+import tqdm
+from jax.experimental import multihost_utils
+
+from headgan_jax.data import sources
+from headgan_jax.errors import ConfigError, NonFiniteLossError
+from headgan_jax.face3d.mouth import crop_mouth
+from headgan_jax.nn import vgg as vgg_lib
+from headgan_jax.train import data, evals as evals_lib, metric_writer, state as state_lib, step as step_lib
+
+CHECKPOINT_DIR = 'checkpoints'
+TENSORBOARD_DIR = 'tensorboard'
+CONFIG_FILE = 'config.json'
+# Config fields (or prefixes, ending with '.') a resumed run may change: they do not alter what is trained.
+RESUMABLE_FIELDS = ('train.num_steps', 'train.log_every', 'train.checkpoint_every', 'train.keep_checkpoints',
+                    'train.image_every', 'train.image_examples', 'train.workdir', 'loss.vgg_weights', 'evals.')
+# The columns of the image grids, left to right (the mouth column: generated crop over the target's).
+PREVIEW_COLUMNS = ('x_t', 'warped', 'generated', 'target', 'mouth')
+# The metrics shown in TensorBoard's hparams view beside the config.
+HPARAM_METRICS = ('train/g_total', 'train/g_l1', 'train/f_l1', 'train/d_total')
+
+
+def total_steps(config: ml_collections.ConfigDict, num_examples: int | None = None) -> int:
+  """config.train.num_steps, or when it is 0, (epochs + decay_epochs) epochs of config.train.steps_per_epoch steps
+  (or, when that is 0 too, of num_examples // batch_size: one pass over a training set of `num_examples`)."""
+  t = config.train
+  if t.num_steps:
+    if t.num_steps < 0:
+      raise ConfigError(f'config.train.num_steps = {t.num_steps} must be >= 0')
+    return int(t.num_steps)
+  per_epoch = t.steps_per_epoch or (num_examples // t.batch_size if num_examples else 0)
+  if per_epoch <= 0:
+    raise ConfigError(f'config.train.num_steps = 0 and steps_per_epoch = {t.steps_per_epoch} ask for epochs over the '
+                      f'training set, but data source {config.data.source!r} does not give its size: set '
+                      '--config.train.num_steps or --config.train.steps_per_epoch')
+  return int((t.epochs + t.decay_epochs) * per_epoch)
+
+
+# --- The resolved config in the work folder ------------------------------------------------------------------
+
+
+def _config_json(config: ml_collections.ConfigDict) -> str:
+  return config.to_json_best_effort(indent=2, sort_keys=True)
+
+
+def _resumable(field: str) -> bool:
+  return any(field == f or (f.endswith('.') and field.startswith(f)) for f in RESUMABLE_FIELDS)
+
+
+def config_differences(saved: dict[str, Any], config: ml_collections.ConfigDict) -> list[str]:
+  """'field: saved -> now' for every field of `config` that differs from the `saved` (JSON) config and may not."""
+  old = metric_writer.flatten_config(saved)
+  new = metric_writer.flatten_config(json.loads(_config_json(config)))
+  missing = '(absent)'
+  return [f'{k}: {old.get(k, missing)!r} -> {new.get(k, missing)!r}' for k in sorted(set(old) | set(new))
+          if old.get(k, missing) != new.get(k, missing) and not _resumable(k)]
+
+
+def write_atomic(path: str, text: str) -> None:
+  tmp = f'{path}.tmp-{os.getpid()}'
+  with open(tmp, 'w', encoding='utf-8') as f:
+    f.write(text)
+  os.replace(tmp, path)
+
+
+def save_or_check_config(config: ml_collections.ConfigDict, workdir: str) -> None:
+  """Writes WORKDIR/config.json on a fresh run (process 0); on a resumed one, raises ConfigError naming every field
+  that differs from it (except RESUMABLE_FIELDS)."""
+  path = os.path.join(workdir, CONFIG_FILE)
+  if os.path.exists(path):
+    with open(path, encoding='utf-8') as f:
+      try:
+        saved = json.load(f)
+      except json.JSONDecodeError as e:
+        raise ConfigError(f'{path} is not valid JSON ({e}); it should hold the config of the run in {workdir}') from e
+    diff = config_differences(saved, config)
+    if diff:
+      raise ConfigError(f'{workdir} holds a run with a different config ({path}):\n  ' + '\n  '.join(diff) +
+                        f'\nUse a new --workdir, or, to resume with the new values on purpose, delete {path}.')
+  if jax.process_index() == 0:
+    os.makedirs(workdir, exist_ok=True)
+    write_atomic(path, _config_json(config))
+
+
+# --- Signals -------------------------------------------------------------------------------------------------
+
+
+class StopSignals:
+  """While active, SIGTERM / SIGINT set `received` (the signal's name) instead of killing the process; a second
+  signal gets its previous handler back. Only the main thread can install handlers; elsewhere this does nothing."""
+
+  SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+  def __init__(self):
+    self.received: str | None = None
+    self._previous: dict[int, Any] = {}
+
+  def _handle(self, signum, frame):  # pylint: disable=unused-argument
+    self.received = signal.Signals(signum).name
+    for sig, handler in self._previous.items():  # A second signal: the usual behaviour.
+      signal.signal(sig, handler)
+
+  def __enter__(self) -> 'StopSignals':
+    with contextlib.suppress(ValueError):  # Not the main thread.
+      for sig in self.SIGNALS:
+        self._previous[sig] = signal.signal(sig, self._handle)
+    return self
+
+  def __exit__(self, *exc) -> None:
+    for sig, handler in self._previous.items():
+      signal.signal(sig, handler)
+    self._previous.clear()
+
+  def stop_requested(self) -> str | None:
+    """The signal name when any process received one. On several hosts all processes must stop at the same step, so
+    this is a collective there (a tiny all-gather per step: it waits for the step, a few ms of idle device time)."""
+    if jax.process_count() == 1:
+      return self.received
+    names = [s.name for s in self.SIGNALS]
+    code = names.index(self.received) + 1 if self.received else 0
+    codes = np.asarray(multihost_utils.process_allgather(np.int32(code)))
+    return names[int(codes.max()) - 1] if codes.max() else None
+
+
+# --- Logging helpers -----------------------------------------------------------------------------------------
+
+
+def _host_scalars(metrics: dict[str, jax.Array]) -> dict[str, float]:
+  """Replicated scalars to host floats (addressable_data: also works when the array spans several hosts)."""
+  return {k: float(np.asarray(v.addressable_data(0))) for k, v in metrics.items()}
+
+
+def image_grid(columns: list[np.ndarray]) -> np.ndarray:
+  """(H, W, 3) uint8: one row per example, the (N, h, w_i, 3) `columns` side by side; values in [0, 1]."""
+  rows = np.concatenate([np.asarray(c, np.float32) for c in columns], axis=2)
+  return (np.clip(rows.reshape((-1,) + rows.shape[2:]), 0, 1) * 255 + 0.5).astype(np.uint8)
+
+
+class _Interval:
+  """Per-step metrics of one log interval: finiteness checked step by step, means at the end."""
+
+  def __init__(self):
+    self.sums: dict[str, float] = {}
+    self.count = 0
+    self.last: dict[str, float] = {}
+
+  def add(self, step: int, values: dict[str, float], last_checkpoint: Callable[[], str]) -> None:
+    bad = {k: v for k, v in values.items() if not np.isfinite(v)}
+    if bad:  # Never train on: a NaN here poisons every later step and checkpoint.
+      terms = ', '.join(f'{k} = {v}' for k, v in bad.items())
+      raise NonFiniteLossError(f'training stopped at step {step}: non-finite {terms}. {last_checkpoint()}')
+    for k, v in values.items():
+      self.sums[k] = self.sums.get(k, 0.0) + v
+    self.count += 1
+    self.last = values
+
+  def means(self) -> dict[str, float]:
+    out = {k: v / self.count for k, v in self.sums.items()}
+    if 'lr' in out:
+      out['lr'] = self.last['lr']  # The rate in force now, not its mean.
+    return out
+
+
+# --- The trainer ---------------------------------------------------------------------------------------------
+
+
+def generator_variables(state: Any) -> dict[str, Any]:
+  """G's flax variables in a train state: the one place where the loop looks inside the state."""
+  return {'params': state.g_params, 'batch_stats': state.g_stats}
+
+
+@dataclasses.dataclass
+class RunResult:
+  state: Any
+  step: int
+  stopped_by: str | None  # 'SIGTERM' / 'SIGINT' when a signal stopped the run early, else None.
+
+
+@dataclasses.dataclass
+class Trainer:
+  """Everything a run needs that does not change while it trains: networks, optimisers, mesh, compiled functions.
+
+  Build once with `Trainer.create(config)`; `run(workdir)` may be called for several work folders (each run reads
+  its starting point from its own checkpoints only).
+  """
+  config: ml_collections.ConfigDict
+  models: state_lib.Models
+  optimizers: state_lib.Optimizers
+  mesh: jax.sharding.Mesh
+  train_step: step_lib.StepFn
+  vgg_params: Any
+  init_key: jax.Array
+  init_fn: Callable[[jax.Array], Any]  # jitted key -> replicated fresh state.
+  generate_fn: Callable[[Any, data.Batch], tuple[jax.Array, jax.Array]]  # jitted (state, batch) -> G's frames and
+  #   warped references, sharded like the batch.
+  preview_fn: Callable[..., dict[str, jax.Array]]  # jitted (batch, frames, warped) -> image-grid columns, replicated.
+
+  @classmethod
+  def create(cls, config: ml_collections.ConfigDict, devices=None, init_key: jax.Array | None = None) -> 'Trainer':
+    """Checks the config (VGG weights first: refusing early costs nothing) and builds the step."""
+    vgg = vgg_lib.vgg19_from_config(config)  # ConfigError / WeightFileError when VGG is on and unusable.
+    t = config.train
+    for name in ('checkpoint_every', 'keep_checkpoints', 'log_every'):
+      if t[name] < 1:
+        raise ConfigError(f'config.train.{name} = {t[name]} must be >= 1')
+    if t.image_every < 0 or t.image_examples < 1:
+      raise ConfigError(f'config.train.image_every = {t.image_every} must be >= 0 and image_examples = '
+                        f'{t.image_examples} >= 1')
+    mesh = step_lib.make_mesh(devices)
+    if t.batch_size % mesh.devices.size:
+      raise ConfigError(f'config.train.batch_size = {t.batch_size} is not a multiple of the '
+                        f'{mesh.devices.size} devices')
+    models = state_lib.make_models(config)
+    optimizers = state_lib.make_optimizers(config)
+    vgg_apply, vgg_params = vgg if vgg is not None else (None, None)
+    if vgg_params is not None:
+      vgg_params = jax.device_put(vgg_params, step_lib.replicated(mesh))
+    train_step = step_lib.make_train_step(config, models, optimizers, mesh, vgg_apply)
+    repl, sharded = step_lib.replicated(mesh), step_lib.batch_sharding(mesh)
+    init_fn = jax.jit(lambda key: state_lib.init_state(key, config, models, optimizers), out_shardings=repl)
+
+    def generate(state, batch: data.Batch) -> tuple[jax.Array, jax.Array]:
+      out = models.generator.apply(generator_variables(state), batch.x_drive, batch.y_ref, batch.x_ref, batch.audio)
+      return out.image, out.warped_ref
+
+    n = min(t.image_examples, t.batch_size)
+    box, size = data.mouth_box_size(config), config.image_size
+
+    def preview(batch: data.Batch, image: jax.Array, warped: jax.Array) -> dict[str, jax.Array]:
+      first, image, warped = jax.tree.map(lambda x: x[:n], (batch, image, warped))
+      mouths = [crop_mouth(im, first.mouth, box, size // 2) for im in (image, first.y)]
+      to01 = lambda x: (x.astype(jnp.float32) + 1) / 2  # noqa: E731
+      return {'x_t': first.x_t, 'warped': to01(warped), 'generated': to01(image), 'target': to01(first.y),
+              'mouth': to01(jnp.concatenate(mouths, axis=1))}
+
+    # One compilation of G's forward pass serves the image grids and the evaluations (same batch size).
+    generate_fn = jax.jit(generate, in_shardings=(repl, sharded), out_shardings=(sharded, sharded))
+    preview_fn = jax.jit(preview, in_shardings=(sharded, sharded, sharded), out_shardings=repl)
+    root = jax.random.key(config.seed)
+    return cls(config, models, optimizers, mesh, train_step, vgg_params,
+               jax.random.split(root)[0] if init_key is None else init_key, init_fn, generate_fn, preview_fn)
+
+  def init_state(self) -> Any:
+    return self.init_fn(self.init_key)
+
+  def abstract_state(self) -> Any:
+    """Shapes, dtypes and (replicated) shardings of the state, for restoring into."""
+    abstract = jax.eval_shape(self.init_fn, self.init_key)
+    sharding = step_lib.replicated(self.mesh)
+    return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding), abstract)
+
+  def checkpoint_manager(self, workdir: str | os.PathLike) -> ocp.CheckpointManager:
+    # No save_interval_steps: orbax would also save the first step of a fresh run; `run` decides when to save.
+    options = ocp.CheckpointManagerOptions(max_to_keep=self.config.train.keep_checkpoints, create=True)
+    return ocp.CheckpointManager(os.path.abspath(os.path.join(os.fspath(workdir), CHECKPOINT_DIR)), options=options)
+
+  def save(self, manager: ocp.CheckpointManager, step: int, state: Any, iterator: sources.TrainIterator) -> None:
+    """A checkpoint of `state` and of every process's data-iterator position (collective on several hosts)."""
+    states = [iterator.get_state()]
+    if jax.process_count() > 1:  # Each process has its own position: gather them all into the one JSON item.
+      text = np.frombuffer(json.dumps(states[0]).encode(), np.uint8)
+      size = int(np.max(multihost_utils.process_allgather(np.int32(text.size))))
+      padded = np.zeros(size, np.uint8)
+      padded[:text.size] = text
+      gathered = np.asarray(multihost_utils.process_allgather(padded))
+      states = [json.loads(bytes(row).rstrip(b'\0').decode()) for row in gathered]
+    manager.save(step, args=ocp.args.Composite(
+        state=ocp.args.StandardSave(state),
+        data=ocp.args.JsonSave({'process_count': jax.process_count(), 'iterator_states': states})))
+
+  def restore_or_init(self, manager: ocp.CheckpointManager, iterator: sources.TrainIterator) -> tuple[Any, int]:
+    """(state, step) of the latest checkpoint (the iterator set to its position), or a fresh state and 0."""
+    latest = manager.latest_step()
+    if latest is None:
+      return self.init_state(), 0
+    restored = manager.restore(latest, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(self.abstract_state()), data=ocp.args.JsonRestore()))
+    saved = restored.data
+    if saved['process_count'] != jax.process_count():
+      raise ConfigError(f'the checkpoint at step {latest} in {manager.directory} was written by '
+                        f'{saved["process_count"]} processes, this run has {jax.process_count()}: each process\'s '
+                        'data position cannot be carried over; resume with the same number of processes')
+    iterator.set_state(saved['iterator_states'][jax.process_index()])
+    return restored.state, latest
+
+  def run(self, workdir: str | os.PathLike, num_steps: int | None = None, progress: bool = True,
+          iterator: sources.TrainIterator | None = None) -> RunResult:
+    """Trains until `num_steps` (default total_steps(config)) steps are done in total, resuming from `workdir`.
+
+    `iterator` replaces the config's data source (it must keep the same contract).
+    """
+    config, t = self.config, self.config.train
+    workdir = os.path.abspath(os.fspath(workdir))
+    iterator = sources.make_train_iterator(config, self.mesh) if iterator is None else iterator
+    num_steps = total_steps(config, getattr(iterator, 'num_examples', None)) if num_steps is None else num_steps
+    if num_steps < 0:
+      raise ConfigError(f'the number of train steps ({num_steps}) must be >= 0')
+    evals = evals_lib.make_evals(config)
+    eval_sets = {ev.name: sources.make_eval_batches(config, self.mesh, ev.split, ev.spec) for ev in evals}
+    save_or_check_config(config, workdir)
+    is_writer = jax.process_index() == 0
+    with contextlib.ExitStack() as stack:
+      manager = stack.enter_context(self.checkpoint_manager(workdir))
+      state, start = self.restore_or_init(manager, iterator)
+      if start > num_steps:
+        raise ConfigError(f'{workdir} holds a checkpoint at step {start}, beyond the requested {num_steps} steps')
+      writer = stack.enter_context(metric_writer.MetricWriter(os.path.join(workdir, TENSORBOARD_DIR), is_writer))
+      if start == 0:
+        writer.write_hparams(config, HPARAM_METRICS)
+      signals = stack.enter_context(StopSignals())
+      bar = stack.enter_context(tqdm.tqdm(total=num_steps, initial=start, unit='step', dynamic_ncols=True,
+                                          disable=not (progress and is_writer)))
+
+      def last_checkpoint() -> str:
+        manager.wait_until_finished()
+        good = manager.latest_step()
+        if good is None:
+          return 'No checkpoint was written yet.'
+        return f'The last good checkpoint is step {good}: {os.path.join(manager.directory, str(good))}.'
+
+      interval, pending = _Interval(), None
+      mark_step, mark_time = start, time.perf_counter()
+      done, stopped_by = start, None
+
+      def check_pending():  # The metrics of the step before: checked once the host can read them.
+        nonlocal pending
+        if pending is not None:
+          interval.add(pending[0], _host_scalars(pending[1]), last_checkpoint)
+          pending = None
+
+      for step in range(start, num_steps):
+        batch = next(iterator)
+        state, metrics = self.train_step(state, batch, self.vgg_params)
+        check_pending()  # The step before's metrics are ready by now: reading them does not stall the device.
+        done, pending = step + 1, (step + 1, metrics)
+        stopped_by = signals.stop_requested()
+        final, stop = done == num_steps, stopped_by is not None
+        do_log = done % t.log_every == 0 or final or stop
+        do_save = done % t.checkpoint_every == 0 or final or stop
+        do_image = t.image_every and (done % t.image_every == 0 or final)  # Not when stopping: time is short then.
+        due_evals = [ev for ev in evals if ev.due(done, num_steps)]
+        if do_log or do_save or do_image or due_evals:
+          check_pending()  # Never log or save a step whose metrics were not checked.
+        if do_log:
+          now = time.perf_counter()
+          rate = (done - mark_step) / max(now - mark_time, 1e-9)
+          means = interval.means()
+          writer.write_scalars(done, {f'train/{k}': v for k, v in means.items()})
+          writer.write_scalars(done, {'perf/steps_per_s': rate, 'perf/examples_per_s': rate * t.batch_size})
+          bar.set_postfix(g=f"{means['g_total']:.3f}", l1=f"{means['g_l1']:.4f}", d=f"{means['d_total']:.3f}")
+          interval, mark_step, mark_time = _Interval(), done, now
+        if do_image:
+          columns = self.preview_fn(batch, *self.generate_fn(state, batch))
+          grid = image_grid([np.asarray(columns[k].addressable_data(0)) for k in PREVIEW_COLUMNS])
+          writer.write_images(done, {'images/train': grid})
+        for ev in due_evals:
+          generate = lambda b: self.generate_fn(state, b)[0]  # noqa: E731
+          writer.write_scalars(done, evals_lib.run_eval(ev, generate, eval_sets[ev.name]))
+        if do_save:
+          self.save(manager, done, state, iterator)
+        bar.update(1)
+        if stopped_by is not None:
+          break
+      check_pending()
+      writer.flush()
+      manager.wait_until_finished()
+    return RunResult(state, done, stopped_by)
