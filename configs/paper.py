@@ -4,7 +4,11 @@ Every hyperparameter of the project lives here (or in a config that starts from 
 fields, like `tiny.py`). Values are the paper's, or where the paper is silent the authors' public code's
 (see ../shared/DESIGN.md, "What the paper leaves open").
 """
+import os
+
 import ml_collections
+
+_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def get_config() -> ml_collections.ConfigDict:
@@ -67,6 +71,23 @@ def get_config() -> ml_collections.ConfigDict:
   t.checkpoint_every = 1000
   t.keep_checkpoints = 3
   t.workdir = 'workdir'
+
+  # Input data (headgan_jax/data/pipeline.py; TFDS builders in datasets/): source 'synthetic', 'headgan_demo' or
+  # 'headgan_voxceleb'. The builders store crops at image_size ('{size}px' builder configs); the pipeline reads the
+  # dataset built at data.stored_size (0 = image_size) and downsamples on the device when that is larger.
+  dt = c.data = ml_collections.ConfigDict()
+  dt.source = 'headgan_voxceleb'
+  dt.data_dir = ''  # TFDS data dir; '' = TFDS's default (~/tensorflow_datasets or $TFDS_DATA_DIR).
+  dt.stored_size = 0  # Crop size of the built dataset to read; 0 = image_size. A multiple of image_size.
+  dt.cache_dir = ''  # Per-clip cache of the builders; '' = <data_dir>/headgan_cache.
+  dt.manual_dir = ''  # headgan_voxceleb: the VoxCeleb mp4 tree (identity/video/clip.mp4).
+  dt.demo_dir = os.path.join(_REPO, '..', 'shared', 'fixtures')  # headgan_demo: driving.mp4 + demo/*.mp4.
+  dt.demo_test_identity = 'talk-05'  # headgan_demo: the identity held out of training.
+  dt.test_fraction = 0.2  # headgan_demo: the last 20% of every training identity's clip are test frames.
+  dt.min_sequence_length = 10  # A last piece shorter than this joins the sequence before it.
+  dt.jpeg_quality = 95  # Crops are stored as JPEG.
+  dt.num_threads = 2  # Host threads reading and decoding examples (grain ReadOptions).
+  dt.prefetch = 2  # Global batches assembled on the devices ahead of the train step.
 
   # 3D face (Sections 3.1, 4.1).
   f = c.face3d = ml_collections.ConfigDict()

@@ -42,3 +42,8 @@ class NoFaceFoundError(HeadGANError):
     super().__init__(f'No face found in {where}.')
     self.path = path
     self.frame = frame
+
+
+class DatasetError(HeadGANError):
+  """A prepared dataset (TFDS builder output, clip cache, statistics) is missing, corrupt or built with other
+  settings than the config asks for."""
