@@ -56,7 +56,14 @@ class Builder(_Base):
     _ = (out.report | 'ReportLines' >> beam.Map(json.dumps, sort_keys=True)
          | 'Report' >> beam.io.WriteToText(os.fspath(epath.Path(self.data_dir) / 'report'), file_name_suffix='.jsonl',
                                            num_shards=1, shard_name_template=''))
-    return {'train': out.train, 'test': out.test}
+    # Only splits with clips (a partial tree may have no test identity); TFDS refuses a split that ends up empty.
+    splits = sorted({split for split, _ in items})
+    return {split: self._generate_examples(getattr(out, split)) for split in splits}
+
+  def _generate_examples(self, records):
+    """The split's (key, record) PCollection, made in _split_generators (one pass over the clips feeds both
+    splits, the statistics and the report)."""
+    return records
 
   def download_and_prepare(self, *args, **kwargs):
     super().download_and_prepare(*args, **kwargs)

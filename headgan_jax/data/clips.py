@@ -107,6 +107,7 @@ class ClipResult:
   arrays: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)  # FRAME_ARRAYS
   frame_reasons: list[str] = dataclasses.field(default_factory=list)  # '' for valid frames
   notes: tuple[str, ...] = ()
+  stage_seconds: dict[str, float] = dataclasses.field(default_factory=dict)  # decode, track, audio, encode
 
   @property
   def ok(self) -> bool:
@@ -122,7 +123,7 @@ class ClipResult:
     arrays['masks_blob'], arrays['masks_offsets'] = pack_bytes(self.masks)
     meta = dict(format=CACHE_FORMAT, clip=dataclasses.asdict(self.clip), status=self.status, reason=self.reason,
                 seconds=self.seconds, fps=self.fps, num_source_frames=self.num_source_frames,
-                frame_reasons=self.frame_reasons, notes=list(self.notes))
+                frame_reasons=self.frame_reasons, notes=list(self.notes), stage_seconds=self.stage_seconds)
     arrays['meta'] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
     arrays['crop_box'], arrays['p_id'] = self.crop_box, self.p_id
     buf = io.BytesIO()
@@ -144,7 +145,8 @@ class ClipResult:
                frames=unpack_bytes(a['frames_blob'], a['frames_offsets']),
                masks=unpack_bytes(a['masks_blob'], a['masks_offsets']),
                arrays={k[2:]: v for k, v in a.items() if k.startswith('a_')},
-               frame_reasons=list(meta['frame_reasons']), notes=tuple(meta['notes']))
+               frame_reasons=list(meta['frame_reasons']), notes=tuple(meta['notes']),
+               stage_seconds=dict(meta.get('stage_seconds', {})))
 
 
 def settings_digest(config) -> str:
@@ -218,25 +220,37 @@ class ClipProcessor:
 
   def __call__(self, clip: Clip) -> ClipResult:
     start = time.perf_counter()
+    self._stages: dict[str, float] = {}
+    self._num_frames = 0
     try:
       result = self._process(clip)
     except errors.VideoError as e:
-      result = ClipResult(clip, 'corrupt', str(e))
+      result = ClipResult(clip, 'corrupt', str(e), num_source_frames=self._num_frames)
     except errors.AudioError as e:
-      result = ClipResult(clip, 'no_audio', str(e))
+      result = ClipResult(clip, 'no_audio', str(e), num_source_frames=self._num_frames)
     except (errors.NoFaceFoundError, errors.LandmarkError) as e:
-      result = ClipResult(clip, 'no_face', str(e))
+      result = ClipResult(clip, 'no_face', str(e), num_source_frames=self._num_frames)
     result.seconds = round(time.perf_counter() - start, 3)
+    result.stage_seconds = {k: round(v, 3) for k, v in self._stages.items()}
     return result
+
+  def _lap(self, stage: str, start: float) -> float:
+    now = time.perf_counter()
+    self._stages[stage] = self._stages.get(stage, 0.0) + now - start
+    return now
 
   def _process(self, clip: Clip) -> ClipResult:
     from headgan_jax.audio import features, io as audio_io
     from headgan_jax.data import video as video_lib
     config = self.config
+    t = time.perf_counter()
     frames, fps = video_lib.read_video(clip.path)  # VideoError: corrupt, no video stream, no frames.
+    self._num_frames = len(frames)
     rate = int(config.audio.sample_rate)
     waveform = audio_io.load_audio(clip.path, rate)  # AudioError: no audio stream / undecodable.
+    t = self._lap('decode', t)
     track = self.tracker.track_frames(frames, fps, clip.path)
+    t = self._lap('track', t)
     del frames
     if track.rejected:
       return ClipResult(clip, 'rejected_crop', track.rejected, fps=fps, num_source_frames=track.num_source_frames,
@@ -245,6 +259,7 @@ class ClipProcessor:
       audio = features.features_from_waveform(waveform, rate, fps, track.num_frames, config, self.asr)
     except errors.AudioError as e:
       raise errors.AudioError(f'{clip.path}: {e}') from e
+    t = self._lap('audio', t)
     q = int(config.data.jpeg_quality)
     masks = track.masks if len(track.masks) else np.ones(track.crops.shape[:3], np.float32)
     arrays = dict(landmarks=track.landmarks, valid=track.valid, p_exp=track.p_exp, rotation=track.rotation,
@@ -257,6 +272,7 @@ class ClipProcessor:
         frames=[encode_jpeg(c, q) for c in track.crops],
         masks=[encode_png(np.round(m * 255)) for m in masks], arrays=arrays,
         frame_reasons=[str(r) for r in track.reasons], notes=tuple(track.notes))
+    self._lap('encode', t)
     if usable_pairs(result.arrays['valid']).sum() == 0:
       return ClipResult(clip, 'too_few_frames', f'{clip.path}: no two consecutive frames are tracked '
                         f'({int(result.arrays["valid"].sum())} of {result.num_frames} usable)', fps=float(fps),
@@ -355,7 +371,8 @@ def report_row(result: ClipResult, parts: Sequence[tuple[str, int, int]], record
   """One JSONL line: the clip, its split(s), frames kept / dropped and why, fit error, seconds."""
   c = result.clip
   row: dict[str, Any] = dict(clip=c.clip_id, path=c.path, identity=c.identity, status=result.status,
-                             reason=result.reason, seconds=result.seconds, cached=cached,
+                             reason=result.reason, seconds=result.seconds, stage_seconds=result.stage_seconds,
+                             cached=cached,
                              frames=result.num_frames or result.num_source_frames)
   if not result.ok:
     row.update(kept=0, dropped={result.status: row['frames']}, splits={})
@@ -393,13 +410,19 @@ def summary(rows: Iterable[dict[str, Any]], counts: dict[str, dict[str, int]] | 
   for r in rows:
     for k, v in r['dropped'].items():
       dropped[k] = dropped.get(k, 0) + v
-  for k, v in sorted(dropped.items(), key=lambda kv: -kv[1])[:6]:
+  for k, v in [kv for kv in sorted(dropped.items(), key=lambda kv: -kv[1]) if kv[1]][:6]:
     lines.append(f'  dropped {v:6d}: {k[:100]}')
   if ok:
     rms = [r['fit_rms_px_median'] for r in ok if r['fit_rms_px_median'] is not None]
     secs = [r['seconds'] for r in rows]
     lines.append(f'fit RMS (median of clip medians): {np.median(rms):.2f} px; seconds per clip: median '
                  f'{np.median(secs):.1f}, total {sum(secs):.1f}')
+    stages: dict[str, float] = {}
+    for r in rows:
+      for k, v in r.get('stage_seconds', {}).items():
+        stages[k] = stages.get(k, 0.0) + v
+    if stages:
+      lines.append('seconds by stage (all clips): ' + ', '.join(f'{k} {v:.1f}' for k, v in stages.items()))
   for r in [r for r in rows if r['status'] != 'ok'][:8]:
     lines.append(f'  {r["status"]:14s} {r["clip"]}: {r["reason"][:110]}')
   if counts:
