@@ -139,11 +139,19 @@ def list_voxceleb_clips(manual_dir: str | os.PathLike) -> list[tuple[str, clips_
 # ----------------------------------------------------------------------------------------------------------------
 # Per-process state and the work on one clip.
 
-@functools.lru_cache(maxsize=2)
-def _processor(config_json: str) -> clips_lib.ClipProcessor:
-  """One ClipProcessor per process and settings (a Beam worker runs many clips; models load once)."""
+_PROCESSORS: dict[str, clips_lib.ClipProcessor] = {}
+
+
+def _processor(config_json_: str) -> clips_lib.ClipProcessor:
+  """One ClipProcessor per process and clip settings: a Beam worker (or a test session) runs many clips and loads
+  the detector, segmentation and speech models once."""
   import ml_collections
-  return clips_lib.ClipProcessor(ml_collections.ConfigDict(json.loads(config_json)))
+  config = ml_collections.ConfigDict(json.loads(config_json_))
+  key = clips_lib.settings_digest(config)
+  if key not in _PROCESSORS:
+    _PROCESSORS.clear()  # At most one set of models per process.
+    _PROCESSORS[key] = clips_lib.ClipProcessor(config)
+  return _PROCESSORS[key]
 
 
 def config_json(config) -> str:

@@ -1,0 +1,239 @@
+"""The TFDS builders (datasets/) on short cuts of the real clips: the demo set's held-out protocol and counts, the
+VoxCeleb builder through the Beam DirectRunner on a tiny VoxCeleb-layout tree (a good clip, a corrupt one, one
+without a face, one without sound), and a Beam build killed halfway and started again."""
+import contextlib
+import io
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+import dataset_helpers
+from headgan_jax import errors
+from headgan_jax.data import building, clips as clips_lib
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+SECONDS = 0.8  # Length of each short cut: 17-24 frames.
+
+
+def dataset_config(data_dir: pathlib.Path):
+  from configs import paper
+  c = paper.get_config()
+  c.image_size = 64
+  c.data.data_dir = str(data_dir)
+  c.data.demo_test_identity = 'talk-05'
+  c.train.sequence_length = 8
+  c.data.min_sequence_length = 4
+  return c
+
+
+def read_split(builder, split: str) -> dict[str, dict]:
+  source = builder.as_data_source()[split]
+  return {r['key']: r for r in (source[i] for i in range(len(source)))}
+
+
+@pytest.fixture(scope='session')
+def demo_build(tmp_path_factory, fixtures_dir):
+  """headgan_demo at 64 px from three short cuts (driving, talk-03, talk-05 = the test identity)."""
+  from headgan_jax.data import build
+  root = tmp_path_factory.mktemp('demo')
+  clips_dir = root / 'clips'
+  dataset_helpers.cut_clip(fixtures_dir / 'driving.mp4', clips_dir / 'driving.mp4', SECONDS)
+  for name in ('talk-03', 'talk-05'):
+    dataset_helpers.cut_clip(fixtures_dir / 'demo' / f'{name}.mp4', clips_dir / 'demo' / f'{name}.mp4', SECONDS)
+  config = dataset_config(root / 'tfds')
+  config.data.demo_dir = str(clips_dir)
+  out = io.StringIO()
+  with contextlib.redirect_stdout(out):
+    builder = build.build('headgan_demo', config)
+  return config, builder, out.getvalue()
+
+
+@pytest.fixture(scope='session')
+def voxceleb_tree(tmp_path_factory, fixtures_dir, make_speech):
+  root = tmp_path_factory.mktemp('vox') / 'mp4'
+  expected = dataset_helpers.voxceleb_tree(root, fixtures_dir, make_speech('one two three four five'), SECONDS)
+  return root, expected
+
+
+@pytest.fixture(scope='session')
+def voxceleb_build(tmp_path_factory, voxceleb_tree):
+  from headgan_jax.data import build
+  root, expected = voxceleb_tree
+  config = dataset_config(tmp_path_factory.mktemp('voxdata'))
+  out = io.StringIO()
+  with contextlib.redirect_stdout(out):
+    builder = build.build('headgan_voxceleb', config, manual_dir=str(root))
+  return config, builder, out.getvalue(), expected
+
+
+def test_demo_counts_and_held_out_protocol(demo_build):
+  config, builder, printed = demo_build
+  train, test = read_split(builder, 'train'), read_split(builder, 'test')
+  counts = builder.info.metadata['counts']
+  # The counts per split are printed, and they are what the records hold.
+  for split, records in (('train', train), ('test', test)):
+    c = counts[split]
+    assert f'split {split}: clips {c["clips"]}, records {c["records"]}, frames {c["frames"]}' in printed
+    assert c['records'] == len(records)
+    assert c['frames'] == sum(len(r['frames']) for r in records.values())
+    assert c['identities'] == len({r['identity'] for r in records.values()})
+  # One identity held out entirely; the training identities' last 20% of frames are test frames.
+  train_ids = {r['identity'].decode() for r in train.values()}
+  assert train_ids == {'driving', 'talk-03'}
+  assert 'talk-05' not in train_ids
+  assert {r['identity'].decode() for r in test.values()} == {'driving', 'talk-03', 'talk-05'}
+  rows = {r['clip']: r for r in map(json.loads, (pathlib.Path(builder.data_dir) / 'report.jsonl').open())}
+  assert all(r['status'] == 'ok' for r in rows.values()), rows
+  for clip, row in rows.items():
+    n = row['frames']
+    spans = sorted((int(r['start']), int(r['start']) + len(r['frames']), split)
+                   for split, recs in (('train', train), ('test', test)) for r in recs.values()
+                   if r['clip'].decode() == clip)
+    assert spans[0][0] == 0 and spans[-1][1] == n and all(a[1] == b[0] for a, b in zip(spans, spans[1:]))
+    n_train = sum(b - a for a, b, s in spans if s == 'train')
+    assert n_train == (0 if clip == 'talk-05' else round(n * 0.8)), (clip, spans)
+    assert all(b - a <= 8 + 3 for a, b, s in spans if s == 'train')  # 8-frame sequences, a short tail joins.
+    assert sum(1 for *_, s in spans if s == 'test') == 1  # Test clips are whole, for evaluation.
+  assert counts['train']['frames'] == sum(round(r['frames'] * 0.8) for c, r in rows.items() if c != 'talk-05')
+
+
+def test_demo_records_and_files(demo_build):
+  from headgan_jax.data import pipeline
+  from headgan_jax.face3d import morphable
+  config, builder, _ = demo_build
+  out = pathlib.Path(builder.data_dir)
+  model = morphable.load(out / 'face_model.npz')
+  record = next(iter(read_split(builder, 'train').values()))
+  dec = pipeline.decode_record(record)
+  t = len(dec['frames'])
+  assert dec['frames'].shape == (t, 64, 64, 3) and dec['frames'].dtype == np.uint8
+  assert dec['masks'].shape == (t, 64, 64) and 0 <= dec['masks'].min() and dec['masks'].max() <= 1
+  assert dec['masks'].mean() > 0.2  # A person fills a good part of a talking-head crop.
+  assert dec['landmarks'].shape == (t, 468, 2) and dec['p_exp'].shape == (t, model.num_exp)
+  assert dec['p_id'].shape == (model.num_id,) and dec['rotation'].shape == (t, 6)
+  assert dec['audio'].shape == (t, 300)
+  # Raw features: the 216 character values are one-hot per part (not normalised).
+  chars = dec['audio'][:, 84:].reshape(t, 8, 27)
+  np.testing.assert_array_equal(chars.sum(-1), 1.0)
+  # The landmarks lie on the face: inside the crop, near the 3DMM's projection (small fit error).
+  assert 0 < dec['landmarks'].min() and dec['landmarks'].max() < 64
+  assert np.median(dec['fit_rms']) < 2.0
+  # Statistics of the train split's raw audio are stored beside the records.
+  stats = builder.info.metadata['audio_stats']
+  assert stats['count'] == builder.info.metadata['counts']['train']['frames']
+  assert len(stats['mean']) == 300 and np.all(np.asarray(stats['std']) >= 0)
+  assert (out / 'summary.txt').read_text().startswith('clips: 3 (ok 3)')
+
+
+def test_demo_rebuild_uses_cache(demo_build):
+  """A second build of the same clips (new data dir, same cache) redoes no clip and gives the same records."""
+  from headgan_jax.data import build
+  config, builder, _ = demo_build
+  c = config.copy_and_resolve_references()
+  c.data.cache_dir = str(pathlib.Path(builder._data_dir_root) / 'headgan_cache')
+  c.data.data_dir = str(pathlib.Path(builder._data_dir_root).parent / 'tfds-again')
+  with contextlib.redirect_stdout(io.StringIO()):
+    again = build.build('headgan_demo', c)
+  rows = [json.loads(line) for line in (pathlib.Path(again.data_dir) / 'report.jsonl').open()]
+  assert all(r['cached'] for r in rows)
+  a, b = read_split(builder, 'train'), read_split(again, 'train')
+  assert a.keys() == b.keys()
+  for key in a:
+    np.testing.assert_array_equal(a[key]['p_exp'], b[key]['p_exp'])
+    assert list(a[key]['frames']) == list(b[key]['frames'])
+
+
+def test_voxceleb_beam_tiny_tree(voxceleb_build):
+  config, builder, printed, expected = voxceleb_build
+  rows = {r['clip']: r for r in map(json.loads, (pathlib.Path(builder.data_dir) / 'report.jsonl').open())}
+  assert {c: r['status'] for c, r in rows.items()} == expected
+  assert 'not a readable video file' in rows['id10001/vidA/00002']['reason']
+  assert 'No face found' in rows['id10002/vidB/00001']['reason']
+  assert 'no audio stream' in rows['id10002/vidB/00002']['reason']
+  assert rows['id10002/vidB/00001']['frames'] == 12  # Failed clips still count their frames as dropped.
+  train = read_split(builder, 'train')
+  assert {r['clip'].decode() for r in train.values()} == {'id10001/vidA/00001'}
+  assert sum(len(r['frames']) for r in train.values()) == rows['id10001/vidA/00001']['kept']
+  assert builder.info.metadata['audio_stats']['count'] == sum(len(r['frames']) for r in train.values())
+  assert 'clips: 4 (corrupt 1, no_audio 1, no_face 1, ok 1)' in printed
+  assert (pathlib.Path(builder.data_dir) / 'face_model.npz').exists()
+
+
+def test_voxceleb_official_splits(tmp_path):
+  """VoxCeleb2's dev/test folders and VoxCeleb1's test identities (id10270-id10309); never one identity in both."""
+  for rel in ('dev/mp4/id00012/v1/00001.mp4', 'dev/mp4/id00015/v2/00001.mp4', 'test/mp4/id00017/v3/00001.mp4'):
+    (tmp_path / 'vox2' / rel).parent.mkdir(parents=True, exist_ok=True)
+    (tmp_path / 'vox2' / rel).write_bytes(b'x')
+  got = building.list_voxceleb_clips(tmp_path / 'vox2')
+  assert {(s, c.identity) for s, c in got} == {('train', 'id00012'), ('train', 'id00015'), ('test', 'id00017')}
+  for rel in ('id10001/a/00001.mp4', 'id10270/b/00001.mp4', 'id10309/c/00002.mp4', 'id10310/d/00001.mp4'):
+    (tmp_path / 'vox1' / rel).parent.mkdir(parents=True, exist_ok=True)
+    (tmp_path / 'vox1' / rel).write_bytes(b'x')
+  got = building.list_voxceleb_clips(tmp_path / 'vox1')
+  assert {c.clip_id: s for s, c in got} == {'id10001/a/00001': 'train', 'id10270/b/00001': 'test',
+                                           'id10309/c/00002': 'test', 'id10310/d/00001': 'train'}
+  (tmp_path / 'vox2' / 'test' / 'mp4' / 'id00012' / 'v9').mkdir(parents=True)
+  (tmp_path / 'vox2' / 'test' / 'mp4' / 'id00012' / 'v9' / '00001.mp4').write_bytes(b'x')
+  with pytest.raises(errors.DatasetError, match='in both dev and test'):
+    building.list_voxceleb_clips(tmp_path / 'vox2')
+  with pytest.raises(errors.DatasetError, match='does not exist'):
+    building.list_voxceleb_clips(tmp_path / 'nothing')
+
+
+def test_missing_dataset_names_the_build_command(tmp_path):
+  from configs import tiny
+  from headgan_jax.data import pipeline
+  c = tiny.get_config()
+  c.data.data_dir = str(tmp_path)
+  with pytest.raises(errors.DatasetError, match='python -m headgan_jax.data.build demo --image_size 64'):
+    pipeline.open_dataset(c, 'headgan_demo')
+
+
+@pytest.mark.slow
+def test_voxceleb_killed_and_restarted_gives_the_same_dataset(voxceleb_build, voxceleb_tree, tmp_path):
+  """A Beam build killed (SIGKILL) once its first clip is cached, then started again, redoes no cached clip and
+  writes the same records as the uninterrupted build."""
+  config, builder, _, _ = voxceleb_build
+  root, _ = voxceleb_tree
+  data_dir, cache_dir = tmp_path / 'tfds', tmp_path / 'cache'
+  cmd = [sys.executable, '-m', 'headgan_jax.data.build', 'voxceleb', '--image_size', '64', '--manual_dir', str(root),
+         '--data_dir', str(data_dir), '--cache_dir', str(cache_dir)]
+  env = dict(os.environ, PYTHONPATH=str(REPO))
+  proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  deadline = time.monotonic() + 400
+  cached = []
+  while time.monotonic() < deadline and proc.poll() is None:
+    cached = list(cache_dir.rglob('*.npz'))
+    if any(p.name != 'face_model.npz' for p in cached):
+      break
+    time.sleep(0.2)
+  assert proc.poll() is None, 'the build finished before a clip was cached: nothing to kill'
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  before = {p.name: p.stat().st_mtime_ns for p in cache_dir.rglob('*.npz') if p.name != 'face_model.npz'}
+  assert 1 <= len(before) < 4
+  assert not (data_dir / 'headgan_voxceleb' / '64px' / '1.0.0').exists()
+  done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+  assert done.returncode == 0, done.stderr[-3000:]
+  out = data_dir / 'headgan_voxceleb' / '64px' / '1.0.0'
+  rows = {r['clip']: r for r in map(json.loads, (out / 'report.jsonl').open())}
+  assert sum(r['cached'] for r in rows.values()) == len(before)  # Cached clips were not done again ...
+  assert {p.name: p.stat().st_mtime_ns for p in cache_dir.rglob('*.npz') if p.name in before} == before
+  import tensorflow_datasets as tfds
+  again = tfds.builder_from_directory(str(out))
+  a, b = read_split(builder, 'train'), read_split(again, 'train')  # ... and the dataset is the same.
+  assert a.keys() == b.keys()
+  for key in a:
+    assert set(a[key]) == set(b[key])
+    for field in a[key]:
+      if isinstance(a[key][field], np.ndarray) and a[key][field].dtype != object:
+        np.testing.assert_allclose(a[key][field], b[key][field], rtol=1e-5, atol=1e-5, err_msg=field)
+      else:
+        assert list(np.atleast_1d(a[key][field])) == list(np.atleast_1d(b[key][field])), field
