@@ -19,7 +19,9 @@ import dataclasses
 import functools
 import json
 import os
+import pathlib
 import sys
+import tempfile
 from typing import Any, Iterator, Sequence
 
 import numpy as np
@@ -142,15 +144,16 @@ def list_voxceleb_clips(manual_dir: str | os.PathLike) -> list[tuple[str, clips_
 _PROCESSORS: dict[str, clips_lib.ClipProcessor] = {}
 
 
-def _processor(config_json_: str) -> clips_lib.ClipProcessor:
+def _processor(config_json_: str, cache_root: str | None = None) -> clips_lib.ClipProcessor:
   """One ClipProcessor per process and clip settings: a Beam worker (or a test session) runs many clips and loads
-  the detector, segmentation and speech models once."""
+  the detector, segmentation and speech models once (and the build's 3DMM from the cache when it is there)."""
   import ml_collections
   config = ml_collections.ConfigDict(json.loads(config_json_))
   key = clips_lib.settings_digest(config)
   if key not in _PROCESSORS:
     _PROCESSORS.clear()  # At most one set of models per process.
-    _PROCESSORS[key] = clips_lib.ClipProcessor(config)
+    saved = os.path.join(cache_root, 'face_model.npz') if cache_root else None
+    _PROCESSORS[key] = clips_lib.ClipProcessor(config, saved)
   return _PROCESSORS[key]
 
 
@@ -164,7 +167,7 @@ def clip_outputs(clip: clips_lib.Clip, parts_of, config_json_: str, cache_root: 
   import ml_collections
   config = ml_collections.ConfigDict(json.loads(config_json_))
   cache = clips_lib.ClipCache(cache_root)
-  result, cached = clips_lib.process_cached(clip, cache, lambda: _processor(config_json_))
+  result, cached = clips_lib.process_cached(clip, cache, lambda: _processor(config_json_, cache_root))
   parts = parts_of(result) if result.ok else []
   records = list(clips_lib.records_from_clip(result, parts, int(config.train.sequence_length),
                                              int(config.data.min_sequence_length))) if result.ok else []
@@ -174,16 +177,17 @@ def clip_outputs(clip: clips_lib.Clip, parts_of, config_json_: str, cache_root: 
   return records, row
 
 
-def save_face_model(config, cache_root: str, out_dir: epath.Path) -> None:
+def save_face_model(config, cache_root: str, out_dir: epath.Path | None) -> None:
   """The 3DMM the tracker fitted, into the dataset folder (cached: building it runs the detector once)."""
   from headgan_jax.face3d import morphable
   cached = epath.Path(cache_root) / 'face_model.npz'
   if not cached.exists():
-    model = _processor(config_json(config)).model
-    tmp = epath.Path(cache_root) / '.tmp-face_model.npz'
-    morphable.save(model, os.fspath(tmp))
-    tmp.rename(cached)
-  (epath.Path(out_dir) / 'face_model.npz').write_bytes(cached.read_bytes())
+    model = _processor(config_json(config), cache_root).model
+    with tempfile.TemporaryDirectory() as local:  # The cache may be an object store (gs://...).
+      morphable.save(model, os.path.join(local, 'face_model.npz'))
+      clips_lib.write_atomic(cached, pathlib.Path(local, 'face_model.npz').read_bytes())
+  if out_dir is not None:
+    (epath.Path(out_dir) / 'face_model.npz').write_bytes(cached.read_bytes())
 
 
 def stats_to_json(s: stats_lib.FeatureStats) -> dict[str, Any]:
@@ -353,6 +357,7 @@ def generate_in_process(builder, clips_and_parts: Sequence[tuple[clips_lib.Clip,
   config = builder.project_config
   cfg_json = config_json(config)
   cache_root = builder.cache_root()
+  save_face_model(config, cache_root, None)  # First: the clips' processes then all fit with this one model.
   by_split: dict[str, list] = {'train': [], 'test': []}
   rows = []
   all_records = []

@@ -23,6 +23,7 @@ import io
 import json
 import os
 import re
+import tempfile
 import time
 import uuid
 from typing import Any, Iterable, Iterator, Sequence
@@ -207,11 +208,22 @@ class ClipCache:
 class ClipProcessor:
   """The tracker and the speech recogniser, created once per process (they load models), applied clip by clip."""
 
-  def __init__(self, config):
+  def __init__(self, config, default_model_path: str | os.PathLike | None = None):
+    """default_model_path: a saved copy of the data-free default 3DMM (config.face3d.model == ''), so that every
+    worker of a build fits with the driver's model and skips deriving it (a detector run on a render)."""
     from headgan_jax.audio import asr
     from headgan_jax.data import track
+    from headgan_jax.face3d import morphable
     self.config = config
-    self.tracker = track.Tracker(config)
+    model = points = None
+    if default_model_path is not None and not config.face3d.model and epath.Path(default_model_path).exists():
+      with tempfile.TemporaryDirectory() as local:  # The cache may be an object store (gs://...).
+        copy = os.path.join(local, 'face_model.npz')
+        with open(copy, 'wb') as f:
+          f.write(epath.Path(default_model_path).read_bytes())
+        model = morphable.load(copy)
+      points = np.arange(NUM_POINTS, dtype=np.int32)
+    self.tracker = track.Tracker(config, model=model, points=points)
     self.asr = asr.make_backend(config)
 
   @property
