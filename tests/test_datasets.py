@@ -247,3 +247,148 @@ def test_transcript_depends_on_the_clip_only(fixtures_dir):
   first = backend.transcribe(a, 16000)
   backend.transcribe(b, 16000)
   assert backend.transcribe(a, 16000) == first == asr.PocketSphinxBackend().transcribe(a, 16000)
+
+
+# --- The input pipeline on the demo build ------------------------------------------------------------------------
+
+def pipeline_config(demo_build, **overrides):
+  from configs import tiny
+  config, _, _ = demo_build
+  c = tiny.get_config()  # 64 x 64, k = 2.
+  c.data.data_dir = config.data.data_dir
+  c.data.source = 'headgan_demo'
+  c.train.batch_size = 2
+  for k, v in overrides.items():
+    section, field = k.split('.') if '.' in k else (None, k)
+    (c[section] if section else c)[field] = v
+  return c
+
+
+def two_device_mesh():
+  import jax
+  from headgan_jax.train import step
+  return step.make_mesh(jax.devices()[:2])
+
+
+def leaves(fields) -> list[np.ndarray]:
+  return [np.asarray(fields[k]) for k in sorted(fields)]
+
+
+def test_pipeline_batches_have_the_batch_shapes(demo_build):
+  from headgan_jax.data import pipeline
+  from headgan_jax.train import data, step
+  c = pipeline_config(demo_build)
+  mesh = two_device_mesh()
+  it = pipeline.TrainIterator(c, mesh)
+  fields = it.next_fields()
+  batch = pipeline.to_batch(fields)
+  data.check_batch(batch, c)  # Every Batch field with the shape and dtype the train step expects.
+  assert batch.y.sharding.is_equivalent_to(step.batch_sharding(mesh), batch.y.ndim)
+  fg = np.asarray(fields['foreground'])
+  assert fg.shape == (2, 64, 64, 1) and fg.dtype == np.float32 and set(np.unique(fg)) <= {0.0, 1.0}
+  assert 0.2 < fg.mean() < 0.95
+  for name in ('y', 'y_ref'):
+    v = np.asarray(fields[name])
+    assert -1 <= v.min() and v.max() <= 1 and v.std() > 0.1
+  for x in (np.asarray(batch.x_t), np.asarray(fields['x_ref'])):
+    face = x.sum(-1) > c.loss.face_mask_threshold
+    assert 0.05 < face.mean() < 0.8 and x.max() <= 1  # A face drawn, where the person is.
+    assert (fg[..., 0][face] > 0).mean() > 0.9
+  # Audio normalised with the dataset statistics: the low-level part is O(1), not raw (e.g. 2.9 for entropy).
+  assert np.abs(np.asarray(batch.audio)[:, :84]).max() < 20
+
+
+def test_pipeline_example_is_the_record_frame(demo_build):
+  from headgan_jax.audio import stats as stats_lib
+  from headgan_jax.data import pipeline, track
+  from headgan_jax.face3d import camera as cam_lib
+  from headgan_jax.train import data
+  c = pipeline_config(demo_build)
+  ds = pipeline.open_dataset(c)
+  src = ds.split('train')
+  hd = pipeline.host_dataset(src, c, 0, 1, None, ds.audio_stats)
+  ex, other = hd[3], hd[4]
+  record = src[int(ex['record_index'])]
+  t, ref = int(ex['t']), int(ex['ref'])
+  assert record['valid'][t] and record['valid'][t - 1] and record['valid'][ref]
+  np.testing.assert_array_equal(ex['y'], pipeline.decode_record(record)['frames'][t])
+  np.testing.assert_allclose(ex['audio'], stats_lib.normalise(record['audio'][t], ds.audio_stats), rtol=1e-6)
+  fields = pipeline.Assembler(c, two_device_mesh(), ds, 2)({k: np.stack([ex[k], other[k]]) for k in
+                                                           pipeline.HOST_FIELDS})
+  cam = cam_lib.Camera(record['rotation'][[t]], record['translation'][[t]], record['scale'][[t]])
+  x_t = track.render_x(ds.model, record['p_id'], record['p_exp'][[t]], cam, 64, bucket=1)[0]
+  np.testing.assert_allclose(np.asarray(fields['x_drive'])[0, ..., -3:], x_t, atol=1e-5)  # eq. 1 on the device
+  # D_m's box where the tracker put it (its side follows config.disc.mouth_size: compare the centres).
+  side, stored_side = data.mouth_box_size(c), data.mouth_box_size(dataset_config_module.get_config())
+  centre = np.asarray(fields['mouth'])[0] + side / 2
+  assert np.abs(centre - (record['mouth'][t] + stored_side / 2)).max() <= 1
+
+
+def test_pipeline_same_seed_same_batches_and_exact_resume(demo_build):
+  import json as json_lib
+  from headgan_jax.data import pipeline
+  c = pipeline_config(demo_build)
+  mesh = two_device_mesh()
+  first = pipeline.TrainIterator(c, mesh)
+  reference = [leaves(first.next_fields()) for _ in range(4)]
+  second = pipeline.TrainIterator(c, mesh)
+  for want in reference[:2]:
+    for a, b in zip(want, leaves(second.next_fields())):
+      np.testing.assert_array_equal(a, b)
+  state = json_lib.loads(json_lib.dumps(second.get_state()))  # JSON, saved with a checkpoint.
+  resumed = pipeline.TrainIterator(c, mesh)
+  resumed.set_state(state)
+  for want in reference[2:]:
+    got = leaves(resumed.next_fields())
+    for a, b in zip(want, got):
+      np.testing.assert_array_equal(a, b)
+  other = pipeline.TrainIterator(pipeline_config(demo_build, seed=1), mesh)
+  assert not all(np.array_equal(a, b) for a, b in zip(reference[0], leaves(other.next_fields())))
+
+
+def test_pipeline_hosts_get_disjoint_shards_covering_the_split(demo_build):
+  from headgan_jax.data import pipeline
+  c = pipeline_config(demo_build)
+  ds = pipeline.open_dataset(c)
+  src = ds.split('train')
+  n = len(src)
+  seen = []
+  for host in range(2):
+    hd = pipeline.host_dataset(src, c, host, 2, None, ds.audio_stats)
+    per_epoch = len(range(host, n, 2))
+    epoch = [int(hd[i]['record_index']) for i in range(per_epoch)]
+    assert sorted(epoch) == list(range(host, n, 2))  # Each record once per epoch, reshuffled the next epoch.
+    assert sorted(int(hd[i]['record_index']) for i in range(per_epoch, 2 * per_epoch)) == sorted(epoch)
+    seen.append(set(epoch))
+  assert not seen[0] & seen[1] and seen[0] | seen[1] == set(range(n))
+
+
+def test_pipeline_downsamples_a_larger_build(demo_build):
+  from headgan_jax.data import pipeline
+  from headgan_jax.train import data
+  c = pipeline_config(demo_build, image_size=32, **{'data.stored_size': 64, 'disc.mouth_size': 16})
+  fields = pipeline.TrainIterator(c, two_device_mesh()).next_fields()
+  data.check_batch(pipeline.to_batch(fields), c)
+  box = data.mouth_box_size(c)
+  assert np.asarray(fields['foreground']).shape == (2, 32, 32, 1)
+  assert 0 <= np.asarray(fields['mouth']).min() and np.asarray(fields['mouth']).max() <= 32 - box
+
+
+def test_eval_batches_are_fixed_and_use_the_first_frame(demo_build):
+  import ml_collections
+  from headgan_jax.data import pipeline
+  c = pipeline_config(demo_build)
+  mesh = two_device_mesh()
+  spec = ml_collections.ConfigDict(dict(num_batches=2, identities='unseen'))
+  ev = pipeline.EvalBatches(c, mesh, 'test', spec)
+  assert len(ev) == 2
+  src = ev.dataset.split('test')
+  assert {src[i]['identity'] for i, _, _ in ev.items} == {b'talk-05'}  # never trained on
+  assert all(ref == int(np.flatnonzero(src[i]['valid'])[0]) for i, _, ref in ev.items)
+  a = [leaves(f) for f in ev.iter_fields()]
+  b = [leaves(f) for f in ev.iter_fields()]
+  for x, y in zip(a, b):
+    for u, v in zip(x, y):
+      np.testing.assert_array_equal(u, v)
+  seen = pipeline.EvalBatches(c, mesh, 'test', ml_collections.ConfigDict(dict(num_batches=0, identities='seen')))
+  assert {src[i]['identity'] for i, _, _ in seen.items} == {b'driving', b'talk-03'}

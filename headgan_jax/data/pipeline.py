@@ -215,7 +215,7 @@ def assemble(host: dict[str, jax.Array], model: morphable.MorphableModel, config
   k = int(config.model.num_past_frames)
   factor = stored // size
   b, n = host['p_exp'].shape[:2]  # n = k + 3: frames t-1-k .. t, then ref.
-  img = lambda u8: _downsample(u8.astype(jnp.float32) / 127.5 - 1.0, factor)  # noqa: E731
+  img = lambda u8: _downsample((u8.astype(jnp.float32) - 127.5) / 127.5, factor)  # noqa: E731  exactly [-1, 1]
   px = size / stored  # Cameras are in stored-crop pixels.
   cam = cam_lib.Camera(rotation=host['rotation'].reshape(b * n, 6), translation=host['translation'].reshape(b * n, 2) * px,
                        scale=host['scale'].reshape(b * n) * px)
@@ -253,6 +253,13 @@ def local_rows(sharding: NamedSharding, batch_size: int) -> tuple[int, int]:
   return lo, hi
 
 
+@functools.lru_cache(maxsize=8)
+def _jitted_assemble(config_json: str, stored: int, sharding: NamedSharding):
+  """One compiled `assemble` per config, crop size and sharding (iterators made again reuse it)."""
+  config = ml_collections.ConfigDict(json.loads(config_json))
+  return jax.jit(functools.partial(assemble, config=config, stored=stored), out_shardings=sharding)
+
+
 class Assembler:
   """Host rows of this process -> global arrays on the mesh -> the jitted `assemble` (the 3DMM replicated)."""
 
@@ -266,7 +273,7 @@ class Assembler:
     if stored % int(config.image_size):
       raise errors.ConfigError(f'{dataset.path}: crops of {stored}px cannot be downsampled to config.image_size = '
                                f'{config.image_size}.')
-    self._fn = jax.jit(functools.partial(assemble, config=config, stored=stored), out_shardings=self.sharding)
+    self._fn = _jitted_assemble(config.to_json_best_effort(sort_keys=True), stored, self.sharding)
 
   def __call__(self, host: dict[str, np.ndarray]) -> dict[str, jax.Array]:
     glob = {k: jax.make_array_from_process_local_data(self.sharding, np.asarray(host[k]),
