@@ -202,3 +202,23 @@ def test_fit_with_converted_surrey_face_model(sfm_dir):
   assert angle.max() < 2.0
   rel = np.linalg.norm(np.asarray(result.p_exp) - clip['p_exp'], axis=1) / np.linalg.norm(clip['p_exp'], axis=1)
   assert rel.mean() < 0.15
+
+
+def test_fit_video_weights_and_fixed_identity(model):
+  """Weight-0 frames do not pull on the shared identity; a given p_id is held exactly."""
+  clip = make_clip(model, num_frames=6, seed=3)
+  config = paper.get_config()
+  base = fitting.fit_video(model, np.delete(clip['points'], 2, axis=0), config)  # Without frame 2.
+  bad = np.array(clip['points'])
+  bad[2] += 40.0 * np.random.default_rng(0).normal(size=bad[2].shape)  # A garbage frame ...
+  weights = np.ones(6, np.float32)
+  weights[2] = 0.0  # ... that weighs nothing.
+  weighted = fitting.fit_video(model, bad, config, weights=weights)
+  unweighted = fitting.fit_video(model, bad, config)
+  err = lambda r: np.abs(np.asarray(r.p_id[0]) - np.asarray(base.p_id[0])).max()
+  assert err(weighted) < 0.01 and err(unweighted) > 5 * err(weighted)
+  fixed = np.asarray(clip["p_id"][0]) * 0.5
+  held = fitting.fit_video(model, clip['points'], config, p_id=fixed)
+  np.testing.assert_array_equal(np.asarray(held.p_id[0]), fixed)
+  free = fitting.fit_video(model, clip['points'], config)
+  assert np.median(np.asarray(held.residual_px)) > np.median(np.asarray(free.residual_px))

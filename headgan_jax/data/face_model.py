@@ -28,7 +28,7 @@ import numpy as np
 from headgan_jax.data import facemesh as fm
 from headgan_jax.errors import FaceModelError, LandmarkError
 from headgan_jax.face3d import default_model as dm
-from headgan_jax.face3d import morphable, raster
+from headgan_jax.face3d import morphable
 
 RENDER_SIZE = 384
 RENDER_SCALE = 1.45  # Pixels per mm: the 150 mm wide face fills ~57 % of the render, like a face photo.
@@ -71,13 +71,10 @@ def render_default_face(size: int = RENDER_SIZE, scale: float = RENDER_SCALE) ->
   """The default model's mean face, frontal and orthographic, Lambert-shaded, with skin, lips, eyes and brows
   painted at the model's own feature positions, on a grey background: (image uint8, (scale, tx, ty)) where pixel
   (u, v) = (scale x + tx, -scale y + ty) for model (x, y) in mm (before centring)."""
-  verts, faces, _, _, _ = dm.build_mesh()
   tx, ty = size / 2, size / 2 - 5 * scale
-  px = np.stack([verts[:, 0] * scale + tx, -verts[:, 1] * scale + ty, verts[:, 2] * scale], 1)
-  covered = np.asarray(raster.rasterise(jnp.asarray(px, jnp.float32), jnp.asarray(faces, jnp.int32), size,
-                                        size).triangle_id) >= 0
   v, u = np.mgrid[0:size, 0:size] + 0.5
   x, y = (u - tx) / scale, -(v - ty) / scale
+  covered = dm._inside(x, y)  # The mesh's outline (it is a height field over it: nothing to rasterise).
   eps = 0.01
   z = dm.surface_depth(x, y)
   normal = np.stack([-(dm.surface_depth(x + eps, y) - z) / eps, -(dm.surface_depth(x, y + eps) - z) / eps,
@@ -125,7 +122,8 @@ def detector_default_model(mesh: fm.FaceMesh) -> morphable.MorphableModel:
 
 
 def learn_model(points: list[np.ndarray], topology: fm.MeshTopology, num_id: int | None = None,
-                num_exp: int | None = 40, frames_per_clip: int = 120) -> morphable.MorphableModel:
+                num_exp: int | None = 40, frames_per_clip: int = 120,
+                orthogonal_expression: bool = False) -> morphable.MorphableModel:
   """A 3DMM on the detector's mesh learned from clips: points[i] (T_i, 468, 3) in image pixels (x right, y down,
   z towards the camera, as `FaceMesh.landmarks` / `ClipTrack.points3d` give them), one person per clip, >= 2 clips.
   Each clip contributes `frames_per_clip` frames evenly spread (clips of other lengths weigh the same)."""
@@ -139,7 +137,8 @@ def learn_model(points: list[np.ndarray], topology: fm.MeshTopology, num_id: int
     picked.append(p[np.linspace(0, len(p) - 1, frames_per_clip).round().astype(int)])
   model_frame = np.stack(picked) * np.array([1.0, -1.0, 1.0], np.float32)  # Image y down -> model y up.
   return morphable.learn_from_landmarks(model_frame, topology.triangles, num_id=num_id, num_exp=num_exp,
-                                        mouth_indices=lip_points(topology))
+                                        mouth_indices=lip_points(topology),
+                                        orthogonal_expression=orthogonal_expression)
 
 
 def read_landmark_map(path: str | os.PathLike, num_vertices: int) -> np.ndarray:

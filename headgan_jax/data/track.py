@@ -25,7 +25,7 @@ import os
 import sys
 import tempfile
 import time
-from typing import Iterator, Sequence
+from typing import Iterator, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -127,6 +127,11 @@ class ClipTrack:
 # ----------------------------------------------------------------------------------------------------------------
 # Pure pieces (numpy / jit).
 
+def _padding(t: int, bucket: int) -> int:
+  """Frames to add so that T becomes a multiple of bucket (a single frame stays single): one compile per bucket."""
+  return 0 if t == 1 else (-t) % max(1, bucket)
+
+
 def fill_missing(found: np.ndarray) -> np.ndarray:
   """For each frame the index of the frame whose detection it uses: itself if found, else the next frame with a
   face, else the previous one (the authors' rule). found (T,) bool with at least one True."""
@@ -172,6 +177,37 @@ def lip_gap(landmarks: np.ndarray, upper: int, lower: int) -> np.ndarray:
   return gap / np.maximum(eyes, 1e-6)
 
 
+def choose_crop_box(boxes: np.ndarray, found: np.ndarray, frame_hw: tuple[int, int], source: str, config
+                    ) -> tuple[np.ndarray, str | None]:
+  """(square crop box, None) or (its value anyway, the reason to reject the clip) from the largest face box of
+  each frame (T, 4) and whether one was found (T,). NoFaceFoundError when no frame has a face."""
+  t = config.track
+  if not found.any():
+    raise errors.NoFaceFoundError(source)
+  h, w = frame_hw
+  filled = boxes[fill_missing(found)]
+  box = square_box(np.median(boxes[found], axis=0), float(t.crop_margin), float(t.height_recentre))
+  run, start = longest_run(~found)
+  if run > t.max_missing_run:
+    return box, (f'no face in frames {start}-{start + run - 1} ({run} consecutive frames, more than '
+                 f'config.track.max_missing_run = {t.max_missing_run}): the face leaves the frame or is hidden.')
+  inside = (np.clip(filled[:, 2], 0, w) - np.clip(filled[:, 0], 0, w)) * (
+      np.clip(filled[:, 3], 0, h) - np.clip(filled[:, 1], 0, h))
+  area = np.maximum((filled[:, 2] - filled[:, 0]) * (filled[:, 3] - filled[:, 1]), 1e-6)
+  outside = 1.0 - inside / area
+  if outside.max() > t.max_outside_fraction:
+    f = int(np.argmax(outside > t.max_outside_fraction))
+    return box, (f'the face leaves the frame at frame {f}: {outside[f]:.0%} of its box is outside the {w}x{h} '
+                 f'frame (limit config.track.max_outside_fraction = {t.max_outside_fraction:.0%}).')
+  spread = (filled.max(0) - filled.min(0)) / ((h + w) / 2)  # Max L_inf distance between any two boxes.
+  c = int(np.argmax(spread))
+  if spread[c] > t.max_box_distance:
+    a, b = int(np.argmin(filled[:, c])), int(np.argmax(filled[:, c]))
+    return box, (f'the face moves too far: its box moves by {spread[c]:.2f} of the frame size between frames '
+                 f'{min(a, b)} and {max(a, b)} (limit config.track.max_box_distance = {t.max_box_distance}).')
+  return box, None
+
+
 @functools.partial(jax.jit, static_argnames=('size', 'mode'))
 def _render_x(model: morphable.MorphableModel, p_id, p_exp, camera: cam_lib.Camera, size: int, mode: str):
   vertices = cam_lib.project(morphable.identity_adaptation(model, p_id, p_exp), camera)
@@ -186,7 +222,7 @@ def render_x(model: morphable.MorphableModel, p_id, p_exp, camera: cam_lib.Camer
   bucket)."""
   p_exp = np.asarray(p_exp, np.float32)
   t = p_exp.shape[0]
-  pad = (-t) % max(1, bucket)
+  pad = _padding(t, bucket)
   grow = lambda a: np.concatenate([a, np.repeat(a[-1:], pad, 0)]) if pad else a
   p_id = np.asarray(p_id, np.float32)
   p_id = grow(np.broadcast_to(p_id, (t,) + p_id.shape[-1:]))
@@ -258,33 +294,7 @@ class Tracker:
 
   def crop_box(self, boxes: np.ndarray, found: np.ndarray, frame_hw: tuple[int, int], source: str
                ) -> tuple[np.ndarray, str | None]:
-    """(square crop box, None) or (its value anyway, the reason to reject the clip) from the largest face box of
-    each frame (T, 4) and whether one was found (T,). NoFaceFoundError when no frame has a face."""
-    t = self.config.track
-    if not found.any():
-      raise errors.NoFaceFoundError(source)
-    h, w = frame_hw
-    filled = boxes[fill_missing(found)]
-    box = square_box(np.median(boxes[found], axis=0), float(t.crop_margin), float(t.height_recentre))
-    run, start = longest_run(~found)
-    if run > t.max_missing_run:
-      return box, (f'no face in frames {start}-{start + run - 1} ({run} consecutive frames, more than '
-                   f'config.track.max_missing_run = {t.max_missing_run}): the face leaves the frame or is hidden.')
-    inside = (np.clip(filled[:, 2], 0, w) - np.clip(filled[:, 0], 0, w)) * (
-        np.clip(filled[:, 3], 0, h) - np.clip(filled[:, 1], 0, h))
-    area = np.maximum((filled[:, 2] - filled[:, 0]) * (filled[:, 3] - filled[:, 1]), 1e-6)
-    outside = 1.0 - inside / area
-    if outside.max() > t.max_outside_fraction:
-      f = int(np.argmax(outside > t.max_outside_fraction))
-      return box, (f'the face leaves the frame at frame {f}: {outside[f]:.0%} of its box is outside the {w}x{h} '
-                   f'frame (limit config.track.max_outside_fraction = {t.max_outside_fraction:.0%}).')
-    spread = (filled.max(0) - filled.min(0)) / ((h + w) / 2)  # Max L_inf distance between any two boxes.
-    c = int(np.argmax(spread))
-    if spread[c] > t.max_box_distance:
-      a, b = int(np.argmin(filled[:, c])), int(np.argmax(filled[:, c]))
-      return box, (f'the face moves too far: its box moves by {spread[c]:.2f} of the frame size between frames '
-                   f'{min(a, b)} and {max(a, b)} (limit config.track.max_box_distance = {t.max_box_distance}).')
-    return box, None
+    return choose_crop_box(boxes, found, frame_hw, source, self.config)
 
   # Stage 2: crops and landmarks.
   def crop(self, frames: np.ndarray, box: np.ndarray) -> np.ndarray:
@@ -314,7 +324,7 @@ class Tracker:
     src = fill_missing(usable)
     points = landmarks[src][:, self.points, :2]
     weights = usable.astype(np.float32)
-    pad = (-t) % max(1, int(self.config.track.fit_bucket))
+    pad = _padding(t, int(self.config.track.fit_bucket))
     if pad:
       points = np.concatenate([points, np.repeat(points[-1:], pad, 0)])
       weights = np.concatenate([weights, np.zeros(pad, np.float32)])
@@ -343,48 +353,63 @@ class Tracker:
       return np.zeros((0,) + crops.shape[1:3], np.float32)
     return self.mesh.segment(crops)
 
+  # Stages 1-2 together: where the face is.
+  def locate(self, frames: np.ndarray, source: str, det: fm.Detections | None = None, box=None) -> Located:
+    """Detections, the crop box (or the reason to reject the clip) and, unless rejected, the landmarks in crop
+    pixels. `det` / `box` skip detection / the box choice (a chunk of a streamed video, a still image)."""
+    det = self.detect(frames) if det is None else det
+    found = det.count > 0
+    notes = tuple(_multi_face_notes(det.count, source))
+    reason = None
+    if box is None:
+      box, reason = self.crop_box(det.boxes[:, 0], found, frames.shape[1:3], source)
+    if reason:
+      return Located(det, found, box, f'{source}: {reason}', None, None, notes)
+    use = fill_missing(found) if found.any() else np.zeros(len(found), np.int64)
+    points, presence = self.landmarks(frames, det.boxes[use, 0], det.keypoints[use, 0])
+    return Located(det, found, box, None, self.to_crop(points, box), presence, notes)
+
   # All stages.
-  def _assemble(self, frames, det: fm.Detections, box, found, source, fps, num_source, p_id, notes) -> ClipTrack:
-    src = fill_missing(found)
-    crops = self.crop(frames, box)
-    points, presence = self.landmarks(frames, det.boxes[src, 0], det.keypoints[src, 0])
-    points = self.to_crop(points, box)
-    usable = found & (presence >= self.config.track.min_presence)
-    fit = self.fit(points, usable, p_id)
+  def finish(self, frames: np.ndarray, loc: Located, source: str, fps: float, num_source: int, p_id=None
+             ) -> ClipTrack:
+    """Stages 3-4 on located frames: crops, fit, mouth boxes, masks -> ClipTrack."""
+    if loc.rejected:
+      return self._rejected(source, fps, num_source, loc.box, loc.rejected, loc.notes)
+    crops = self.crop(frames, loc.box)
+    points = loc.points
+    usable = loc.found & (loc.presence >= self.config.track.min_presence)
+    if usable.any():
+      fit = self.fit(points, usable, p_id)
+    else:  # A chunk of a streamed video without any face: parameters from its (borrowed) points, all invalid.
+      fit = self.fit(points, np.ones_like(usable), p_id)
     cam = cam_lib.Camera(fit['rotation'], fit['translation'], fit['scale'])
     limit = self.fit_settings.max_residual_px
     accepted = fit['rms'] <= limit
-    reasons = np.where(~found, 'no face detected', np.where(
+    reasons = np.where(~loc.found, 'no face detected', np.where(
         ~usable, 'landmarks rejected (face-presence below config.track.min_presence)',
         np.where(~accepted, np.char.add(np.char.add('fit RMS ', np.char.mod('%.2f', fit['rms'])),
                                         f' px > config.face3d.max_residual_px = {limit}'), '')))
     return ClipTrack(
-        source=source, fps=float(fps), num_source_frames=int(num_source), crop_box=box, rejected=None, crops=crops,
-        landmarks=points[..., :2], depth=points[..., 2], valid=usable & accepted, reasons=reasons.astype(str),
-        num_faces=det.count.astype(np.int32), p_id=fit['p_id'], p_exp=fit['p_exp'], rotation=fit['rotation'],
-        translation=fit['translation'], scale=fit['scale'], fit_rms_px=fit['rms'],
-        mouth_boxes=self.mouth_boxes(fit['p_id'], fit['p_exp'], cam), masks=self.masks(crops), notes=tuple(notes))
+        source=source, fps=float(fps), num_source_frames=int(num_source), crop_box=loc.box, rejected=None,
+        crops=crops, landmarks=points[..., :2], depth=points[..., 2], valid=usable & accepted,
+        reasons=reasons.astype(str), num_faces=loc.det.count.astype(np.int32), p_id=fit['p_id'], p_exp=fit['p_exp'],
+        rotation=fit['rotation'], translation=fit['translation'], scale=fit['scale'], fit_rms_px=fit['rms'],
+        mouth_boxes=self.mouth_boxes(fit['p_id'], fit['p_exp'], cam), masks=self.masks(crops), notes=loc.notes)
 
-  def _rejected(self, source, fps, num_source, box, reason, det, notes) -> ClipTrack:
+  def _rejected(self, source, fps, num_source, box, reason, notes) -> ClipTrack:
     s = self.size
     empty = lambda *shape, dtype=np.float32: np.zeros((0,) + shape, dtype)
     return ClipTrack(source=source, fps=float(fps), num_source_frames=int(num_source), crop_box=box, rejected=reason,
                      crops=empty(s, s, 3, dtype=np.uint8), landmarks=empty(fm.NUM_POINTS, 2),
                      depth=empty(fm.NUM_POINTS), valid=empty(dtype=bool), reasons=empty(dtype=str),
-                     num_faces=det.count.astype(np.int32)[:0], p_id=np.zeros(self.model.num_id, np.float32),
+                     num_faces=empty(dtype=np.int32), p_id=np.zeros(self.model.num_id, np.float32),
                      p_exp=empty(self.model.num_exp), rotation=empty(6), translation=empty(2), scale=empty(),
                      fit_rms_px=empty(), mouth_boxes=empty(2, dtype=np.int32), masks=empty(s, s), notes=tuple(notes))
 
   def track_frames(self, frames: np.ndarray, fps: float, source: str = '<frames>', p_id=None) -> ClipTrack:
     """Tracks a clip held in memory: frames (T, H, W, 3) uint8."""
     frames = _check_frames(frames, source, int(self.config.track.min_frames))
-    det = self.detect(frames)
-    found = det.count > 0
-    notes = _multi_face_notes(det.count, source)
-    box, reason = self.crop_box(det.boxes[:, 0], found, frames.shape[1:3], source)
-    if reason:
-      return self._rejected(source, fps, len(frames), box, f'{source}: {reason}', det, notes)
-    return self._assemble(frames, det, box, found, source, fps, len(frames), p_id, notes)
+    return self.finish(frames, self.locate(frames, source), source, fps, len(frames), p_id)
 
   def track_image(self, image: np.ndarray, source: str = '<image>', p_id=None) -> ClipTrack:
     """Tracks one image (H, W, 3) uint8 (a reference): T = 1, the largest face if there are several (noted)."""
@@ -392,9 +417,8 @@ class Tracker:
     det = self.detect(frames)
     if det.count[0] == 0:
       raise errors.NoFaceFoundError(source)
-    notes = _multi_face_notes(det.count, source)
     box = square_box(det.boxes[0, 0], float(self.config.track.crop_margin), float(self.config.track.height_recentre))
-    return self._assemble(frames, det, box, det.count > 0, source, 0.0, 1, p_id, notes)
+    return self.finish(frames, self.locate(frames, source, det, box), source, 0.0, 1, p_id)
 
   def iter_video(self, path: str | os.PathLike, p_id=None) -> Iterator[ClipTrack]:
     """Streams a long video as ClipTracks of config.track.chunk_frames frames, memory bounded by a chunk: pass 1
@@ -405,35 +429,35 @@ class Tracker:
     chunk = int(self.config.track.chunk_frames)
     if info.num_frames < self.config.track.min_frames:
       _check_frames(np.zeros((info.num_frames, 2, 2, 3), np.uint8), path, int(self.config.track.min_frames))
-    dets = [self.detect(f) for f in video_lib.iter_frames(path, chunk)]
-    det = fm.Detections(*(np.concatenate(a) for a in zip(*dets)))
+    det = fm.Detections(*(np.concatenate(a) for a in zip(*(self.detect(f) for f in video_lib.iter_frames(path, chunk)))))
     found = det.count > 0
-    notes = _multi_face_notes(det.count, path)
     box, reason = self.crop_box(det.boxes[:, 0], found, (info.height, info.width), path)
     if reason:
-      yield self._rejected(path, info.fps, len(found), box, f'{path}: {reason}', det, notes)
+      yield self._rejected(path, info.fps, len(found), box, f'{path}: {reason}', _multi_face_notes(det.count, path))
       return
+    near = fill_missing(found)
     start = 0
     for frames in video_lib.iter_frames(path, chunk):
       sl = slice(start, start + len(frames))
-      part = fm.Detections(*(a[sl] for a in det))
-      part_found = found[sl]
-      if not part_found.any():  # A chunk with no face at all borrows the nearest detection of the clip.
-        near = fill_missing(found)[sl]
-        part = fm.Detections(*(a[near] for a in det))
-        part_found = np.zeros_like(part_found)
-      track = self._assemble_partial(frames, part, box, part_found, path, info.fps, len(found), p_id, notes)
+      # Frames without a face take the nearest detection of the whole clip (stays invalid: count 0).
+      part = fm.Detections(det.boxes[near[sl]], det.keypoints[near[sl]], det.scores[sl], det.count[sl])
+      loc = self.locate(frames, path, part, box)
+      track = self.finish(frames, loc._replace(found=det.count[sl] > 0), path, info.fps, len(found), p_id)
       p_id = track.p_id if p_id is None else p_id
       start += len(frames)
       yield track
 
-  def _assemble_partial(self, frames, det, box, found, source, fps, num_source, p_id, notes) -> ClipTrack:
-    if found.any():
-      return self._assemble(frames, det, box, found, source, fps, num_source, p_id, notes)
-    track = self._assemble(frames, det, box, np.ones_like(found), source, fps, num_source, p_id, notes)
-    track.valid[:] = False
-    track.reasons[:] = 'no face detected'
-    return track
+
+class Located(NamedTuple):
+  """What `Tracker.locate` finds: detections, found (T,), crop box, rejection reason or None, landmarks (T, 468, 3)
+  in crop pixels (z towards the camera) and face-presence (T,) (both None when rejected), notes."""
+  det: fm.Detections
+  found: np.ndarray
+  box: np.ndarray
+  rejected: str | None
+  points: np.ndarray | None
+  presence: np.ndarray | None
+  notes: tuple[str, ...]
 
 
 def _check_frames(frames: np.ndarray, source: str, min_frames: int) -> np.ndarray:
@@ -545,16 +569,11 @@ def learn_command(sources: Sequence[str], out: str, config, num_exp: int) -> mor
   clips = []
   for source in sources:
     frames, _ = video_lib.read_video(source)
-    det = tracker.detect(frames)
-    found = det.count > 0
-    box, reason = tracker.crop_box(det.boxes[:, 0], found, frames.shape[1:3], source)
-    if reason:
-      print(f'skipping {source}: {reason}', file=sys.stderr)
+    loc = tracker.locate(frames, source)
+    if loc.rejected:
+      print(f'skipping {loc.rejected}', file=sys.stderr)
       continue
-    src = fill_missing(found)
-    points, presence = tracker.landmarks(frames, det.boxes[src, 0], det.keypoints[src, 0])
-    keep = found & (presence >= config.track.min_presence)
-    clips.append(tracker.to_crop(points, box)[keep])
+    clips.append(loc.points[loc.found & (loc.presence >= config.track.min_presence)])
   model = face_model.learn_model(clips, tracker.mesh.topology, num_exp=num_exp)
   morphable.save(model, out)
   return model

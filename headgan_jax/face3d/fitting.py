@@ -24,7 +24,10 @@ with config.face3d's weights. Minimisation:
    box constraints as in the authors' bounded least squares, on top of the soft Gaussian prior).
 
 Everything is jit-compiled with a fixed iteration count and vmapped over frames. `fit_video` shares one identity
-over all frames (the paper's "one mean identity per video"); `fit_frames` fits every frame independently. Frames
+over all frames (the paper's "one mean identity per video"); `fit_frames` fits every frame independently. In video
+mode each frame's landmark term may be weighted (0 = a padding or faceless frame that must not pull on the shared
+identity: clips are padded to fixed lengths so the fit compiles once per length bucket), and the identity may be held
+at a given p_id (the later chunks of a streamed video, or eq. 1's reference identity). Frames
 whose RMS re-projection error exceeds config.face3d.max_residual_px are flagged.
 """
 from __future__ import annotations

@@ -254,13 +254,18 @@ def _pca_rows(samples: jax.Array, count: int, num_samples_dof: int):
 
 
 def learn_from_landmarks(points, faces, num_id: int | None = None, num_exp: int | None = None,
-                         mouth_indices=None, procrustes_iterations: int = 5) -> MorphableModel:
+                         mouth_indices=None, procrustes_iterations: int = 5,
+                         orthogonal_expression: bool = False) -> MorphableModel:
   """A 3DMM on a landmark detector's own topology, learned by PCA as LSFM was (paper's [5]).
 
   points (V, T, L, 3): T frames of V videos (one person per video), in a right-handed frame with y up and z towards
   the viewer (flip image-space y and z first). After generalised Procrustes alignment (similarity transforms),
   per-clip means are the identity samples and per-frame deviations from them the expression samples; each set is
-  reduced by PCA (default: all components with non-negligible variance, at most V - 1 and V (T - 1)).
+  reduced by PCA (default: all components with non-negligible variance, at most V - 1 and V (T - 1)). With
+  orthogonal_expression the identity subspace is removed from the expression samples first (U_exp orthogonal to
+  U_id, as in the default model: a fit cannot trade identity for expression). Off by default: learned from few
+  people, the bounded identity cannot reach a new person's shape and the expression components take up the rest
+  (on the fixtures, leave-one-person-out from five clips: median RMS 1.05 px without, 1.75 px with).
   faces (F, 3): the detector's triangles. mouth_indices: the detector's lip points (default: the 3 % of points that
   move most under the expression basis). Landmark indices are all L points. The model's frame is that of the first
   input shape (rotation and position; scale = the inputs' average size), as generalised Procrustes leaves it.
@@ -283,9 +288,12 @@ def learn_from_landmarks(points, faces, num_id: int | None = None, num_exp: int 
   num_id = min(num_id or n_vid - 1, n_vid - 1, 3 * n_pts)
   num_exp = min(num_exp or n_vid * (n_frames - 1), n_vid * (n_frames - 1), 3 * n_pts)
   id_dirs, id_std = _pca_rows(id_samples, num_id, n_vid - 1)
+  id_keep = np.asarray(id_std > 1e-6 * max(float(id_std.max()), 1e-30))
+  if orthogonal_expression:  # Expression = what identity cannot do: eq. 1 then separates them exactly.
+    kept = id_dirs[id_keep]
+    exp_samples = exp_samples - (exp_samples @ kept.T) @ kept
   exp_dirs, exp_std = _pca_rows(exp_samples, num_exp, n_vid * (n_frames - 1))
   # Drop directions without variance (fewer samples than requested components): a std must be > 0.
-  id_keep = np.asarray(id_std > 1e-6 * max(float(id_std.max()), 1e-30))
   exp_keep = np.asarray(exp_std > 1e-6 * max(float(exp_std.max()), 1e-30))
   id_basis = np.asarray(id_dirs)[id_keep].reshape(-1, n_pts, 3)
   exp_basis = np.asarray(exp_dirs)[exp_keep].reshape(-1, n_pts, 3)
