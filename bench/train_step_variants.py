@@ -11,7 +11,10 @@ hits both alike):
   (make_train_step's default) against two compiled steps, without / with the D update, that a loop would pick
   from the step number (n - 1 without, then 1 with).
 A round runs n steps of each variant (n = d_every, 1 for shared_passes); the order of the variants alternates from
-round to round. Printed: compile time, median time per round and per step, the ratio; then ONE JSON line.
+round to round. Printed: compile time, median time per round and per step, and the ratio b / a as the median over
+rounds of the ratio within a round (the two run back to back, so load changes hit them alike), for wall time and
+for the process's CPU time (all threads; on a shared machine the steadier measure of work, blind to lost
+parallelism); then ONE JSON line.
 Batches are synthetic; VGG19 runs with random weights unless the config names a file (the cost is the same).
 """
 from __future__ import annotations
@@ -83,14 +86,19 @@ def run(args: argparse.Namespace) -> dict:
   for name in names:  # Warm-up: the first execution allocates.
     one_round(name)
   times = {name: [] for name in names}
+  cpu = {name: [] for name in names}
   for r in range(args.rounds):
     for name in (names if r % 2 == 0 else names[::-1]):
-      t0 = time.perf_counter()
+      t0, c0 = time.perf_counter(), time.process_time()
       metrics = one_round(name)
       times[name].append(time.perf_counter() - t0)
+      cpu[name].append(time.process_time() - c0)  # All threads' CPU time: what other users' load changes least.
       finite &= all(np.isfinite(float(v)) for v in metrics.values())
   med = {name: float(np.median(t)) for name, t in times.items()}
   a, b = names
+  # Each round runs both variants back to back, so their ratio within a round is what the load varies least.
+  paired = [tb / ta for ta, tb in zip(times[a], times[b])]
+  paired_cpu = [tb / ta for ta, tb in zip(cpu[a], cpu[b])]
   device = jax.devices()[0]
   return {
       'bench': 'train_step_variants', 'compare': args.compare, 'config': args.config,
@@ -101,7 +109,10 @@ def run(args: argparse.Namespace) -> dict:
       'round_ms_median': {k: round(v * 1e3, 2) for k, v in med.items()},
       'step_ms_median': {k: round(v * 1e3 / per_round, 2) for k, v in med.items()},
       'round_ms_all': {k: [round(x * 1e3, 1) for x in v] for k, v in times.items()},
-      f'ratio_{b}_over_{a}': round(med[b] / med[a], 4), 'metrics_finite': finite,
+      f'ratio_{b}_over_{a}': round(float(np.median(paired)), 4),
+      'ratio_per_round': [round(r, 3) for r in paired],
+      'cpu_round_s_median': {k: round(float(np.median(v)), 3) for k, v in cpu.items()},
+      f'cpu_ratio_{b}_over_{a}': round(float(np.median(paired_cpu)), 4), 'metrics_finite': finite,
   }
 
 
@@ -127,7 +138,8 @@ def main(argv=None) -> int:
     print(f"{name:>16}: compile {result['compile_s'][name]:.1f} s, round {result['round_ms_median'][name]:.1f} ms "
           f"median of {result['rounds']} ({result['steps_per_round']} steps), "
           f"{result['step_ms_median'][name]:.1f} ms per step")
-  print(f"{b} / {a}: {result[f'ratio_{b}_over_{a}']:.3f} (time per round)")
+  print(f"{b} / {a}: {result[f'ratio_{b}_over_{a}']:.3f} (median over rounds of the time ratio within a round; "
+        f"per round: {result['ratio_per_round']}); CPU time (all threads) {result[f'cpu_ratio_{b}_over_{a}']:.3f}")
   print(json.dumps(result))
   return 0
 

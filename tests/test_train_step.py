@@ -186,6 +186,10 @@ def test_step_rejects_batch_not_divisible_by_devices(setup):
   train_step = step_lib.make_train_step(config, models, optimizers, mesh)
   with pytest.raises(ConfigError, match='multiple of the 4 devices'):
     train_step(host_state, data.batch_spec(config, 2))  # Refused from the shapes alone, before any compile.
+  spec = data.batch_spec(config, 8)
+  bad = spec.replace(audio=jax.ShapeDtypeStruct((8, 84), jnp.float32))
+  with pytest.raises(DataError, match="'audio' has shape"):  # A data error, not a config error.
+    train_step.lower(host_state, bad)
 
 
 @pytest.mark.slow
@@ -217,10 +221,11 @@ def test_200_steps_fit_a_fixed_batch(setup):
   assert float(history[-1]['f_l1']) < float(history[0]['f_l1'])  # The warped reference improves too.
 
 
-@pytest.mark.parametrize('variant', ['no_flow', 'no_audio', 'landmarks', 'vgg_bf16', 'split_d'])
+@pytest.mark.parametrize('variant', ['no_flow', 'no_audio', 'vgg_bf16', 'landmarks_split_d'])
 def test_step_traces_for_ablations_vgg_and_bf16(variant):
   """The step's other code paths (the Table 1 ablations "w/o F", "w/o audio" and landmarks, VGG terms with bf16
-  compute, the two-compiled-steps alternative to the traced D condition) trace to the same metrics.
+  compute, the two-compiled-steps alternative to the traced D condition) trace to the same metrics. Landmark
+  conditioning changes no network (only the images fed as x), so it shares a variant.
 
   Shapes only (jax.eval_shape, no compile): the numbers of these paths are those of the tested default path.
   """
@@ -231,7 +236,7 @@ def test_step_traces_for_ablations_vgg_and_bf16(variant):
     config.model.use_flow = False
   elif variant == 'no_audio':
     config.model.use_audio = False
-  elif variant == 'landmarks':
+  elif variant == 'landmarks_split_d':
     config.model.conditioning = 'landmarks'
   elif variant == 'vgg_bf16':
     config.loss.use_vgg = True
@@ -247,7 +252,7 @@ def test_step_traces_for_ablations_vgg_and_bf16(variant):
   if variant == 'no_audio':
     assert state.dm.params['scale_0']['conv_0']['conv']['kernel'].shape[2] == 3
   batch = data.batch_spec(config, 2)
-  for update_d in ((False, True) if variant == 'split_d' else (None,)):
+  for update_d in ((False, True) if variant == 'landmarks_split_d' else (None,)):
     step = step_lib.train_step_fn(config, models, optimizers, vgg_apply, update_d=update_d)
     new_state, metrics = jax.eval_shape(step, state, batch, vgg_params)
     assert set(metrics) == set(step_lib.METRIC_NAMES)
