@@ -23,15 +23,22 @@ def get_config() -> ml_collections.ConfigDict:
   m.num_down = 2  # Stride-2 convs in each encoder (and pixel shuffles in each decoder).
   m.flow_low_blocks = 3  # SPADE blocks of F at the lowest resolution (Table 2).
   m.spade_hidden = 256  # Hidden width of the SPADE modulation MLP.
-  m.spade_resize = 'nearest'  # How the modulation input is resized to each layer: 'nearest' or 'bilinear'.
-  m.block_shortcut = True  # Identity shortcut in SPADE / AdaIN blocks (authors' code); False = Fig. 7 as drawn.
+  m.spade_resize = 'nearest_floor'  # How SPADE resizes its condition to each layer: 'nearest_floor' (PyTorch's
+  #                                   legacy 'nearest', the authors'), 'nearest' (half-pixel) or 'bilinear'.
+  m.block_shortcut = True  # Identity shortcut of SPADE blocks (authors' code); False = Fig. 7 as drawn.
   m.block_spectral_norm = True  # Spectral norm on the convs of SPADE / AdaIN blocks (authors' code).
+  m.encoder_spectral_norm = True  # Spectral norm on the encoder convs of F and R (authors' code).
+  m.encoder_norm = 'affine'  # Instance norm after encoder convs: 'affine' (learnable scale/shift, authors) or 'plain'.
+  m.padding_7x7 = 'reflect'  # Padding before every 7x7 conv: 'reflect' (authors' ReflectionPad2d) or 'zeros'.
+  m.dead_conv_biases = False  # True: biases on the convs that feed a SPADE/AdaIN norm, as the authors' code has
+  #                             (identically zero gradient; only the parameter count changes).
+  m.conv_impl = 'xla'  # Convolution primitive of every conv of G, D and D_m ('xla': lax.conv_general_dilated).
   m.audio_dim = 300  # h_t^(a) = 84 low-level + 2L * 27 character logits.
   m.lrelu_slope = 0.2
   m.init_gain = 0.02  # Xavier-normal gain for every conv / dense kernel.
   # Ablations of Table 1.
   m.use_flow = True  # False: "w/o F" - R gets no warped features / image.
-  m.use_audio = True  # False: "w/o audio" - AdaIN blocks are driven by a zero vector and D_m is dropped.
+  m.use_audio = True  # False: "w/o audio" as the authors build it - no AdaIN blocks, D_m sees the mouth crop only.
   m.conditioning = 'face3d'  # 'face3d' (x_t) or 'landmarks' (drawn 2D landmark image instead of x_t).
   m.compute_dtype = 'float32'  # 'bfloat16' computes in bf16 with float32 parameters.
 
@@ -42,6 +49,8 @@ def get_config() -> ml_collections.ConfigDict:
   d.ndf = 64
   d.max_channels = 512
   d.mouth_size = 64  # y_t^m crops are mouth_size x mouth_size.
+  d.norm = 'affine'  # Instance norm of the middle layers: 'affine' (authors' 'spectralinstance') or 'plain'.
+  d.use_mouth = True  # False: no mouth discriminator D_m (the authors' --no_mouth_D).
 
   # Losses (Appendix A, eq. 3-10).
   lo = c.loss = ml_collections.ConfigDict()
@@ -49,6 +58,7 @@ def get_config() -> ml_collections.ConfigDict:
   lo.vgg = 10.0  # lambda_VGG, for G and for F.
   lo.fm = 10.0  # lambda_FM.
   lo.temp = 30.0  # lambda_Temp.
+  lo.flow_mask = 10.0  # lambda_mask (authors' code): L1 between F's mask m and the person's foreground.
   lo.vgg_layer_weights = (1.0 / 32, 1.0 / 16, 1.0 / 8, 1.0 / 4, 1.0)  # relu1_1, relu2_1, ..., relu5_1.
   lo.mouth_gan = 1.0  # Weight of D_m's adversarial + FM terms in L_G.
   lo.mouth_d = 0.5  # Weight of L_{D_m} in the discriminators' loss.
@@ -64,8 +74,13 @@ def get_config() -> ml_collections.ConfigDict:
   t.b1 = 0.5
   t.b2 = 0.999
   t.epochs = 6  # Constant learning rate ...
-  t.decay_epochs = 4  # ... then linear decay to 0.
-  t.steps_per_epoch = 10_000
+  t.decay_epochs = 4  # ... then decay to 0 over this many epochs:
+  t.lr_schedule = 'epoch_steps'  # 'epoch_steps' (authors): x(1 - i/decay_epochs) in decay epoch i = 1.. (x0.75,
+  #                                x0.5, x0.25, 0 for 4); 'linear': a per-step linear ramp to 0.
+  t.steps_per_epoch = 0  # 0: one pass over the training set (its size // batch_size); > 0 fixes it (synthetic data).
+  t.d_every = 4  # D and D_m are updated on every d_every-th step only (authors' n_steps_update_D).
+  t.shared_passes = True  # VGG19 once on [fake, warped, real]; frame t-1 through F only. False: one VGG pass per
+  #                         pair and a full G on frame t-1 (the same maths, slower; for checks and benchmarks).
   t.sequence_length = 50  # Clips are cut into sequences of this many frames.
   t.log_every = 100
   t.checkpoint_every = 1000
@@ -137,4 +152,6 @@ def get_config() -> ml_collections.ConfigDict:
   a.num_chars = 27  # Classes per part of h^(aH): blank/space + 26 letters.
   a.asr_backend = 'pocketsphinx'  # 'pocketsphinx' (embedded default) or 'deepspeech' (needs asr_model).
   a.asr_model = ''
+  a.standardise = 'lowlevel'  # Dataset statistics applied to h^(a): 'lowlevel' (the 84 low-level values; the
+  #                             characters stay 0/1), 'none' (authors: raw values) or 'all' (every dimension).
   return c

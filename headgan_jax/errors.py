@@ -14,6 +14,10 @@ class ConfigError(HeadGANError, ValueError):
   """A config field holds a value that cannot work (names the field and the value)."""
 
 
+class DataError(HeadGANError, ValueError):
+  """Input data (a training batch, a network input) has the wrong shape, dtype or values (names the field)."""
+
+
 class WeightFileError(HeadGANError):
   """A weight file (VGG19, InceptionV3, I3D, ArcFace, DeepSpeech) is missing, corrupt or of the wrong layout."""
 

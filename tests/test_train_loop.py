@@ -62,7 +62,7 @@ def test_interrupted_run_resumes_from_checkpoint_exactly(tmp_path):
   state6 = counted.run(interrupted, 6, progress=False)
   assert calls == [0, 1, 2, 3, 4, 5] and int(state6.step) == 6
   assert _checkpoint_steps(interrupted) == [3, 6]  # Every 3 steps, and not the first step.
-  params6 = jax.device_get(state6.g_params)
+  params6 = jax.device_get(state6.g.params)
   del state6
 
   # Second life: same work folder, 8 steps in total. It must start at step 6, not 0.
@@ -78,7 +78,7 @@ def test_interrupted_run_resumes_from_checkpoint_exactly(tmp_path):
   for (path, x), y in zip(jax.tree_util.tree_leaves_with_path(a), jax.tree.leaves(b)):
     np.testing.assert_array_equal(x, y, err_msg=jax.tree_util.keystr(path))
   # Training did change the generator between step 6 and 8.
-  assert any(not np.array_equal(x, y) for x, y in zip(jax.tree.leaves(params6), jax.tree.leaves(a.g_params)))
+  assert any(not np.array_equal(x, y) for x, y in zip(jax.tree.leaves(params6), jax.tree.leaves(a.g.params)))
 
   # A finished run asked for the same length again does nothing; one more step evicts the oldest checkpoint
   # (keep_checkpoints = 3).
