@@ -141,16 +141,16 @@ def frame_indices(t: int, k: int) -> np.ndarray:
   return np.maximum(np.arange(t - 1 - k, t + 1), 0)
 
 
-def make_example(record: dict[str, Any], t: int, ref: int, k: int,
-                 audio_stats: stats_lib.FeatureStats | None) -> dict[str, np.ndarray]:
-  """The host arrays of one training example (target frame t, reference frame ref) of a record."""
+def make_example(record: dict[str, Any], t: int, ref: int, k: int, audio_stats: stats_lib.FeatureStats | None,
+                 standardise: str = 'lowlevel') -> dict[str, np.ndarray]:
+  """The host arrays of one training example (target frame t, reference frame ref) of a record; the audio scaled
+  by `audio.stats.normalise` (config.audio.standardise)."""
   idx = np.concatenate([frame_indices(t, k), [ref]])
   y = clips_lib.decode_image(record['frames'][t])
   y_ref = clips_lib.decode_image(record['frames'][ref])
   fg = np.maximum(clips_lib.decode_image(record['masks'][t])[..., 0], clips_lib.decode_image(record['masks'][ref])[..., 0])
   audio = np.asarray(record['audio'][[t, max(t - 1, 0)]], np.float32)
-  if audio_stats is not None:
-    audio = stats_lib.normalise(audio, audio_stats)
+  audio = stats_lib.normalise(audio, audio_stats, standardise)
   return dict(y=y, y_ref=y_ref, fg=(fg >= 128).astype(np.uint8), p_id=np.asarray(record['p_id'], np.float32),
               p_exp=np.asarray(record['p_exp'][idx], np.float32), rotation=np.asarray(record['rotation'][idx]),
               translation=np.asarray(record['translation'][idx]), scale=np.asarray(record['scale'][idx]),
@@ -162,6 +162,7 @@ class SampleExample:
   """grain random map: (record index, record) -> one self-reenactment example (t, ref drawn by the element's rng)."""
   k: int
   audio_stats: stats_lib.FeatureStats | None
+  standardise: str = 'lowlevel'
 
   def __call__(self, item, rng: np.random.Generator) -> dict[str, np.ndarray]:
     index, record = item
@@ -172,7 +173,7 @@ class SampleExample:
       raise errors.DatasetError(f'record {record["key"]!r} has no two consecutive tracked frames.')
     t = int(rng.choice(targets))
     ref = int(rng.choice(refs))
-    ex = make_example(record, t, ref, self.k, self.audio_stats)
+    ex = make_example(record, t, ref, self.k, self.audio_stats, self.standardise)
     ex.update(record_index=np.int64(index), t=np.int32(t), ref=np.int32(ref))
     return ex
 
@@ -189,7 +190,7 @@ def host_dataset(source, config, process_index: int, process_count: int, local_b
   ds = grain.MapDataset.range(n)[process_index::process_count]
   ds = ds.seed(seed).shuffle().repeat()
   ds = ds.map(lambda i: (int(i), source[int(i)]))
-  ds = ds.random_map(SampleExample(int(config.model.num_past_frames), audio_stats))
+  ds = ds.random_map(SampleExample(int(config.model.num_past_frames), audio_stats, str(config.audio.standardise)))
   if local_batch is not None:
     ds = ds.batch(local_batch, drop_remainder=True)
   return ds
@@ -303,6 +304,9 @@ class TrainIterator:
     self._iter = ds.to_iter_dataset(options).__iter__()
     self._prefetch = max(0, int(config.data.prefetch))
     self._queue: collections.deque = collections.deque()
+    # The training set's size for the loop's epochs (config.train.steps_per_epoch = 0): its usable target frames.
+    counts = (self.dataset.metadata.get('counts') or {}).get(split, {})
+    self.num_examples = int(counts.get('usable_frames') or len(self.dataset.split(split)))
 
   def __iter__(self):
     return self
@@ -362,6 +366,7 @@ class EvalBatches:
     self.batch_size = int(config.train.batch_size)
     self.assembler = Assembler(config, mesh, self.dataset, self.batch_size)
     self.k = int(config.model.num_past_frames)
+    self.standardise = str(config.audio.standardise)
     items = eval_examples(self.dataset, split, str(spec.get('identities', 'all')))
     want = int(spec.get('num_batches', 2)) * self.batch_size
     if want and want < len(items):
@@ -384,7 +389,8 @@ class EvalBatches:
     lo, hi = self.assembler.rows
     for b in range(len(self)):
       rows = self.items[b * self.batch_size + lo: b * self.batch_size + hi]
-      examples = [make_example(self.source[i], t, ref, self.k, self.dataset.audio_stats) for i, t, ref in rows]
+      examples = [make_example(self.source[i], t, ref, self.k, self.dataset.audio_stats, self.standardise)
+                  for i, t, ref in rows]
       host = {f: np.stack([e[f] for e in examples]) for f in HOST_FIELDS}
       yield self.assembler(host)
 
