@@ -254,10 +254,18 @@ def local_rows(sharding: NamedSharding, batch_size: int) -> tuple[int, int]:
   return lo, hi
 
 
+def assemble_settings(config) -> str:
+  """The config fields `assemble` reads, as a key: iterators of configs that differ elsewhere (seed, batch counts)
+  share one compiled function."""
+  return json.dumps(dict(image_size=int(config.image_size), model=dict(num_past_frames=int(
+      config.model.num_past_frames)), disc=dict(mouth_size=int(config.disc.mouth_size)),
+                         face3d=dict(x_image_mode=str(config.face3d.x_image_mode))), sort_keys=True)
+
+
 @functools.lru_cache(maxsize=8)
-def _jitted_assemble(config_json: str, stored: int, sharding: NamedSharding):
-  """One compiled `assemble` per config, crop size and sharding (iterators made again reuse it)."""
-  config = ml_collections.ConfigDict(json.loads(config_json))
+def _jitted_assemble(settings: str, stored: int, sharding: NamedSharding):
+  """One compiled `assemble` per settings, crop size and sharding (iterators made again reuse it)."""
+  config = ml_collections.ConfigDict(json.loads(settings))
   return jax.jit(functools.partial(assemble, config=config, stored=stored), out_shardings=sharding)
 
 
@@ -274,7 +282,7 @@ class Assembler:
     if stored % int(config.image_size):
       raise errors.ConfigError(f'{dataset.path}: crops of {stored}px cannot be downsampled to config.image_size = '
                                f'{config.image_size}.')
-    self._fn = _jitted_assemble(config.to_json_best_effort(sort_keys=True), stored, self.sharding)
+    self._fn = _jitted_assemble(assemble_settings(config), stored, self.sharding)
 
   def __call__(self, host: dict[str, np.ndarray]) -> dict[str, jax.Array]:
     glob = {k: jax.make_array_from_process_local_data(self.sharding, np.asarray(host[k]),
