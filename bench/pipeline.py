@@ -144,7 +144,8 @@ def run(args) -> dict:
              device_examples_per_s=round(device, 2), device_platform=jax.devices()[0].platform,
              iterator_examples_per_s=round(whole, 2), x_png_bytes_per_frame=round(png_frame),
              coef_bytes_per_frame=coef_frame, jpeg_bytes_per_frame=round(jpeg_frame),
-             mask_png_bytes_per_frame=round(mask_frame), x_png_decode_ms_per_example=round(x_decode_per_example * 1e3, 3),
+             mask_png_bytes_per_frame=round(mask_frame),
+             x_png_decode_ms_per_example=round(x_decode_per_example * 1e3, 3),
              render_ms_per_example_cpu=round(render_per_example * 1e3, 3), train_records=len(src))
   if flops:
     assumed = H100_BF16_PEAK * args.assumed_mfu / flops

@@ -96,7 +96,8 @@ def get_config() -> ml_collections.ConfigDict:
   dt.stored_size = 0  # Crop size of the built dataset to read; 0 = image_size. A multiple of image_size.
   dt.cache_dir = ''  # Per-clip cache of the builders; '' = <data_dir>/headgan_cache.
   dt.manual_dir = ''  # headgan_voxceleb: the VoxCeleb mp4 tree (identity/video/clip.mp4).
-  dt.demo_dir = os.path.normpath(os.path.join(_REPO, '..', 'shared', 'fixtures'))  # headgan_demo: driving.mp4 + demo/*.mp4
+  # headgan_demo: a folder of clips, one person each (the fixtures: driving.mp4 + demo/*.mp4).
+  dt.demo_dir = os.path.normpath(os.path.join(_REPO, '..', 'shared', 'fixtures'))
   dt.demo_test_identity = 'talk-05'  # headgan_demo: the identity held out of training.
   dt.test_fraction = 0.2  # headgan_demo: the last 20% of every training identity's clip are test frames.
   dt.min_sequence_length = 10  # A last piece shorter than this joins the sequence before it.

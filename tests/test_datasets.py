@@ -199,8 +199,9 @@ def test_voxceleb_killed_and_restarted_gives_the_same_dataset(voxceleb_build, vo
   config, builder, _, _ = voxceleb_build
   root, _ = voxceleb_tree
   data_dir, cache_dir = tmp_path / 'tfds', tmp_path / 'cache'
-  cmd = [sys.executable, '-m', 'headgan_jax.data.build', 'voxceleb', '--config', str(REPO / 'tests' / 'dataset_config.py'),
-         '--manual_dir', str(root), '--data_dir', str(data_dir), '--cache_dir', str(cache_dir)]
+  cmd = [sys.executable, '-m', 'headgan_jax.data.build', 'voxceleb',
+         '--config', str(REPO / 'tests' / 'dataset_config.py'), '--manual_dir', str(root),
+         '--data_dir', str(data_dir), '--cache_dir', str(cache_dir)]
   env = dict(os.environ, PYTHONPATH=str(REPO))
   proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
   deadline = time.monotonic() + 400

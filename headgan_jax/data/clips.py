@@ -155,7 +155,8 @@ def settings_digest(config) -> str:
   encoding): cache entries of other settings are never reused."""
   d = config.data
   parts = dict(image_size=int(config.image_size), track=config.track.to_dict(), face3d=config.face3d.to_dict(),
-               audio={k: v for k, v in config.audio.to_dict().items() if k != 'standardise'}, mouth=int(config.disc.mouth_size), jpeg=int(d.jpeg_quality),
+               audio={k: v for k, v in config.audio.to_dict().items() if k != 'standardise'},
+               mouth=int(config.disc.mouth_size), jpeg=int(d.jpeg_quality),
                format=CACHE_FORMAT)
   return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:12]
 

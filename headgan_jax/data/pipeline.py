@@ -114,7 +114,8 @@ def open_dataset(config, name: str | None = None) -> Dataset:
     short = name.replace('headgan_', '')
     raise errors.DatasetError(
         f'{path}: dataset {name} is not built at {stored_size(config)}px. Build it with: python -m '
-        f'headgan_jax.data.build {short} --image_size {stored_size(config)} --data_dir {os.path.dirname(os.path.dirname(os.path.dirname(path)))}'
+        f'headgan_jax.data.build {short} --image_size {stored_size(config)} --data_dir '
+        f'{os.path.dirname(os.path.dirname(os.path.dirname(path)))}'
         + (' --manual_dir VOXCELEB_MP4_TREE' if short == 'voxceleb' else ''))
   ds = _open(path)
   build = ds.metadata.get('build', {})
@@ -148,7 +149,8 @@ def make_example(record: dict[str, Any], t: int, ref: int, k: int, audio_stats: 
   idx = np.concatenate([frame_indices(t, k), [ref]])
   y = clips_lib.decode_image(record['frames'][t])
   y_ref = clips_lib.decode_image(record['frames'][ref])
-  fg = np.maximum(clips_lib.decode_image(record['masks'][t])[..., 0], clips_lib.decode_image(record['masks'][ref])[..., 0])
+  fg = np.maximum(clips_lib.decode_image(record['masks'][t])[..., 0],
+                  clips_lib.decode_image(record['masks'][ref])[..., 0])
   audio = np.asarray(record['audio'][[t, max(t - 1, 0)]], np.float32)
   audio = stats_lib.normalise(audio, audio_stats, standardise)
   return dict(y=y, y_ref=y_ref, fg=(fg >= 128).astype(np.uint8), p_id=np.asarray(record['p_id'], np.float32),
@@ -218,8 +220,8 @@ def assemble(host: dict[str, jax.Array], model: morphable.MorphableModel, config
   b, n = host['p_exp'].shape[:2]  # n = k + 3: frames t-1-k .. t, then ref.
   img = lambda u8: _downsample((u8.astype(jnp.float32) - 127.5) / 127.5, factor)  # noqa: E731  exactly [-1, 1]
   px = size / stored  # Cameras are in stored-crop pixels.
-  cam = cam_lib.Camera(rotation=host['rotation'].reshape(b * n, 6), translation=host['translation'].reshape(b * n, 2) * px,
-                       scale=host['scale'].reshape(b * n) * px)
+  cam = cam_lib.Camera(rotation=host['rotation'].reshape(b * n, 6),
+                       translation=host['translation'].reshape(b * n, 2) * px, scale=host['scale'].reshape(b * n) * px)
   p_id = jnp.broadcast_to(host['p_id'][:, None], (b, n, host['p_id'].shape[-1])).reshape(b * n, -1)
   verts = cam_lib.project(morphable.identity_adaptation(model, p_id, host['p_exp'].reshape(b * n, -1)), cam)
   x = render.render_face(model, verts, size, size, config.face3d.x_image_mode).reshape(b, n, size, size, 3)
