@@ -331,7 +331,7 @@ def builder_base():
       metadata = tfds.core.BeamMetadataDict() if self.USE_BEAM else tfds.core.MetadataDict()
       features = clips_lib.features(int(self.project_config.model.audio_dim))
       return tfds.core.DatasetInfo(builder=self, description=self.__doc__, features=features,
-                                   metadata=metadata, homepage="https://arxiv.org/abs/2012.08261")
+                                   metadata=metadata)
 
     def _finish(self, rows: list[dict], counts: dict, audio_stats: dict | None) -> None:
       """Files beside the records (the generator path; the Beam path sets them in its pipeline)."""
