@@ -13,7 +13,7 @@ import os
 import sys
 
 _REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-if _REPO not in sys.path:  # `tfds build datasets/headgan_demo` run from anywhere finds the project.
+if _REPO not in sys.path:  # Loaded by file path (TFDS tooling, headgan_jax.data.build): find the project.
   sys.path.insert(0, _REPO)
 
 from headgan_jax import errors  # noqa: E402

@@ -17,7 +17,7 @@ import os
 import sys
 
 _REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-if _REPO not in sys.path:  # `tfds build datasets/headgan_voxceleb` run from anywhere finds the project.
+if _REPO not in sys.path:  # Loaded by file path (TFDS tooling, headgan_jax.data.build): find the project.
   sys.path.insert(0, _REPO)
 
 from etils import epath  # noqa: E402
