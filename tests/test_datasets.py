@@ -35,20 +35,28 @@ def read_split(builder, split: str) -> dict[str, dict]:
 
 
 @pytest.fixture(scope='session')
-def demo_build(tmp_path_factory, fixtures_dir):
-  """headgan_demo at 64 px from two short cuts (driving; talk-05 = the test identity)."""
+def demo_build(tmp_path_factory, fixtures_dir, worker_id):
+  """headgan_demo at 64 px from two short cuts (driving; talk-05 = the test identity), built once per test run:
+  under pytest-xdist the first worker builds and the others open its build (a file lock in the run's folder)."""
+  from filelock import FileLock
   from headgan_jax.data import build
-  root = tmp_path_factory.mktemp('demo')
-  clips_dir = root / 'clips'
-  dataset_helpers.cut_clip(fixtures_dir / 'driving.mp4', clips_dir / 'driving.mp4', SECONDS)
-  for name in ('talk-05',):
-    dataset_helpers.cut_clip(fixtures_dir / 'demo' / f'{name}.mp4', clips_dir / 'demo' / f'{name}.mp4', SECONDS)
+  base = tmp_path_factory.getbasetemp()
+  root = (base if worker_id == 'master' else base.parent) / 'demo-build'
   config = dataset_config(root / 'tfds')
-  config.data.demo_dir = str(clips_dir)
-  out = io.StringIO()
-  with contextlib.redirect_stdout(out):
-    builder = build.build('headgan_demo', config)
-  return config, builder, out.getvalue()
+  config.data.demo_dir = str(root / 'clips')
+  printed = root / 'printed.txt'
+  with FileLock(str(root) + '.lock'):
+    if not printed.exists():
+      dataset_helpers.cut_clip(fixtures_dir / 'driving.mp4', root / 'clips' / 'driving.mp4', SECONDS)
+      dataset_helpers.cut_clip(fixtures_dir / 'demo' / 'talk-05.mp4', root / 'clips' / 'demo' / 'talk-05.mp4',
+                               SECONDS)
+      out = io.StringIO()
+      with contextlib.redirect_stdout(out):
+        build.build('headgan_demo', config)
+      clips_lib.write_atomic(printed, out.getvalue().encode())
+  builder = build.make_builder('headgan_demo', config)
+  assert builder.is_prepared()
+  return config, builder, printed.read_text()
 
 
 @pytest.fixture(scope='session')
