@@ -75,6 +75,9 @@ def build(name: str, config, image_size: int | None = None, clips_dir: str | Non
     if not manual:
       raise errors.DatasetError('headgan_voxceleb needs the VoxCeleb mp4 tree: --manual_dir or '
                                 'config.data.manual_dir.')
+    from etils import epath
+    if not epath.Path(manual).is_dir():
+      raise errors.DatasetError(f'{manual}: the VoxCeleb folder (--manual_dir) does not exist.')
     flags = [f'--{o}' for o in beam_options.split(',') if o] if beam_options else []
     if not beam_options:
       flags = ['--runner=DirectRunner']

@@ -22,7 +22,7 @@ import os
 import pathlib
 import sys
 import tempfile
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 from etils import epath
@@ -60,7 +60,7 @@ def list_demo_clips(folder: str | os.PathLike) -> list[clips_lib.Clip]:
   folder = os.fspath(folder)
   if not os.path.isdir(folder):
     raise errors.DatasetError(f'{folder}: the demo clip folder does not exist (set config.data.demo_dir or pass '
-                              '--manual_dir a folder of short talking-head clips, one person per file).')
+                              '--clips_dir a folder of short talking-head clips, one person per file).')
   paths = []
   for sub in (folder, os.path.join(folder, 'demo')):
     if os.path.isdir(sub):
@@ -376,5 +376,3 @@ def generate_in_process(builder, clips_and_parts: Sequence[tuple[clips_lib.Clip,
   return by_split
 
 
-def iter_records(records: list) -> Iterator[tuple[str, dict]]:
-  yield from records

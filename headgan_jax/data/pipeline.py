@@ -37,7 +37,6 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-from etils import epath
 from jax.sharding import Mesh, NamedSharding
 
 from headgan_jax import errors
