@@ -41,7 +41,7 @@ from jax.sharding import Mesh, NamedSharding
 
 from headgan_jax import errors
 from headgan_jax.audio import stats as stats_lib
-from headgan_jax.data import clips as clips_lib
+from headgan_jax.data import building, clips as clips_lib
 from headgan_jax.face3d import camera as cam_lib
 from headgan_jax.face3d import morphable, mouth, render
 from headgan_jax.train import data
@@ -90,16 +90,9 @@ def _open(path: str) -> Dataset:
   sources = builder.as_data_source()
   meta = dict(builder.info.metadata or {})
   model = morphable.load(os.path.join(path, 'face_model.npz'))
-  audio = clips_lib_stats(meta.get('audio_stats'))
+  audio = building.stats_from_json(meta['audio_stats']) if meta.get('audio_stats') else None
   return Dataset(path=path, sources=dict(sources), model=model, audio_stats=audio,
                  stored_size=int(meta['build']['image_size']), metadata=meta)
-
-
-def clips_lib_stats(d: dict | None) -> stats_lib.FeatureStats | None:
-  if not d:
-    return None
-  return stats_lib.FeatureStats(mean=np.asarray(d['mean'], np.float64), std=np.asarray(d['std'], np.float64),
-                                count=int(d['count']))
 
 
 def open_dataset(config, name: str | None = None) -> Dataset:
