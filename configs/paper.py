@@ -11,9 +11,13 @@ ablation is one of the rows of Table 1: full (default), no_flow ("w/o F"), no_au
 """
 from __future__ import annotations
 
+import os
+
 import ml_collections
 
 from headgan_jax.errors import ConfigError
+
+_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # Table 1's rows: the config fields each ablation changes.
 ABLATIONS = {
@@ -60,15 +64,22 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   m.num_down = 2  # Stride-2 convs in each encoder (and pixel shuffles in each decoder).
   m.flow_low_blocks = 3  # SPADE blocks of F at the lowest resolution (Table 2).
   m.spade_hidden = 256  # Hidden width of the SPADE modulation MLP.
-  m.spade_resize = 'nearest'  # How the modulation input is resized to each layer: 'nearest' or 'bilinear'.
-  m.block_shortcut = True  # Identity shortcut in SPADE / AdaIN blocks (authors' code); False = Fig. 7 as drawn.
+  m.spade_resize = 'nearest_floor'  # How SPADE resizes its condition to each layer: 'nearest_floor' (PyTorch's
+  #                                   legacy 'nearest', the authors'), 'nearest' (half-pixel) or 'bilinear'.
+  m.block_shortcut = True  # Identity shortcut of SPADE blocks (authors' code); False = Fig. 7 as drawn.
   m.block_spectral_norm = True  # Spectral norm on the convs of SPADE / AdaIN blocks (authors' code).
+  m.encoder_spectral_norm = True  # Spectral norm on the encoder convs of F and R (authors' code).
+  m.encoder_norm = 'affine'  # Instance norm after encoder convs: 'affine' (learnable scale/shift, authors) or 'plain'.
+  m.padding_7x7 = 'reflect'  # Padding before every 7x7 conv: 'reflect' (authors' ReflectionPad2d) or 'zeros'.
+  m.dead_conv_biases = False  # True: biases on the convs that feed a SPADE/AdaIN norm, as the authors' code has
+  #                             (identically zero gradient; only the parameter count changes).
+  m.conv_impl = 'xla'  # Convolution primitive of every conv of G, D and D_m ('xla': lax.conv_general_dilated).
   m.audio_dim = 300  # h_t^(a) = 84 low-level + 2L * 27 character logits.
   m.lrelu_slope = 0.2
   m.init_gain = 0.02  # Xavier-normal gain for every conv / dense kernel.
   # Ablations of Table 1.
   m.use_flow = True  # False: "w/o F" - R gets no warped features / image.
-  m.use_audio = True  # False: "w/o audio" - AdaIN blocks are driven by a zero vector and D_m is dropped.
+  m.use_audio = True  # False: "w/o audio" as the authors build it - no AdaIN blocks, D_m sees the mouth crop only.
   m.conditioning = 'face3d'  # 'face3d' (x_t) or 'landmarks' (drawn 2D landmark image instead of x_t).
   m.compute_dtype = 'float32'  # 'bfloat16' computes in bf16 with float32 parameters.
 
@@ -79,6 +90,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   d.ndf = 64
   d.max_channels = 512
   d.mouth_size = 64  # y_t^m crops are mouth_size x mouth_size.
+  d.norm = 'affine'  # Instance norm of the middle layers: 'affine' (authors' 'spectralinstance') or 'plain'.
+  d.use_mouth = True  # False: no mouth discriminator D_m (the authors' --no_mouth_D).
 
   # Losses (Appendix A, eq. 3-10).
   lo = c.loss = ml_collections.ConfigDict()
@@ -86,6 +99,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   lo.vgg = 10.0  # lambda_VGG, for G and for F.
   lo.fm = 10.0  # lambda_FM.
   lo.temp = 30.0  # lambda_Temp.
+  lo.flow_mask = 10.0  # lambda_mask (authors' code): L1 between F's mask m and the person's foreground.
   lo.vgg_layer_weights = (1.0 / 32, 1.0 / 16, 1.0 / 8, 1.0 / 4, 1.0)  # relu1_1, relu2_1, ..., relu5_1.
   lo.mouth_gan = 1.0  # Weight of D_m's adversarial + FM terms in L_G.
   lo.mouth_d = 0.5  # Weight of L_{D_m} in the discriminators' loss.
@@ -102,8 +116,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   t.b2 = 0.999
   t.adam_eps = 1e-8  # Adam's epsilon (optax's and PyTorch's default, as in the authors' code).
   t.epochs = 6  # Constant learning rate ...
-  t.decay_epochs = 4  # ... then linear decay to 0.
-  t.steps_per_epoch = 10_000
+  t.decay_epochs = 4  # ... then decay to 0 over this many epochs:
+  t.lr_schedule = 'epoch_steps'  # 'epoch_steps' (authors): x(1 - i/decay_epochs) in decay epoch i = 1.. (x0.75,
+  #                                x0.5, x0.25, 0 for 4); 'linear': a per-step linear ramp to 0.
+  t.steps_per_epoch = 0  # 0: one pass over the training set (its size // batch_size); > 0 fixes it (synthetic data).
+  t.d_every = 4  # D and D_m are updated on every d_every-th step only (authors' n_steps_update_D).
+  t.shared_passes = True  # VGG19 once on [fake, warped, real]; frame t-1 through F only. False: one VGG pass per
+  #                         pair and a full G on frame t-1 (the same maths, slower; for checks and benchmarks).
   t.sequence_length = 50  # Clips are cut into sequences of this many frames.
   t.log_every = 100
   t.checkpoint_every = 1000
@@ -113,9 +132,23 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   t.image_every = 1000  # Image grids to TensorBoard every this many steps (0 = never).
   t.image_examples = 4  # Rows (examples) in each image grid.
 
-  # Input data (headgan_jax/data/sources.py): 'synthetic', 'headgan_demo' or 'headgan_voxceleb'.
-  c.data = ml_collections.ConfigDict()
-  c.data.source = 'headgan_voxceleb'
+  # Input data (headgan_jax/data/pipeline.py; TFDS builders in datasets/): source 'synthetic', 'headgan_demo' or
+  # 'headgan_voxceleb'. The builders store crops at image_size ('{size}px' builder configs); the pipeline reads the
+  # dataset built at data.stored_size (0 = image_size) and downsamples on the device when that is larger.
+  dt = c.data = ml_collections.ConfigDict()
+  dt.source = 'headgan_voxceleb'
+  dt.data_dir = ''  # TFDS data dir; '' = TFDS's default (~/tensorflow_datasets or $TFDS_DATA_DIR).
+  dt.stored_size = 0  # Crop size of the built dataset to read; 0 = image_size. A multiple of image_size.
+  dt.cache_dir = ''  # Per-clip cache of the builders; '' = <data_dir>/headgan_cache.
+  dt.manual_dir = ''  # headgan_voxceleb: the VoxCeleb mp4 tree (identity/video/clip.mp4).
+  # headgan_demo: a folder of clips, one person each (the fixtures: driving.mp4 + demo/*.mp4).
+  dt.demo_dir = os.path.normpath(os.path.join(_REPO, '..', 'shared', 'fixtures'))
+  dt.demo_test_identity = 'talk-05'  # headgan_demo: the identity held out of training.
+  dt.test_fraction = 0.2  # headgan_demo: the last 20% of every training identity's clip are test frames.
+  dt.min_sequence_length = 10  # A last piece shorter than this joins the sequence before it.
+  dt.jpeg_quality = 95  # Crops are stored as JPEG.
+  dt.num_threads = 2  # Host threads reading and decoding examples (grain ReadOptions).
+  dt.prefetch = 2  # Global batches assembled on the devices ahead of the train step.
 
   # 3D face (Sections 3.1, 4.1).
   f = c.face3d = ml_collections.ConfigDict()
@@ -165,6 +198,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   a.num_chars = 27  # Classes per part of h^(aH): blank/space + 26 letters.
   a.asr_backend = 'pocketsphinx'  # 'pocketsphinx' (embedded default) or 'deepspeech' (needs asr_model).
   a.asr_model = ''
+  a.standardise = 'lowlevel'  # Dataset statistics applied to h^(a): 'lowlevel' (the 84 low-level values; the
+  #                             characters stay 0/1), 'none' (authors: raw values) or 'all' (every dimension).
 
   # Evaluation (Sec. 4.2): named evaluators in big_vision's style, built by headgan_jax.metrics.evaluators and used
   # by evaluate.py and the training loop alike. `every`: train steps between runs in the loop (0 = evaluate.py only).

@@ -14,6 +14,10 @@ class ConfigError(HeadGANError, ValueError):
   """A config field holds a value that cannot work (names the field and the value)."""
 
 
+class DataError(HeadGANError, ValueError):
+  """Input data (a training batch, a network input) has the wrong shape, dtype or values (names the field)."""
+
+
 class WeightFileError(HeadGANError):
   """A weight file (VGG19, InceptionV3, I3D, ArcFace, DeepSpeech) is missing, corrupt or of the wrong layout."""
 
@@ -50,3 +54,8 @@ class MetricInputError(HeadGANError, ValueError):
 
 class NonFiniteLossError(HeadGANError, FloatingPointError):
   """Training produced a NaN or inf loss term (names the step, the terms and the last good checkpoint)."""
+
+
+class DatasetError(HeadGANError):
+  """A prepared dataset (TFDS builder output, clip cache, statistics) is missing, corrupt or built with other
+  settings than the config asks for."""

@@ -146,13 +146,36 @@ def test_stats_roundtrip_and_normalise(tmp_path):
   loaded = stats_lib.load_stats(path)
   np.testing.assert_array_equal(loaded.mean, s.mean)
   np.testing.assert_array_equal(loaded.std, s.std)
-  z = stats_lib.normalise(allx, loaded)
+  z = stats_lib.normalise(allx, loaded, 'all')
   assert z.dtype == np.float32 and np.all(np.isfinite(z))
   np.testing.assert_allclose(z[:, :299].mean(0), 0, atol=1e-5)
   np.testing.assert_allclose(z[:, :299].std(0), 1, rtol=1e-5)
   np.testing.assert_array_equal(z[:, 299], 0)
   with pytest.raises(AudioError, match='dimensions'):
     stats_lib.normalise(np.zeros((2, 84)), loaded)
+
+
+def test_standardise_only_the_lowlevel_values():
+  """Default: the 84 low-level values standardised, the 216 one-hot characters fed as 0/1 (a rare letter would
+  otherwise become ~30); 'none' feeds everything raw, as the authors."""
+  rng = np.random.default_rng(1)
+  n = 2000
+  low = rng.normal(5.0, 3.0, (n, 84))
+  chars = np.zeros((n, 216))
+  chars[np.arange(n), rng.choice(216, n, p=np.r_[0.001, np.full(215, 0.999 / 215)])] = 1
+  x = np.concatenate([low, chars], axis=1)
+  stats = stats_lib.compute_stats([x])
+  assert np.abs(stats_lib.normalise(x, stats, 'all')[:, 84:]).max() > 20  # Why not 'all'.
+  z = stats_lib.normalise(x, stats)
+  np.testing.assert_allclose(z[:, :84].mean(0), 0, atol=1e-5)
+  np.testing.assert_allclose(z[:, :84].std(0), 1, rtol=1e-4)
+  np.testing.assert_array_equal(z[:, 84:], chars)
+  np.testing.assert_array_equal(stats_lib.normalise(x, None, 'none'), x.astype(np.float32))
+  with pytest.raises(AudioError, match='statistics'):
+    stats_lib.normalise(x, None, 'lowlevel')
+  with pytest.raises(ConfigError, match='standardise'):
+    stats_lib.normalise(x, stats, 'chars')
+  assert paper.get_config().audio.standardise == 'lowlevel'
 
 
 def test_stats_bad_files(tmp_path):

@@ -164,3 +164,34 @@ def test_vgg_l1_dtype_and_weights_length():
   assert out.dtype == jnp.float32 and out.shape == () and float(out) == pytest.approx(2.5)
   with pytest.raises(ConfigError, match='vgg_layer_weights'):
     losses.vgg_l1(pyramid, a, b, (1.0, 1.0, 1.0))
+
+
+def test_vgg_l1_many_is_one_pass_with_the_same_values():
+  """[fake, warped, real] through the network once gives each pair's vgg_l1; the stand-in counts its calls."""
+  calls = []
+
+  def pyramid(x):
+    calls.append(x.shape[0])
+    return [x * 2, x[:, ::2, ::2]]
+
+  rng = np.random.default_rng(2)
+  fake, warped, real = (jnp.asarray(rng.uniform(-1, 1, (2, 4, 4, 3)), jnp.float32) for _ in range(3))
+  many = losses.vgg_l1_many(pyramid, [fake, warped], real, (0.5, 2.0))
+  assert calls == [6]
+  for got, pred in zip(many, (fake, warped)):
+    assert float(got) == pytest.approx(float(losses.vgg_l1(pyramid, pred, real, (0.5, 2.0))), rel=1e-6)
+  with pytest.raises(ValueError, match='shapes'):
+    losses.vgg_l1_many(pyramid, [fake, warped[:, :2]], real, (0.5, 2.0))
+
+
+def test_flow_mask_l1():
+  """The authors' lambda_mask term: 0 when F's mask equals the foreground, mean |m - fg| otherwise."""
+  fg = _nhwc([1, 1, 0, 0], (1, 2, 2, 1))
+  assert float(losses.flow_mask_l1(fg, fg)) == 0.0
+  m = _nhwc([0.5, 1, 0.25, 0], (1, 2, 2, 1))
+  assert float(losses.flow_mask_l1(m, fg)) == pytest.approx((0.5 + 0.25) / 4)
+  grad = jax.grad(lambda m: losses.flow_mask_l1(m, fg))(m)
+  np.testing.assert_allclose(np.asarray(grad).ravel()[[0, 2]], [-0.25, 0.25])  # sign(m - fg) / n where m != fg.
+  assert float(jnp.abs(jax.grad(lambda f: losses.flow_mask_l1(m, f))(fg)).max()) == 0  # No gradient to the target.
+  with pytest.raises(ValueError, match='foreground'):
+    losses.flow_mask_l1(m, fg[..., 0])

@@ -59,6 +59,8 @@ def test_resize_modes():
   bil = np.asarray(blocks.resize_to(x, 4, 4, 'bilinear'))[0, ..., 0]
   xa = np.asarray(x)[0, ..., 0]
   np.testing.assert_allclose(bil, xa.reshape(4, 2, 4, 2).mean(axis=(1, 3)), rtol=1e-6)
+  floor = np.asarray(blocks.resize_to(x, 4, 4, 'nearest_floor'))[0, ..., 0]
+  np.testing.assert_array_equal(floor, np.asarray(x)[0, ::2, ::2, 0])  # PyTorch's legacy 'nearest': pixel 2 i.
   assert blocks.resize_to(x, 8, 8, 'bilinear') is x
   with pytest.raises(errors.ConfigError, match='spade_resize'):
     blocks.resize_to(x, 4, 4, 'bicubic')
@@ -68,19 +70,22 @@ def test_resize_matches_pytorch_interpolate():
   torch = pytest.importorskip('torch')
   x = np.random.default_rng(1).normal(size=(1, 6, 6, 2)).astype(np.float32)
   tx = torch.from_numpy(x.transpose(0, 3, 1, 2))
-  for mode, size in (('bilinear', 12), ('bilinear', 3), ('nearest', 12)):
+  cases = (('bilinear', 12), ('bilinear', 3), ('nearest', 12), ('nearest_floor', 12), ('nearest_floor', 3),
+           ('nearest_floor', 4), ('nearest_floor', 9))
+  for mode, size in cases:
+    torch_mode = 'nearest' if mode == 'nearest_floor' else mode
     want = torch.nn.functional.interpolate(
-        tx, size=(size, size), mode=mode, **({'align_corners': False} if mode == 'bilinear' else {}))
+        tx, size=(size, size), mode=torch_mode, **({'align_corners': False} if mode == 'bilinear' else {}))
     got = blocks.resize_to(jnp.asarray(x), size, size, mode)
     np.testing.assert_allclose(np.asarray(got), want.numpy().transpose(0, 2, 3, 1), atol=1e-5, err_msg=mode)
 
 
-@pytest.mark.parametrize('mode', ['nearest', 'bilinear'])
+@pytest.mark.parametrize('mode', ['nearest_floor', 'nearest', 'bilinear'])
 def test_spade_norm_resizes_condition(mode):
   rng = np.random.default_rng(2)
   x = jnp.asarray(rng.normal(size=(2, 4, 4, 5)).astype(np.float32))
   cond = jnp.asarray(rng.normal(size=(2, 16, 16, 3)).astype(np.float32))
-  norm = blocks.SpadeNorm(hidden=8, resize=mode, init_gain=1.0)
+  norm = blocks.SpadeNorm(blocks.BlockSettings(spade_hidden=8, spade_resize=mode, init_gain=1.0))
   v = _jit(norm.init)(jax.random.key(0), x, cond)
   got = _jit(norm.apply)(v, x, cond)
   # Same result as feeding the condition already resized: the module resizes with `mode`.
@@ -102,9 +107,10 @@ def test_spade_nearest_and_bilinear_differ():
   rng = np.random.default_rng(3)
   x = jnp.asarray(rng.normal(size=(1, 4, 4, 2)).astype(np.float32))
   cond = jnp.asarray(rng.normal(size=(1, 8, 8, 3)).astype(np.float32))
-  v = _jit(blocks.SpadeNorm(hidden=4, resize='nearest', init_gain=1.0).init)(jax.random.key(0), x, cond)
-  a = _jit(blocks.SpadeNorm(hidden=4, resize='nearest').apply)(v, x, cond)
-  b = _jit(blocks.SpadeNorm(hidden=4, resize='bilinear').apply)(v, x, cond)
+  settings = lambda mode: blocks.BlockSettings(spade_hidden=4, spade_resize=mode, init_gain=1.0)  # noqa: E731
+  v = _jit(blocks.SpadeNorm(settings('nearest')).init)(jax.random.key(0), x, cond)
+  a = _jit(blocks.SpadeNorm(settings('nearest')).apply)(v, x, cond)
+  b = _jit(blocks.SpadeNorm(settings('bilinear')).apply)(v, x, cond)
   assert float(jnp.abs(a - b).max()) > 1e-3
 
 
@@ -130,11 +136,11 @@ def test_blocks_keep_channels_and_shortcut():
   rng = np.random.default_rng(5)
   x = jnp.asarray(rng.normal(size=(1, 4, 4, 6)).astype(np.float32))
   cond = jnp.asarray(rng.normal(size=(1, 8, 8, 3)).astype(np.float32))
-  v = _jit(blocks.SpadeBlock(hidden=4).init)(jax.random.key(0), x, cond)
+  v = _jit(blocks.SpadeBlock(blocks.BlockSettings(spade_hidden=4)).init)(jax.random.key(0), x, cond)
   # With every conv kernel zeroed the residual branch is 0 + bias (0): out = x with the shortcut, 0 without.
   v0 = {'params': jax.tree.map(jnp.zeros_like, v['params']), 'batch_stats': v['batch_stats']}
   for shortcut in (True, False):
-    blk = blocks.SpadeBlock(hidden=4, shortcut=shortcut)
+    blk = blocks.SpadeBlock(blocks.BlockSettings(spade_hidden=4, shortcut=shortcut))
     assert _jit(blk.apply)(v, x, cond).shape == x.shape
     y0 = np.asarray(_jit(blk.apply)(v0, x, cond))
     np.testing.assert_array_equal(y0, np.asarray(x) if shortcut else np.zeros_like(y0))
@@ -248,3 +254,48 @@ def test_conv_matches_pytorch_padding(kernel, stride, padding):
                                     torch.from_numpy(np.array(v['params']['conv']['bias'])), stride=stride,
                                     padding=kernel // 2 if padding is None else padding)
   np.testing.assert_allclose(got, want.numpy().transpose(0, 2, 3, 1), rtol=1e-4, atol=1e-6)
+
+
+def test_affine_instance_norm_learns_scale_and_shift():
+  """The authors' encoder / D norm: PyTorch's InstanceNorm2d(affine=True), scale 1 and shift 0 at init."""
+  rng = np.random.default_rng(12)
+  x = rng.normal(size=(2, 5, 5, 3)).astype(np.float32) * 2 + 1
+  norm = blocks.instance_norm(jnp.float32, affine=True)
+  v = norm.init(jax.random.key(0), jnp.asarray(x))
+  np.testing.assert_array_equal(v['params']['scale'], np.ones(3))
+  np.testing.assert_array_equal(v['params']['bias'], np.zeros(3))
+  scale, shift = np.array([2.0, 0.5, -1.0], np.float32), np.array([0.1, -0.3, 2.0], np.float32)
+  got = norm.apply({'params': {'scale': scale, 'bias': shift}}, jnp.asarray(x))
+  np.testing.assert_allclose(np.asarray(got), _instance_norm_np(x) * scale + shift, rtol=1e-4, atol=1e-4)
+  assert 'params' not in blocks.instance_norm(jnp.float32).init(jax.random.key(0), jnp.asarray(x))
+
+
+def test_reflection_padding_matches_pytorch():
+  """7x7 convs of the authors: ReflectionPad2d(3) then an unpadded conv."""
+  torch = pytest.importorskip('torch')
+  rng = np.random.default_rng(13)
+  x = rng.normal(size=(1, 9, 8, 2)).astype(np.float32)
+  conv = blocks.Conv(3, 7, padding_mode='reflect', init_gain=1.0)
+  v = conv.init(jax.random.key(0), jnp.asarray(x))
+  got = np.asarray(conv.apply(v, jnp.asarray(x)))
+  k = np.array(v['params']['conv']['kernel']).transpose(3, 2, 0, 1).copy()
+  padded = torch.nn.functional.pad(torch.from_numpy(x.transpose(0, 3, 1, 2)), (3, 3, 3, 3), mode='reflect')
+  want = torch.nn.functional.conv2d(padded, torch.from_numpy(k), torch.from_numpy(np.array(v['params']['conv']['bias'])))
+  np.testing.assert_allclose(got, want.numpy().transpose(0, 2, 3, 1), rtol=1e-4, atol=1e-5)
+  zeros = np.asarray(blocks.Conv(3, 7, init_gain=1.0).apply(v, jnp.asarray(x)))
+  assert np.abs(zeros[:, 0] - got[:, 0]).max() > 1e-3  # The border differs from zero padding.
+  np.testing.assert_allclose(zeros[:, 3:-3, 3:-3], got[:, 3:-3, 3:-3], rtol=1e-4, atol=1e-5)  # The inside does not.
+
+
+def test_block_settings_from_config():
+  """One BlockSettings carries conv_impl, padding and norms to the blocks; bad values are config errors."""
+  from configs import tiny  # pylint: disable=import-outside-toplevel
+  cfg = tiny.get_config()
+  s = blocks.block_settings(cfg)
+  assert (s.conv_impl, s.padding_7x7, s.affine_norm, s.encoder_spectral_norm) == ('xla', 'reflect', True, True)
+  assert hash(s) == hash(blocks.block_settings(cfg))  # Frozen and hashable: a module field.
+  for field, value in (('conv_impl', 'cudnn_custom'), ('padding_7x7', 'circular'), ('encoder_norm', 'batch')):
+    bad = tiny.get_config()
+    bad.model[field] = value
+    with pytest.raises(errors.ConfigError, match=field):
+      blocks.block_settings(bad)

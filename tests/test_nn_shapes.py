@@ -9,7 +9,7 @@ import jax.numpy as jnp
 
 from configs import paper, tiny
 from headgan_jax import errors
-from headgan_jax.nn import discriminator, generator, summary
+from headgan_jax.nn import blocks, discriminator, generator, summary
 from headgan_jax.nn import flow as flow_lib
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -39,16 +39,21 @@ def _rows(records, prefix, names):
 def test_flow_network_matches_table_2(paper_records):
   _, v, records = paper_records
   names = ['encoder/conv_0', 'encoder/conv_1', 'encoder/conv_2', 'spade_low_0', 'spade_low_1', 'spade_low_2',
-           'shuffle_0', 'spade_up_0', 'shuffle_1', 'head']
+           'shuffle_0', 'spade_up_0', 'shuffle_1', 'flow_head', 'mask_head']
   table_2 = [(256, 256, 32), (128, 128, 128), (64, 64, 512), (64, 64, 512), (64, 64, 512), (64, 64, 512),
              (128, 128, 128), (128, 128, 128), (256, 256, 32),
-             (256, 256, 3)]  # 7x7 conv: the table's 2 flow channels + the authors' mask channel.
+             (256, 256, 2), (256, 256, 1)]  # 7x7 convs: the table's 2 flow channels + the authors' mask.
   assert _rows(records, 'flow_net', names) == table_2
   p = v['params']['flow_net']
   assert p['encoder']['conv_0']['conv']['conv']['kernel'].shape == (7, 7, 6, 32)  # input (y_ref, x_ref): 6 ch.
   assert p['encoder']['conv_1']['conv']['conv']['kernel'].shape == (3, 3, 32, 128)
   assert p['encoder']['conv_2']['conv']['conv']['kernel'].shape == (3, 3, 128, 512)
-  assert p['head']['conv']['kernel'].shape == (7, 7, 32, 3)
+  assert p['flow_head']['conv']['kernel'].shape == (7, 7, 32, 2)
+  assert p['mask_head']['conv']['kernel'].shape == (7, 7, 32, 1)
+  # Encoder convs: spectral norm, no bias, then an affine instance norm (the authors' 'spectralinstance').
+  assert set(p['encoder']['conv_0']['conv']['conv']) == {'kernel'}
+  assert p['encoder']['conv_0']['norm']['scale'].shape == (32,) and p['encoder']['conv_2']['norm']['bias'].shape == (512,)
+  assert 'conv/kernel/sigma' in v['batch_stats']['flow_net']['encoder']['conv_1']['conv']['sn']
   # Every SPADE block of F is modulated by x_{t-k:t} (9 channels).
   for blk in ('spade_low_0', 'spade_low_1', 'spade_low_2', 'spade_up_0'):
     assert p[blk]['norm_0']['shared']['conv']['kernel'].shape[2] == 9
@@ -126,27 +131,123 @@ def test_generator_rejects_bad_config_and_inputs():
   cfg = tiny.get_config()
   g = generator.make_generator(cfg)
   x_drive, y_ref, x_ref, audio = generator.example_inputs(cfg)
-  with pytest.raises(errors.ConfigError, match='num_past_frames'):
+  with pytest.raises(errors.DataError, match='num_past_frames'):
     jax.eval_shape(lambda: g.init(jax.random.key(0), x_drive[..., :6], y_ref, x_ref, audio))
-  with pytest.raises(errors.ConfigError, match='audio_dim'):
+  with pytest.raises(errors.DataError, match='audio_dim'):
     jax.eval_shape(lambda: g.init(jax.random.key(0), x_drive, y_ref, x_ref, audio[:, :84]))
 
 
-def test_discriminator_param_count_formula():
+def _dead_biases(cfg) -> dict[str, int]:
+  """Biases the authors' code has and ours leaves out by default, per module: conv_0 of every SPADE block (its width)
+  and of every AdaIN block; each feeds a parameter-free instance norm (see nn/blocks.py)."""
+  m = cfg.model
+  widths = [m.ngf * 4**i for i in range(m.num_down, -1, -1)]  # 512, 128, 32 at the paper size.
+  return {'F SPADE blocks': m.flow_low_blocks * widths[0] + sum(widths[1:-1]),
+          'R SPADE blocks': sum(widths) + widths[-1], 'R AdaIN blocks': sum(widths)}
+
+
+def test_parameter_counts_match_the_authors_table():
+  """Per module, ours = the authors' count (nn/summary.py's table, from their code) minus the dead biases; with
+  config.model.dead_conv_biases the two agree exactly, 51,750,502 for G."""
+  theirs = summary.AUTHORS_PARAMETER_COUNTS
+  g_rows = [k for k in theirs if k[0] in 'FR']
+  assert sum(theirs[k] for k in g_rows) == theirs['G'] == 51_750_502
   cfg = paper.get_config()
-  counts = summary.parameter_counts(cfg)
+  ours = summary.module_parameter_counts(cfg)
+  dead = _dead_biases(cfg)
+  assert dead == {'F SPADE blocks': 1664, 'R SPADE blocks': 704, 'R AdaIN blocks': 672}
+  dead['G'] = sum(dead.values())
+  for name, count in theirs.items():
+    assert ours[name] == count - dead.get(name, 0), name
+  assert set(summary.DIFFERENCES) == set(dead)  # Every difference is explained, and only those.
+  cfg.model.dead_conv_biases = True
+  assert summary.module_parameter_counts(cfg) == theirs
+  # D: the authors' formula, 4x4 convs, first and last with a bias, the middle ones spectral + affine instance norm.
   d = cfg.disc
 
   def one_scale(cin):
-    n, nf = 16 * cin * d.ndf + d.ndf, d.ndf  # first conv has a bias; the normalised ones do not.
+    n, nf = 16 * cin * d.ndf + d.ndf, d.ndf
     for _ in range(1, d.num_layers):
       nxt = min(nf * 2, d.max_channels)
-      n, nf = n + 16 * nf * nxt, nxt
+      n, nf = n + 16 * nf * nxt + 2 * nxt, nxt
     return n + 16 * nf + 1
 
-  assert counts['D'] == d.num_scales * one_scale(6)
-  assert counts['D_m'] == d.num_scales * one_scale(303)
-  assert counts['G'] == counts['F'] + counts['R']
+  assert theirs['D'] == d.num_scales * one_scale(6) and theirs['D_m'] == d.num_scales * one_scale(303)
+  cfg.disc.norm = 'plain'
+  assert summary.parameter_counts(cfg)['D'] == theirs['D'] - 2 * 2 * (128 + 256 + 512)
+
+
+def test_without_audio_as_the_authors_build_it():
+  """"w/o audio": no AdaIN parameters anywhere, and D_m kept, on the 3-channel mouth crop."""
+  cfg = tiny.get_config()
+  cfg.model.use_audio = False
+  _, v, _ = summary.generator_variables(cfg)
+  paths = [jax.tree_util.keystr(k) for k, _ in jax.tree_util.tree_leaves_with_path(v['params'])]
+  assert paths and not [p for p in paths if 'adain' in p]
+  (_, _, _), (_, v_m, x_m) = summary.discriminator_variables(cfg)
+  assert x_m.shape[-1] == 3 and discriminator.mouth_disc_channels(cfg) == 3
+  assert v_m['params']['scale_0']['conv_0']['conv']['kernel'].shape[2] == 3
+  full = summary.module_parameter_counts(tiny.get_config())
+  ablated = summary.module_parameter_counts(cfg)
+  assert ablated['R AdaIN blocks'] == 0 and ablated['G'] == full['G'] - full['R AdaIN blocks']
+  assert ablated['D_m'] == full['D_m'] - cfg.disc.num_scales * 16 * cfg.model.audio_dim * cfg.disc.ndf
+  mouth = jnp.zeros((1, 8, 8, 3))
+  assert discriminator.mouth_disc_input(mouth, None) is mouth
+
+
+def test_conv_impl_reaches_every_convolution(monkeypatch):
+  """config.model.conv_impl picks the primitive of EVERY conv of G, D and D_m: a probe implementation is called
+  once per conv kernel in an apply."""
+  calls = []
+  real = blocks.conv_function
+
+  def probe(impl):
+    if impl != 'probe':
+      return real(impl)
+
+    def conv(*args, **kw):
+      calls.append(1)
+      return jax.lax.conv_general_dilated(*args, **kw)
+    return conv
+
+  monkeypatch.setattr(blocks, 'conv_function', probe)
+  cfg = tiny.get_config()
+  cfg.model.conv_impl = 'probe'
+  g, v_g, inputs = summary.generator_variables(cfg)
+  (d, v_d, x_d), (d_m, v_m, x_m) = summary.discriminator_variables(cfg)
+  for module, variables, args in ((g, v_g, inputs), (d, v_d, (x_d,)), (d_m, v_m, (x_m,))):
+    kernels = [x for k, x in jax.tree_util.tree_leaves_with_path(variables['params'])
+               if k[-1].key == 'kernel' and x.ndim == 4]
+    calls.clear()
+    jax.eval_shape(lambda v: module.apply(v, *args), variables)  # pylint: disable=cell-var-from-loop
+    assert len(calls) == len(kernels) > 0
+
+
+def test_flow_mask_gradient_reaches_only_f():
+  """The flow-mask L1 trains F's mask (and what feeds it), nothing of R; it is 0 when m equals the foreground."""
+  from headgan_jax.train import losses  # pylint: disable=import-outside-toplevel
+  cfg = tiny.get_config()
+  cfg.image_size = 32
+  g = generator.make_generator(cfg)
+  rng = np.random.default_rng(3)
+  x_drive, y_ref, x_ref = (jnp.asarray(rng.uniform(-1, 1, (1, 32, 32, c)), jnp.float32) for c in (9, 3, 3))
+  audio = jnp.zeros((1, 300), jnp.float32)
+  v = _random_variables(g, rng, x_drive, y_ref, x_ref, audio)
+  foreground = jnp.asarray(rng.uniform(size=(1, 32, 32, 1)) > 0.5, jnp.float32)
+
+  def loss(params):
+    w = g.apply({'params': params, 'batch_stats': v['batch_stats']}, x_drive, y_ref, x_ref, method='warp')
+    return losses.flow_mask_l1(w.mask, foreground), w.mask
+
+  (value, mask), grads = _fast_jit(jax.value_and_grad(loss, has_aux=True))(v['params'])
+  grads, mask = jax.device_get((grads, mask))
+  assert float(value) > 0
+  norm = lambda tree: sum(float(np.abs(x).sum()) for x in jax.tree.leaves(tree))  # noqa: E731
+  assert norm(grads['render_net']) == 0
+  f = grads['flow_net']
+  assert norm(f['mask_head']) > 0 and norm(f['encoder']) > 0 and norm(f['spade_low_0']) > 0
+  assert norm(f['flow_head']) == 0  # The flow itself does not enter the mask.
+  assert float(losses.flow_mask_l1(jnp.asarray(mask), jnp.asarray(mask))) == 0
 
 
 def test_summary_cli_runs(capsys):
@@ -242,8 +343,9 @@ def test_ablations_without_flow_and_audio():
   np.testing.assert_array_equal(o1.image, o2.image)  # w/o audio: the audio is not used.
   np.testing.assert_array_equal(o1.warped_ref, np.asarray(args[1]))  # w/o F: y_ref itself, unwarped.
   assert not o1.flow.any() and (o1.mask == 1).all()
-  enc = flow_lib.Encoder(cfg.model.ngf, cfg.model.num_down)
-  feats = _fast_jit(enc.apply)({'params': v['params']['reference_encoder']}, jnp.concatenate(args[1:], -1))
+  enc = flow_lib.Encoder(cfg.model.ngf, cfg.model.num_down, blocks.block_settings(cfg))
+  feats = _fast_jit(enc.apply)({'params': v['params']['reference_encoder'],
+                                'batch_stats': v['batch_stats']['reference_encoder']}, jnp.concatenate(args[1:], -1))
   for a, b in zip(o1.warped_features, jax.device_get(feats)):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 

@@ -181,6 +181,9 @@ class PocketSphinxBackend:
     pcm = (np.clip(x, -1.0, 1.0) * 32767).astype('<i2').tobytes()
     decoder = self._get_decoder()
     frame_s = 1.0 / float(decoder.config['frate'])
+    # The feature extractor's CMN state carries over from the last utterance: reset it, so a clip's transcript
+    # depends on the clip alone (not on which clips this backend decoded before; a resumed dataset build needs it).
+    decoder.reinit_feat()
     decoder.start_utt()
     decoder.process_raw(pcm, full_utt=True)
     decoder.end_utt()

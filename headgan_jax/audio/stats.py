@@ -1,5 +1,11 @@
 """Dataset statistics of h^(a): per-dimension mean and std, computed over a dataset, saved with it, applied to
-every clip (features are normalised before they reach G and D_m).
+every clip before it reaches G and D_m, per config.audio.standardise:
+
+- 'lowlevel' (default): only the 84 low-level values h^(aL) are standardised; the 216 character values h^(aH) stay
+  0/1. Standardising a one-hot dimension with dataset statistics would turn a rare letter into ~1/sqrt(p) (a
+  letter heard in 0.1 % of the parts becomes ~30) and a silent part into small negative values everywhere.
+- 'none': the raw values, as the authors' code feeds them.
+- 'all': every dimension (the characters too).
 """
 from __future__ import annotations
 
@@ -10,9 +16,11 @@ from typing import Iterable
 
 import numpy as np
 
-from headgan_jax.errors import AudioError
+from headgan_jax.audio.lowlevel import NUM_LOWLEVEL  # h^(aL) comes first in h^(a) (features.py).
+from headgan_jax.errors import AudioError, ConfigError
 
 MIN_STD = 1e-6  # Dimensions constant over the dataset (e.g. a letter never heard) are only centred.
+STANDARDISE_MODES = ('lowlevel', 'none', 'all')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,13 +59,24 @@ def compute_stats(clips: Iterable[np.ndarray]) -> FeatureStats:
   return FeatureStats(mean=mean, std=np.sqrt(m2 / count), count=count)
 
 
-def normalise(features: np.ndarray, stats: FeatureStats) -> np.ndarray:
-  """(features - mean) / std per dimension, float32; near-constant dimensions are divided by 1."""
+def normalise(features: np.ndarray, stats: FeatureStats | None, standardise: str = 'lowlevel',
+              num_lowlevel: int = NUM_LOWLEVEL) -> np.ndarray:
+  """h^(a) as G and D_m take it, float32: (features - mean) / std on the dimensions `standardise` selects ('lowlevel':
+  the first `num_lowlevel`; 'all'; 'none': no statistics needed, `stats` may be None); near-constant dimensions are
+  divided by 1, the others are returned unchanged (the 0/1 characters)."""
+  if standardise not in STANDARDISE_MODES:
+    raise ConfigError(f'config.audio.standardise = {standardise!r}; expected one of {STANDARDISE_MODES}')
   x = np.asarray(features)
+  if standardise == 'none':
+    return x.astype(np.float32)
+  if stats is None:
+    raise AudioError(f'config.audio.standardise = {standardise!r} needs the dataset\'s audio statistics; none given.')
   if x.shape[-1] != stats.mean.shape[0]:
     raise AudioError(f'audio features have {x.shape[-1]} dimensions, the statistics {stats.mean.shape[0]}.')
-  std = np.where(stats.std < MIN_STD, 1.0, stats.std)
-  return ((x - stats.mean) / std).astype(np.float32)
+  n = x.shape[-1] if standardise == 'all' else min(int(num_lowlevel), x.shape[-1])
+  std = np.where(stats.std[:n] < MIN_STD, 1.0, stats.std[:n])
+  head = (x[..., :n] - stats.mean[:n]) / std
+  return np.concatenate([head, x[..., n:]], axis=-1).astype(np.float32)
 
 
 def save_stats(stats: FeatureStats, path: str) -> None:

@@ -56,9 +56,13 @@ EvalFn = Callable[[ml_collections.ConfigDict, Mesh, str, ml_collections.ConfigDi
 # Name -> builder or 'module:function', for training and for held-out evaluation. Filled here, at import time.
 SOURCES: dict[str, SourceFn | str] = {
     'synthetic': 'headgan_jax.data.sources:synthetic',
+    'headgan_demo': 'headgan_jax.data.pipeline:train_iterator',
+    'headgan_voxceleb': 'headgan_jax.data.pipeline:train_iterator',
 }
 EVAL_SOURCES: dict[str, EvalFn | str] = {
     'synthetic': 'headgan_jax.data.sources:synthetic_eval',
+    'headgan_demo': 'headgan_jax.data.pipeline:eval_batches',
+    'headgan_voxceleb': 'headgan_jax.data.pipeline:eval_batches',
 }
 
 

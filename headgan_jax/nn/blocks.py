@@ -1,30 +1,42 @@
 """Building blocks of HeadGAN's networks (paper Fig. 7, Appendix B; SPADE [24], AdaIN [16], PixelShuffle [26]).
 
-Conventions: NHWC arrays; parameters float32, compute in `dtype` (float32 or bfloat16). Every conv / dense kernel
-is Xavier-normal with gain `init_gain` (config.model.init_gain), biases zero. Spectral-norm power-iteration state
-lives in the 'batch_stats' collection (flax.linen.SpectralNorm) and is written only when `update_stats=True`.
+Conventions: NHWC arrays; parameters float32, compute in `settings.dtype` (float32 or bfloat16). Every conv / dense
+kernel is Xavier-normal with gain `init_gain` (config.model.init_gain), biases zero. Spectral-norm power-iteration
+state lives in the 'batch_stats' collection (flax.linen.SpectralNorm) and is written only when `update_stats=True`.
+
+How every block of G, D and D_m is built is ONE frozen `BlockSettings` (made from the config by
+`block_settings(config)`); the networks pass it down instead of redeclaring its fields. Its defaults are the authors'
+code: spectral-norm encoder convs followed by an affine instance norm (learnable scale and shift, initialised to 1
+and 0), reflection padding before every 7x7 conv, spectral norm on the convs of SPADE / AdaIN blocks.
 
 Spectral norm: at init flax.linen.SpectralNorm stores the normalised kernel W / sigma, so a spectral-normalised
 conv starts with unit spectral norm whatever `init_gain` says (its output is W / sigma either way). The authors'
 PyTorch code lands in a similar place: its Xavier init writes to the derived `weight`, leaving `weight_orig` at
 PyTorch's default init.
 
-Convs that feed an instance norm directly carry no bias: the norm subtracts any per-channel constant, so such a
-bias would only ever receive an identically zero gradient (SPADE's code deletes it for the same reason).
+Convs that feed an instance norm directly carry no bias by default: the norm subtracts any per-channel constant, so
+such a bias only ever receives an identically zero gradient. The authors' code drops it before its encoder and
+discriminator norms but keeps it on the first conv of SPADE and AdaIN blocks; `BlockSettings.dead_conv_biases`
+adds those back (the parameter count then equals theirs exactly; training is unchanged).
 """
 from __future__ import annotations
 
-from typing import Any
+import dataclasses
+from typing import Any, Callable
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from headgan_jax import errors
 
 Dtype = Any
 
-RESIZE_METHODS = ('nearest', 'bilinear')
+RESIZE_METHODS = ('nearest_floor', 'nearest', 'bilinear')
+PADDING_MODES = ('zeros', 'reflect')
+NORM_KINDS = ('affine', 'plain')
+CONV_IMPLS = ('xla',)
 IN_EPSILON = 1e-5  # PyTorch's InstanceNorm2d default, as in the authors' code.
 
 
@@ -51,23 +63,29 @@ def pixel_shuffle(x: jax.Array, factor: int = 2) -> jax.Array:
 def resize_to(x: jax.Array, height: int, width: int, method: str) -> jax.Array:
   """Resizes (B, h, w, C) to (B, height, width, C); identity when the size already matches.
 
-  Both follow jax.image.resize with half-pixel centres. 'bilinear' equals PyTorch's `F.interpolate(mode='bilinear',
-  align_corners=False)` (no antialiasing: a /2 resize is the 2x2 average). 'nearest' equals PyTorch's
-  'nearest-exact'; PyTorch's legacy 'nearest' (SPADE's) reads source pixel floor(i * in / out), the same when
-  up-sampling by an integer factor, but when down-sampling by f it reads pixel f i where we read f i + f // 2.
+  'nearest_floor' is PyTorch's (legacy) `F.interpolate(mode='nearest')`, which SPADE's and the authors' code use:
+  output pixel i reads input pixel floor(i * in / out), so a /f down-sampling reads pixel f i. 'nearest' and
+  'bilinear' follow jax.image.resize with half-pixel centres: 'nearest' equals PyTorch's 'nearest-exact' (reads
+  f i + f // 2 when down-sampling; the same as 'nearest_floor' when up-sampling by an integer factor), 'bilinear'
+  equals `F.interpolate(mode='bilinear', align_corners=False)` (no antialiasing: a /2 resize is the 2x2 average).
   """
   if method not in RESIZE_METHODS:
     raise errors.ConfigError(f'config.model.spade_resize = {method!r}; expected one of {RESIZE_METHODS}')
   if x.shape[1:3] == (height, width):
     return x
+  if method == 'nearest_floor':
+    rows = np.minimum(np.floor(np.arange(height) * (x.shape[1] / height)).astype(np.int32), x.shape[1] - 1)
+    cols = np.minimum(np.floor(np.arange(width) * (x.shape[2] / width)).astype(np.int32), x.shape[2] - 1)
+    return jnp.take(jnp.take(x, rows, axis=1), cols, axis=2)
   shape = (x.shape[0], height, width, x.shape[3])
   jax_method = 'nearest' if method == 'nearest' else 'linear'
   return jax.image.resize(x, shape, jax_method, antialias=False).astype(x.dtype)
 
 
-def instance_norm(dtype: Dtype, name: str | None = None) -> nn.InstanceNorm:
-  """Parameter-free instance norm (statistics in float32)."""
-  return nn.InstanceNorm(epsilon=IN_EPSILON, use_bias=False, use_scale=False, dtype=dtype, name=name)
+def instance_norm(dtype: Dtype, affine: bool = False, name: str | None = None) -> nn.InstanceNorm:
+  """Instance norm (statistics in float32): parameter-free, or with a learnable per-channel scale (init 1) and
+  shift (init 0) when `affine` (PyTorch's InstanceNorm2d(affine=True), as the authors' encoders and D use)."""
+  return nn.InstanceNorm(epsilon=IN_EPSILON, use_bias=affine, use_scale=affine, dtype=dtype, name=name)
 
 
 class PixelShuffle(nn.Module):
@@ -78,9 +96,82 @@ class PixelShuffle(nn.Module):
     return pixel_shuffle(x, self.factor)
 
 
+def conv_function(impl: str) -> Callable[..., jax.Array]:
+  """The convolution primitive behind every `Conv` of G, D and D_m (config.model.conv_impl), with the signature
+  of `jax.lax.conv_general_dilated`."""
+  if impl == 'xla':
+    return jax.lax.conv_general_dilated
+  raise errors.ConfigError(f'config.model.conv_impl = {impl!r}; expected one of {CONV_IMPLS}')
+
+
+@dataclasses.dataclass(frozen=True)
+class BlockSettings:
+  """How the blocks of G, D and D_m are built; hashable, so modules can carry it as a field.
+
+  Attributes:
+    spade_hidden: hidden width of SPADE's modulation convs.
+    spade_resize: how SPADE resizes its condition to the layer (`resize_to`: 'nearest_floor', the authors',
+      'nearest' or 'bilinear').
+    shortcut: identity shortcut of SPADE blocks (authors' code; False = Fig. 7 as drawn). AdaIN blocks have none.
+    spectral_norm: spectral norm on the convs of SPADE and AdaIN blocks.
+    encoder_spectral_norm: spectral norm on the encoder convs of F and R (authors' code).
+    affine_norm: the instance norms after encoder convs (and, in D / D_m, after the middle convs) learn a scale
+      and a shift (authors' code); False: parameter-free.
+    padding_7x7: 'reflect' (authors' ReflectionPad2d(3)) or 'zeros' before every 7x7 conv.
+    dead_conv_biases: give the first conv of SPADE / AdaIN blocks a bias, as the authors' code does; it feeds an
+      instance norm, so its gradient is identically zero (False: no such parameter).
+    lrelu_slope: LeakyReLU slope.
+    init_gain: Xavier-normal gain of every conv / dense kernel.
+    conv_impl: the convolution primitive (`conv_function`), e.g. 'xla'.
+    dtype: compute dtype (parameters stay float32).
+  """
+  spade_hidden: int = 256
+  spade_resize: str = 'nearest_floor'
+  shortcut: bool = True
+  spectral_norm: bool = True
+  encoder_spectral_norm: bool = True
+  affine_norm: bool = True
+  padding_7x7: str = 'reflect'
+  dead_conv_biases: bool = False
+  lrelu_slope: float = 0.2
+  init_gain: float = 0.02
+  conv_impl: str = 'xla'
+  dtype: Dtype = jnp.float32
+
+  def conv(self, features: int, kernel_size: int = 3, strides: int = 1, *, padding: int | None = None,
+           use_bias: bool = True, spectral_norm: bool = False, name: str | None = None) -> 'Conv':
+    """A `Conv` with these settings' init, dtype and conv_impl; 7x7 convs get `padding_7x7`. Call it inside a
+    module's compact method (the conv becomes that module's child)."""
+    mode = self.padding_7x7 if kernel_size == 7 else 'zeros'
+    return Conv(features, kernel_size, strides, padding=padding, use_bias=use_bias, spectral_norm=spectral_norm,
+                init_gain=self.init_gain, dtype=self.dtype, padding_mode=mode, conv_impl=self.conv_impl, name=name)
+
+  def instance_norm(self, affine: bool = False, name: str | None = None) -> nn.InstanceNorm:
+    return instance_norm(self.dtype, affine=affine, name=name)
+
+
+def block_settings(config, affine_norm: bool | None = None) -> BlockSettings:
+  """BlockSettings from config.model (`affine_norm` overrides config.model.encoder_norm, e.g. for D)."""
+  m = config.model
+  if m.encoder_norm not in NORM_KINDS:
+    raise errors.ConfigError(f'config.model.encoder_norm = {m.encoder_norm!r}; expected one of {NORM_KINDS}')
+  if m.padding_7x7 not in PADDING_MODES:
+    raise errors.ConfigError(f'config.model.padding_7x7 = {m.padding_7x7!r}; expected one of {PADDING_MODES}')
+  if m.spade_resize not in RESIZE_METHODS:
+    raise errors.ConfigError(f'config.model.spade_resize = {m.spade_resize!r}; expected one of {RESIZE_METHODS}')
+  conv_function(m.conv_impl)  # ConfigError for an unknown implementation.
+  return BlockSettings(
+      spade_hidden=m.spade_hidden, spade_resize=m.spade_resize, shortcut=m.block_shortcut,
+      spectral_norm=m.block_spectral_norm, encoder_spectral_norm=m.encoder_spectral_norm,
+      affine_norm=(m.encoder_norm == 'affine') if affine_norm is None else affine_norm,
+      padding_7x7=m.padding_7x7, dead_conv_biases=m.dead_conv_biases, lrelu_slope=m.lrelu_slope,
+      init_gain=m.init_gain, conv_impl=m.conv_impl, dtype=compute_dtype(m))
+
+
 class Conv(nn.Module):
-  """A k x k convolution with symmetric zero padding (PyTorch's `padding=k//2` or `padding`), optionally
-  spectral-normalised (SN-GAN [22]; state in 'batch_stats')."""
+  """A k x k convolution with symmetric padding (PyTorch's `padding=k//2` or `padding`): zeros, or reflection
+  (PyTorch's ReflectionPad2d before an unpadded conv); optionally spectral-normalised (SN-GAN [22]; state in
+  'batch_stats'). `conv_impl` picks the convolution primitive (`conv_function`)."""
   features: int
   kernel_size: int = 3
   strides: int = 1
@@ -89,14 +180,21 @@ class Conv(nn.Module):
   spectral_norm: bool = False
   init_gain: float = 0.02
   dtype: Dtype = jnp.float32
+  padding_mode: str = 'zeros'
+  conv_impl: str = 'xla'
 
   @nn.compact
   def __call__(self, x: jax.Array, update_stats: bool = False) -> jax.Array:
     pad = self.kernel_size // 2 if self.padding is None else self.padding
+    if self.padding_mode not in PADDING_MODES:
+      raise errors.ConfigError(f'Conv padding mode {self.padding_mode!r}; expected one of {PADDING_MODES}')
+    if self.padding_mode == 'reflect' and pad:
+      x = jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)), mode='reflect')
+      pad = 0
     conv = nn.Conv(
         self.features, (self.kernel_size, self.kernel_size), strides=(self.strides, self.strides),
         padding=((pad, pad), (pad, pad)), use_bias=self.use_bias, dtype=self.dtype,
-        kernel_init=xavier_normal(self.init_gain), name='conv')
+        kernel_init=xavier_normal(self.init_gain), conv_general_dilated=conv_function(self.conv_impl), name='conv')
     if self.spectral_norm:
       # dtype float32: flax's SpectralNorm stores its (normalised) output as the kernel at init, and parameters
       # must stay float32; the conv casts to the compute dtype itself.
@@ -105,103 +203,88 @@ class Conv(nn.Module):
 
 
 class ConvNormReLU(nn.Module):
-  """Encoder layer of F and R (Tables 2, 3): k x k conv (stride s), parameter-free instance norm, ReLU."""
+  """Encoder layer of F and R (Tables 2, 3): k x k conv (stride s, spectral norm, no bias), instance norm (affine
+  per `settings.affine_norm`), ReLU."""
   features: int
   kernel_size: int
   strides: int = 1
-  init_gain: float = 0.02
-  dtype: Dtype = jnp.float32
+  settings: BlockSettings = BlockSettings()
 
   @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:
-    x = Conv(self.features, self.kernel_size, self.strides, use_bias=False, init_gain=self.init_gain,
-             dtype=self.dtype, name='conv')(x)
-    return nn.relu(instance_norm(self.dtype, name='norm')(x))
+  def __call__(self, x: jax.Array, update_stats: bool = False) -> jax.Array:
+    s = self.settings
+    x = s.conv(self.features, self.kernel_size, self.strides, use_bias=False,
+               spectral_norm=s.encoder_spectral_norm, name='conv')(x, update_stats)
+    return nn.relu(s.instance_norm(s.affine_norm, name='norm')(x))
 
 
 class SpadeNorm(nn.Module):
   """SPADE normalisation [24]: out = IN(x) * (1 + gamma(c)) + beta(c).
 
-  The modulation input c is resized to x's spatial size (`resize`: 'nearest' or 'bilinear'), then a shared
-  3x3 conv (width `hidden`) + ReLU, and two 3x3 convs give gamma and beta (C channels each).
+  The modulation input c is resized to x's spatial size (`settings.spade_resize`: 'nearest' or 'bilinear'), then a
+  shared 3x3 conv (width `settings.spade_hidden`) + ReLU, and two 3x3 convs give gamma and beta (C channels each).
   """
-  hidden: int = 256
-  resize: str = 'nearest'
-  init_gain: float = 0.02
-  dtype: Dtype = jnp.float32
+  settings: BlockSettings = BlockSettings()
 
   @nn.compact
   def __call__(self, x: jax.Array, cond: jax.Array) -> jax.Array:
+    s = self.settings
     c = x.shape[-1]
-    normed = instance_norm(self.dtype, name='norm')(x)
-    cond = resize_to(cond.astype(self.dtype), x.shape[1], x.shape[2], self.resize)
-    actv = nn.relu(Conv(self.hidden, 3, init_gain=self.init_gain, dtype=self.dtype, name='shared')(cond))
-    gamma = Conv(c, 3, init_gain=self.init_gain, dtype=self.dtype, name='gamma')(actv)
-    beta = Conv(c, 3, init_gain=self.init_gain, dtype=self.dtype, name='beta')(actv)
+    normed = s.instance_norm(name='norm')(x)
+    cond = resize_to(cond.astype(s.dtype), x.shape[1], x.shape[2], s.spade_resize)
+    actv = nn.relu(s.conv(s.spade_hidden, 3, name='shared')(cond))
+    gamma = s.conv(c, 3, name='gamma')(actv)
+    beta = s.conv(c, 3, name='beta')(actv)
     return normed * (1 + gamma) + beta
 
 
 class AdaIN(nn.Module):
   """Adaptive instance norm [16] driven by a vector a (the 300-d audio feature h_t^(a)):
   Dense(a) -> (gamma, beta) with C channels each; out = IN(x) * (1 + gamma) + beta."""
-  init_gain: float = 0.02
-  dtype: Dtype = jnp.float32
+  settings: BlockSettings = BlockSettings()
 
   @nn.compact
   def __call__(self, x: jax.Array, a: jax.Array) -> jax.Array:
+    s = self.settings
     c = x.shape[-1]
-    normed = instance_norm(self.dtype, name='norm')(x)
-    style = nn.Dense(2 * c, dtype=self.dtype, kernel_init=xavier_normal(self.init_gain), name='style')(
-        a.astype(self.dtype))
+    normed = s.instance_norm(name='norm')(x)
+    style = nn.Dense(2 * c, dtype=s.dtype, kernel_init=xavier_normal(s.init_gain), name='style')(a.astype(s.dtype))
     gamma, beta = jnp.split(style[:, None, None, :], 2, axis=-1)
     return normed * (1 + gamma) + beta
 
 
 class SpadeBlock(nn.Module):
   """SPADE block (Fig. 7): two stages of (SPADE norm, LeakyReLU, 3x3 conv), C channels kept, plus the identity
-  shortcut when `shortcut` (authors' code; the paper's Fig. 7 draws none)."""
-  hidden: int = 256
-  resize: str = 'nearest'
-  shortcut: bool = True
-  spectral_norm: bool = True
-  lrelu_slope: float = 0.2
-  init_gain: float = 0.02
-  dtype: Dtype = jnp.float32
+  shortcut when `settings.shortcut` (authors' code; the paper's Fig. 7 draws none)."""
+  settings: BlockSettings = BlockSettings()
 
   @nn.compact
   def __call__(self, x: jax.Array, cond: jax.Array, update_stats: bool = False) -> jax.Array:
+    s = self.settings
     c = x.shape[-1]
-    kw = dict(init_gain=self.init_gain, dtype=self.dtype)
-    dx = SpadeNorm(self.hidden, self.resize, name='norm_0', **kw)(x, cond)
-    # conv_0 feeds norm_1's instance norm: no bias (see the module docstring).
-    dx = Conv(c, 3, use_bias=False, spectral_norm=self.spectral_norm, name='conv_0', **kw)(
-        nn.leaky_relu(dx, self.lrelu_slope), update_stats)
-    dx = SpadeNorm(self.hidden, self.resize, name='norm_1', **kw)(dx, cond)
-    dx = Conv(c, 3, spectral_norm=self.spectral_norm, name='conv_1', **kw)(
-        nn.leaky_relu(dx, self.lrelu_slope), update_stats)
-    return x + dx if self.shortcut else dx
+    dx = SpadeNorm(s, name='norm_0')(x, cond)
+    # conv_0 feeds norm_1's instance norm: its bias is dead (see the module docstring).
+    dx = s.conv(c, 3, use_bias=s.dead_conv_biases, spectral_norm=s.spectral_norm, name='conv_0')(
+        nn.leaky_relu(dx, s.lrelu_slope), update_stats)
+    dx = SpadeNorm(s, name='norm_1')(dx, cond)
+    dx = s.conv(c, 3, spectral_norm=s.spectral_norm, name='conv_1')(nn.leaky_relu(dx, s.lrelu_slope), update_stats)
+    return x + dx if s.shortcut else dx
 
 
 class AdainBlock(nn.Module):
-  """AdaIN block (Fig. 7): two stages of (AdaIN, LeakyReLU, 3x3 conv), C channels kept; identity shortcut only
-  when `shortcut` (the authors' code has none here)."""
-  shortcut: bool = False
-  spectral_norm: bool = True
-  lrelu_slope: float = 0.2
-  init_gain: float = 0.02
-  dtype: Dtype = jnp.float32
+  """AdaIN block (Fig. 7): two stages of (AdaIN, LeakyReLU, 3x3 conv), C channels kept, no shortcut (neither
+  Fig. 7 nor the authors' code has one)."""
+  settings: BlockSettings = BlockSettings()
 
   @nn.compact
   def __call__(self, x: jax.Array, a: jax.Array, update_stats: bool = False) -> jax.Array:
+    s = self.settings
     c = x.shape[-1]
-    kw = dict(init_gain=self.init_gain, dtype=self.dtype)
-    dx = AdaIN(name='norm_0', **kw)(x, a)
-    dx = Conv(c, 3, use_bias=False, spectral_norm=self.spectral_norm, name='conv_0', **kw)(
-        nn.leaky_relu(dx, self.lrelu_slope), update_stats)
-    dx = AdaIN(name='norm_1', **kw)(dx, a)
-    dx = Conv(c, 3, spectral_norm=self.spectral_norm, name='conv_1', **kw)(
-        nn.leaky_relu(dx, self.lrelu_slope), update_stats)
-    return x + dx if self.shortcut else dx
+    dx = AdaIN(s, name='norm_0')(x, a)
+    dx = s.conv(c, 3, use_bias=s.dead_conv_biases, spectral_norm=s.spectral_norm, name='conv_0')(
+        nn.leaky_relu(dx, s.lrelu_slope), update_stats)
+    dx = AdaIN(s, name='norm_1')(dx, a)
+    return s.conv(c, 3, spectral_norm=s.spectral_norm, name='conv_1')(nn.leaky_relu(dx, s.lrelu_slope), update_stats)
 
 
 def compute_dtype(config_model) -> Dtype:

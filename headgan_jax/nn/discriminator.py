@@ -2,7 +2,8 @@
 
 One scale (SPADE's NLayerDiscriminator), with n = num_layers:
   4x4 conv stride 2 -> ndf, LeakyReLU 0.2                                  (no norm)
-  n - 1 layers: 4x4 conv (spectral norm, no bias) -> instance norm -> LeakyReLU 0.2, widths doubling from ndf,
+  n - 1 layers: 4x4 conv (spectral norm, no bias) -> instance norm (affine, as the authors' 'spectralinstance';
+                config.disc.norm = 'plain' for a parameter-free one) -> LeakyReLU 0.2, widths doubling from ndf,
                 capped at max_channels; stride 2 except the last of them, stride 1
   4x4 conv stride 1 -> 1 (patch logits)
 all with zero padding 2 (PyTorch's ceil((4 - 1) / 2)); at 256 input the logits are 35x35 on scale 0.
@@ -10,9 +11,10 @@ Between scales the input is average-pooled 3x3, stride 2, padding 1, padding not
 Each scale returns the outputs of all its n + 1 layers (after the activation), the last being the logits: the
 features for feature matching.
 
-D sees concat(x_t, y) (6 channels); D_m sees concat(mouth crop, audio tiled over the crop) (3 + 300 channels):
-use `image_disc_input` and `mouth_disc_input`. make_discriminators always returns D_m; with
-config.model.use_audio False the trainer drops it (the "w/o audio" ablation).
+D sees concat(x_t, y) (6 channels); D_m sees concat(mouth crop, audio tiled over the crop) (3 + 300 channels), or
+the mouth crop alone (3 channels) in the "w/o audio" ablation, as the authors build it: use `image_disc_input` and
+`mouth_disc_input`. Every conv is a `blocks.Conv` built from the model's `blocks.BlockSettings` (init, dtype,
+conv_impl), with the affine norm set by config.disc.norm.
 """
 from __future__ import annotations
 
@@ -30,25 +32,22 @@ class PatchDiscriminator(nn.Module):
   ndf: int = 64
   num_layers: int = 4
   max_channels: int = 512
-  lrelu_slope: float = 0.2
-  init_gain: float = 0.02
-  dtype: blocks.Dtype = jnp.float32
+  settings: blocks.BlockSettings = blocks.BlockSettings()
 
   @nn.compact
   def __call__(self, x: jax.Array, update_stats: bool = False) -> list[jax.Array]:
-    kw = dict(kernel_size=4, padding=2, init_gain=self.init_gain, dtype=self.dtype)
-    x = blocks.Conv(self.ndf, strides=2, name='conv_0', **kw)(x.astype(self.dtype))
-    x = nn.leaky_relu(x, self.lrelu_slope)
+    s = self.settings
+    x = s.conv(self.ndf, 4, 2, padding=2, name='conv_0')(x.astype(s.dtype))
+    x = nn.leaky_relu(x, s.lrelu_slope)
     feats = [x]
     nf = self.ndf
     for n in range(1, self.num_layers):
       nf = min(nf * 2, self.max_channels)
       stride = 1 if n == self.num_layers - 1 else 2
-      x = blocks.Conv(nf, strides=stride, use_bias=False, spectral_norm=True, name=f'conv_{n}', **kw)(
-          x, update_stats)
-      x = nn.leaky_relu(blocks.instance_norm(self.dtype, name=f'norm_{n}')(x), self.lrelu_slope)
+      x = s.conv(nf, 4, stride, padding=2, use_bias=False, spectral_norm=True, name=f'conv_{n}')(x, update_stats)
+      x = nn.leaky_relu(s.instance_norm(s.affine_norm, name=f'norm_{n}')(x), s.lrelu_slope)
       feats.append(x)
-    feats.append(blocks.Conv(1, strides=1, name=f'conv_{self.num_layers}', **kw)(x))
+    feats.append(s.conv(1, 4, 1, padding=2, name=f'conv_{self.num_layers}')(x))
     return [f.astype(jnp.float32) for f in feats]
 
 
@@ -66,9 +65,7 @@ class MultiScaleDiscriminator(nn.Module):
   ndf: int = 64
   num_layers: int = 4
   max_channels: int = 512
-  lrelu_slope: float = 0.2
-  init_gain: float = 0.02
-  dtype: blocks.Dtype = jnp.float32
+  settings: blocks.BlockSettings = blocks.BlockSettings()
 
   @nn.compact
   def __call__(self, x: jax.Array, update_stats: bool = False) -> list[list[jax.Array]]:
@@ -76,8 +73,8 @@ class MultiScaleDiscriminator(nn.Module):
     for s in range(self.num_scales):
       if s:
         x = downsample_input(x)
-      outs.append(PatchDiscriminator(self.ndf, self.num_layers, self.max_channels, self.lrelu_slope,
-                                     self.init_gain, self.dtype, name=f'scale_{s}')(x, update_stats))
+      outs.append(PatchDiscriminator(self.ndf, self.num_layers, self.max_channels, self.settings,
+                                     name=f'scale_{s}')(x, update_stats))
     return outs
 
 
@@ -86,19 +83,31 @@ def image_disc_input(x_t: jax.Array, y: jax.Array) -> jax.Array:
   return jnp.concatenate([x_t, y.astype(x_t.dtype)], axis=-1)
 
 
-def mouth_disc_input(mouth: jax.Array, audio: jax.Array) -> jax.Array:
-  """D_m's input: the mouth crop (B, m, m, 3) and the audio vector (B, A) tiled to (B, m, m, A), concatenated."""
+def mouth_disc_input(mouth: jax.Array, audio: jax.Array | None) -> jax.Array:
+  """D_m's input: the mouth crop (B, m, m, 3) and the audio vector (B, A) tiled to (B, m, m, A), concatenated;
+  the crop alone when `audio` is None ("w/o audio")."""
+  if audio is None:
+    return mouth
   b, hh, ww, _ = mouth.shape
   tiled = jnp.broadcast_to(audio[:, None, None, :].astype(mouth.dtype), (b, hh, ww, audio.shape[-1]))
   return jnp.concatenate([mouth, tiled], axis=-1)
 
 
+def mouth_disc_channels(config: ml_collections.ConfigDict) -> int:
+  """Input channels of D_m: 3 + audio_dim, or 3 without audio."""
+  return 3 + (config.model.audio_dim if config.model.use_audio else 0)
+
+
 def make_discriminators(config: ml_collections.ConfigDict) -> tuple[MultiScaleDiscriminator, MultiScaleDiscriminator]:
-  """Builds (D, D_m) from config.disc (and config.model's lrelu_slope, init_gain, compute_dtype)."""
-  d, m = config.disc, config.model
+  """Builds (D, D_m) from config.disc and the model's block settings (lrelu_slope, init_gain, compute_dtype,
+  conv_impl), with config.disc.norm choosing the affine or parameter-free instance norm."""
+  d = config.disc
   for field in ('num_scales', 'num_layers', 'ndf', 'max_channels', 'mouth_size'):
     if int(d[field]) < 1:
       raise errors.ConfigError(f'config.disc.{field} = {d[field]!r}; must be a positive integer')
+  if d.norm not in blocks.NORM_KINDS:
+    raise errors.ConfigError(f'config.disc.norm = {d.norm!r}; expected one of {blocks.NORM_KINDS}')
+  settings = blocks.block_settings(config, affine_norm=d.norm == 'affine')
   kw = dict(num_scales=d.num_scales, ndf=d.ndf, num_layers=d.num_layers, max_channels=d.max_channels,
-            lrelu_slope=m.lrelu_slope, init_gain=m.init_gain, dtype=blocks.compute_dtype(m))
+            settings=settings)
   return MultiScaleDiscriminator(**kw), MultiScaleDiscriminator(**kw)

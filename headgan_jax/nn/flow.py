@@ -91,20 +91,19 @@ def warp_reference(flow: jax.Array, image: jax.Array,
 
 class Encoder(nn.Module):
   """Encoder of F and R (Tables 2, 3): 7x7 conv-ngf, then `num_down` 3x3 stride-2 convs, each 4x wider, every
-  conv followed by instance norm and ReLU. Returns every layer's output, lowest resolution first
-  (for F these are h^(1), ..., h^(num_down+1))."""
+  conv followed by instance norm and ReLU (`blocks.ConvNormReLU`). Returns every layer's output, lowest resolution
+  first (for F these are h^(1), ..., h^(num_down+1))."""
   ngf: int = 32
   num_down: int = 2
-  init_gain: float = 0.02
-  dtype: blocks.Dtype = jnp.float32
+  settings: blocks.BlockSettings = blocks.BlockSettings()
 
   @nn.compact
-  def __call__(self, x: jax.Array) -> tuple[jax.Array, ...]:
-    kw = dict(init_gain=self.init_gain, dtype=self.dtype)
-    x = blocks.ConvNormReLU(self.ngf, 7, name='conv_0', **kw)(x.astype(self.dtype))
+  def __call__(self, x: jax.Array, update_stats: bool = False) -> tuple[jax.Array, ...]:
+    s = self.settings
+    x = blocks.ConvNormReLU(self.ngf, 7, settings=s, name='conv_0')(x.astype(s.dtype), update_stats)
     feats = [x]
     for i in range(1, self.num_down + 1):
-      x = blocks.ConvNormReLU(self.ngf * 4**i, 3, strides=2, name=f'conv_{i}', **kw)(x)
+      x = blocks.ConvNormReLU(self.ngf * 4**i, 3, strides=2, settings=s, name=f'conv_{i}')(x, update_stats)
       feats.append(x)
     return tuple(feats[::-1])
 
@@ -122,36 +121,29 @@ class DenseFlowNetwork(nn.Module):
   """F (Table 2). Input (y_ref, x_ref) concatenated (6 ch) and x_{t-k:t} (3(k+1) ch) as SPADE modulation.
 
   Decoder: `low_blocks` SPADE blocks at the lowest resolution; then per level a pixel shuffle, followed by a
-  SPADE block on every level but the last; then a 7x7 conv to 3 channels (2 flow + 1 mask logit). Table 2 puts no
-  activation before that conv, and neither do we.
+  SPADE block on every level but the last; then two 7x7 convs, to the 2-channel flow and to the 1-channel mask
+  logit (the authors' two heads; one 3-channel conv would compute the same but draw its Xavier init with another
+  fan-out). Table 2 puts no activation before them, and neither do we.
   """
   ngf: int = 32
   num_down: int = 2
   low_blocks: int = 3
-  spade_hidden: int = 256
-  spade_resize: str = 'nearest'
-  block_shortcut: bool = True
-  block_spectral_norm: bool = True
-  lrelu_slope: float = 0.2
-  init_gain: float = 0.02
-  dtype: blocks.Dtype = jnp.float32
+  settings: blocks.BlockSettings = blocks.BlockSettings()
 
   @nn.compact
   def __call__(self, y_ref: jax.Array, x_ref: jax.Array, x_drive: jax.Array,
                update_stats: bool = False) -> FlowOutput:
-    feats = Encoder(self.ngf, self.num_down, self.init_gain, self.dtype, name='encoder')(
-        jnp.concatenate([y_ref, x_ref], axis=-1))
-    spade = dict(hidden=self.spade_hidden, resize=self.spade_resize, shortcut=self.block_shortcut,
-                 spectral_norm=self.block_spectral_norm, lrelu_slope=self.lrelu_slope,
-                 init_gain=self.init_gain, dtype=self.dtype)
-    x_drive = x_drive.astype(self.dtype)
+    s = self.settings
+    feats = Encoder(self.ngf, self.num_down, s, name='encoder')(jnp.concatenate([y_ref, x_ref], axis=-1),
+                                                               update_stats)
+    x_drive = x_drive.astype(s.dtype)
     h = feats[0]
     for i in range(self.low_blocks):
-      h = blocks.SpadeBlock(name=f'spade_low_{i}', **spade)(h, x_drive, update_stats)
+      h = blocks.SpadeBlock(s, name=f'spade_low_{i}')(h, x_drive, update_stats)
     for level in range(self.num_down):
       h = blocks.PixelShuffle(2, name=f'shuffle_{level}')(h)
       if level < self.num_down - 1:
-        h = blocks.SpadeBlock(name=f'spade_up_{level}', **spade)(h, x_drive, update_stats)
-    out = blocks.Conv(3, 7, init_gain=self.init_gain, dtype=self.dtype, name='head')(h).astype(jnp.float32)
-    mask = (jnp.tanh(out[..., 2:]) + 1) / 2
-    return FlowOutput(flow=out[..., :2] * mask, mask=mask, features=feats)
+        h = blocks.SpadeBlock(s, name=f'spade_up_{level}')(h, x_drive, update_stats)
+    raw_flow = s.conv(2, 7, name='flow_head')(h).astype(jnp.float32)
+    mask = (jnp.tanh(s.conv(1, 7, name='mask_head')(h).astype(jnp.float32)) + 1) / 2
+    return FlowOutput(flow=raw_flow * mask, mask=mask, features=feats)

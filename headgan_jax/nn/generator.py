@@ -6,18 +6,24 @@ Usage:
   out, new_state = G.apply(variables, x_drive, y_ref, x_ref, audio, update_stats=True,
                            mutable=['batch_stats'])                # training: power iterations advance
   out = G.apply(variables, x_drive, y_ref, x_ref, audio)          # inference: 'batch_stats' read only
+  w = G.apply(variables, x_drive, y_ref, x_ref, method='warp')    # F alone: warped y_ref and features
+  image = G.apply(variables, x_drive, w, audio, method='render')  # R alone, on F's output
+
+`G(...)` is exactly `render(warp(...))`; the train step calls the two halves itself so that frame t-1 (needed only
+for L_F^Temp, which compares warped features) goes through F but not R.
 
 Ablations (Table 1):
 - use_flow=False ("w/o F"): the paper motivates F by saying that features extracted from y_ref by an encoder,
-  without alignment to the driving pose, serve R less well. So "w/o F" keeps F's encoder of (y_ref, x_ref) but drops
-  its flow decoder: R's SPADE blocks get the UNWARPED h^(1..3) and the unwarped y_ref. The output then has
-  warped_ref = y_ref, warped_features = (h^(1), h^(2), h^(3)), flow = 0 and mask = 1; F's losses (L_F^L1,
-  L_F^VGG, L_F^Temp) have nothing to train and should be skipped by the trainer.
-- use_audio=False ("w/o audio"): the AdaIN blocks see a zero vector, so only their Dense biases act (the Dense
-  kernels get zero gradient).
+  without alignment to the driving pose, serve R less well. So "w/o F" keeps an encoder of (y_ref, x_ref) (the
+  authors' FramesEncoder) but drops the flow decoder: R's SPADE blocks get the UNWARPED h^(1..3) and the unwarped
+  y_ref. The output then has warped_ref = y_ref, warped_features = (h^(1), h^(2), h^(3)), flow = 0 and mask = 1;
+  F's losses (L_F^L1, L_F^VGG, L_F^Temp, the flow-mask L1) have nothing to train and are skipped by the trainer.
+- use_audio=False ("w/o audio", as the authors build it): R has no AdaIN blocks at all; the audio argument is
+  ignored (it may be None). The mouth discriminator stays, on the mouth crop alone (nn/discriminator.py).
 - conditioning='landmarks': no model change; the caller passes drawn landmark images instead of x_t / x_ref.
 Compute dtype: config.model.compute_dtype ('float32' or 'bfloat16'); parameters are always float32, and every
-output is float32.
+output is float32. How the blocks are built (norms, padding, spectral norm, conv implementation) is one
+`blocks.BlockSettings`, made from the config by `blocks.block_settings`.
 """
 from __future__ import annotations
 
@@ -34,10 +40,18 @@ from headgan_jax.nn.render import RenderingNetwork
 
 
 @flax.struct.dataclass
+class WarpOutput:
+  """What F hands to R, all float32: warped_ref = y-bar_t^ref; warped_features = (h-bar^(1), h-bar^(2), h-bar^(3))
+  lowest resolution (H/4) first; flow (B, H, W, 2) pixels (x, y); mask m (B, H, W, 1) in [0, 1]."""
+  warped_ref: jax.Array
+  warped_features: tuple[jax.Array, ...]
+  flow: jax.Array
+  mask: jax.Array
+
+
+@flax.struct.dataclass
 class GeneratorOutput:
-  """G's outputs, all float32. image = y~_t in [-1, 1]; warped_ref = y-bar_t^ref; warped_features =
-  (h-bar^(1), h-bar^(2), h-bar^(3)) lowest resolution (H/4) first; flow (B, H, W, 2) pixels (x, y);
-  mask (B, H, W, 1)."""
+  """G's outputs, all float32: image = y~_t in [-1, 1], and F's outputs (see WarpOutput)."""
   image: jax.Array
   warped_ref: jax.Array
   warped_features: tuple[jax.Array, ...]
@@ -52,67 +66,72 @@ class Generator(nn.Module):
   num_down: int = 2
   num_past_frames: int = 2
   flow_low_blocks: int = 3
-  spade_hidden: int = 256
-  spade_resize: str = 'nearest'
-  block_shortcut: bool = True
-  block_spectral_norm: bool = True
   audio_dim: int = 300
-  lrelu_slope: float = 0.2
-  init_gain: float = 0.02
   use_flow: bool = True
   use_audio: bool = True
-  dtype: blocks.Dtype = jnp.float32
+  settings: blocks.BlockSettings = blocks.BlockSettings()
 
-  def _check_inputs(self, x_drive, y_ref, x_ref, audio) -> None:
+  def setup(self):
+    s = self.settings
+    if self.use_flow:
+      self.flow_net = DenseFlowNetwork(self.ngf, self.num_down, self.flow_low_blocks, s)
+    else:
+      self.reference_encoder = Encoder(self.ngf, self.num_down, s)
+    self.render_net = RenderingNetwork(self.ngf, self.num_down, self.use_audio, s)
+
+  def _check_images(self, x_drive, y_ref, x_ref) -> None:
     b, h, w, _ = y_ref.shape
     need_c = 3 * (self.num_past_frames + 1)
     if x_drive.shape != (b, h, w, need_c):
-      raise errors.ConfigError(
+      raise errors.DataError(
           f'Generator: x_drive has shape {x_drive.shape}; with config.model.num_past_frames = '
           f'{self.num_past_frames} it must be {(b, h, w, need_c)} (y_ref is {y_ref.shape})')
     if x_ref.shape != (b, h, w, 3) or y_ref.shape[-1] != 3:
-      raise errors.ConfigError(f'Generator: y_ref {y_ref.shape} and x_ref {x_ref.shape} must both be (B, H, W, 3)')
-    if audio.shape != (b, self.audio_dim):
-      raise errors.ConfigError(
-          f'Generator: audio has shape {audio.shape}; config.model.audio_dim = {self.audio_dim} needs '
-          f'{(b, self.audio_dim)}')
+      raise errors.DataError(f'Generator: y_ref {y_ref.shape} and x_ref {x_ref.shape} must both be (B, H, W, 3)')
     if h % 2**self.num_down or w % 2**self.num_down:
-      raise errors.ConfigError(
+      raise errors.DataError(
           f'Generator: image size {h}x{w} is not divisible by 2^config.model.num_down = {2**self.num_down}')
 
-  @nn.compact
-  def __call__(self, x_drive: jax.Array, y_ref: jax.Array, x_ref: jax.Array, audio: jax.Array,
-               update_stats: bool = False) -> GeneratorOutput:
-    self._check_inputs(x_drive, y_ref, x_ref, audio)
-    common = dict(ngf=self.ngf, num_down=self.num_down, spade_hidden=self.spade_hidden,
-                  spade_resize=self.spade_resize, block_shortcut=self.block_shortcut,
-                  block_spectral_norm=self.block_spectral_norm, lrelu_slope=self.lrelu_slope,
-                  init_gain=self.init_gain, dtype=self.dtype)
+  def warp(self, x_drive: jax.Array, y_ref: jax.Array, x_ref: jax.Array, update_stats: bool = False) -> WarpOutput:
+    """F: y-bar_t^ref and h-bar^(l) (or, "w/o F", the unwarped reference and its features)."""
+    self._check_images(x_drive, y_ref, x_ref)
     b, h, w, _ = y_ref.shape
     if self.use_flow:
-      f = DenseFlowNetwork(low_blocks=self.flow_low_blocks, name='flow_net', **common)(
-          y_ref, x_ref, x_drive, update_stats)
+      f = self.flow_net(y_ref, x_ref, x_drive, update_stats)
       warped_ref, warped_features = warp_reference(f.flow, y_ref, f.features)
       flow, mask = f.flow, f.mask
     else:
-      warped_features = Encoder(self.ngf, self.num_down, self.init_gain, self.dtype, name='reference_encoder')(
-          jnp.concatenate([y_ref, x_ref], axis=-1))
+      warped_features = self.reference_encoder(jnp.concatenate([y_ref, x_ref], axis=-1), update_stats)
       warped_ref = y_ref
       flow, mask = jnp.zeros((b, h, w, 2), jnp.float32), jnp.ones((b, h, w, 1), jnp.float32)
-    if not self.use_audio:
-      audio = jnp.zeros_like(audio)
-    image = RenderingNetwork(name='render_net', **common)(x_drive, warped_features, warped_ref, audio, update_stats)
-    f32 = lambda x: x.astype(jnp.float32)
-    return GeneratorOutput(image=image, warped_ref=f32(warped_ref),
-                           warped_features=tuple(f32(x) for x in warped_features), flow=flow, mask=mask)
+    f32 = lambda x: x.astype(jnp.float32)  # noqa: E731 (lossless: R casts back to its compute dtype)
+    return WarpOutput(warped_ref=f32(warped_ref), warped_features=tuple(f32(x) for x in warped_features),
+                      flow=f32(flow), mask=f32(mask))
+
+  def render(self, x_drive: jax.Array, warped: WarpOutput, audio: jax.Array | None,
+             update_stats: bool = False) -> jax.Array:
+    """R: y~_t from x_{t-k:t}, F's output and h_t^(a) (ignored without audio)."""
+    if self.use_audio:
+      b = x_drive.shape[0]
+      if audio is None or audio.shape != (b, self.audio_dim):
+        raise errors.DataError(
+            f'Generator: audio has shape {None if audio is None else audio.shape}; config.model.audio_dim = '
+            f'{self.audio_dim} needs {(b, self.audio_dim)}')
+    return self.render_net(x_drive, warped.warped_features, warped.warped_ref, audio if self.use_audio else None,
+                           update_stats)
+
+  def __call__(self, x_drive: jax.Array, y_ref: jax.Array, x_ref: jax.Array, audio: jax.Array | None,
+               update_stats: bool = False) -> GeneratorOutput:
+    warped = self.warp(x_drive, y_ref, x_ref, update_stats)
+    image = self.render(x_drive, warped, audio, update_stats)
+    return GeneratorOutput(image=image, warped_ref=warped.warped_ref, warped_features=warped.warped_features,
+                           flow=warped.flow, mask=warped.mask)
 
 
 def validate_model_config(config: ml_collections.ConfigDict) -> None:
   """Raises ConfigError for config.model / config.image_size values the networks cannot be built with."""
   m = config.model
-  blocks.compute_dtype(m)
-  if m.spade_resize not in blocks.RESIZE_METHODS:
-    raise errors.ConfigError(f'config.model.spade_resize = {m.spade_resize!r}; expected one of {blocks.RESIZE_METHODS}')
+  blocks.block_settings(config)  # compute_dtype, spade_resize, encoder_norm, padding_7x7, conv_impl.
   for field in ('ngf', 'num_down', 'spade_hidden', 'audio_dim'):
     if int(m[field]) < 1:
       raise errors.ConfigError(f'config.model.{field} = {m[field]!r}; must be a positive integer')
@@ -130,11 +149,9 @@ def make_generator(config: ml_collections.ConfigDict) -> Generator:
   """Builds G from the full config (config.model and config.image_size)."""
   validate_model_config(config)
   m = config.model
-  return Generator(
-      ngf=m.ngf, num_down=m.num_down, num_past_frames=m.num_past_frames, flow_low_blocks=m.flow_low_blocks,
-      spade_hidden=m.spade_hidden, spade_resize=m.spade_resize, block_shortcut=m.block_shortcut,
-      block_spectral_norm=m.block_spectral_norm, audio_dim=m.audio_dim, lrelu_slope=m.lrelu_slope,
-      init_gain=m.init_gain, use_flow=m.use_flow, use_audio=m.use_audio, dtype=blocks.compute_dtype(m))
+  return Generator(ngf=m.ngf, num_down=m.num_down, num_past_frames=m.num_past_frames,
+                   flow_low_blocks=m.flow_low_blocks, audio_dim=m.audio_dim, use_flow=m.use_flow,
+                   use_audio=m.use_audio, settings=blocks.block_settings(config))
 
 
 def example_inputs(config: ml_collections.ConfigDict, batch_size: int = 1):

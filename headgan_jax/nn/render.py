@@ -11,7 +11,8 @@ widths (512, 128, 32) are exactly those of h^(1), h^(2), h^(3). So, in order:
   LeakyReLU, 7x7 conv-3, tanh
 
 Every condition already has its block's resolution, so SPADE's resize is the identity here. The same audio vector
-drives every AdaIN block.
+drives every AdaIN block. Without audio ("w/o audio" of Table 1, `use_audio=False`) R has no AdaIN blocks at all,
+as the authors build it.
 """
 from __future__ import annotations
 
@@ -29,33 +30,23 @@ class RenderingNetwork(nn.Module):
   """R (Table 3): x_{t-k:t}, SPADE conditions (h-bar^(1..num_down+1), lowest first), y-bar^ref and h^(a) -> y~_t."""
   ngf: int = 32
   num_down: int = 2
-  spade_hidden: int = 256
-  spade_resize: str = 'nearest'
-  block_shortcut: bool = True
-  block_spectral_norm: bool = True
-  lrelu_slope: float = 0.2
-  init_gain: float = 0.02
-  dtype: blocks.Dtype = jnp.float32
+  use_audio: bool = True
+  settings: blocks.BlockSettings = blocks.BlockSettings()
 
   @nn.compact
-  def __call__(self, x_drive: jax.Array, features: Sequence[jax.Array], ref_image: jax.Array, audio: jax.Array,
-               update_stats: bool = False) -> jax.Array:
+  def __call__(self, x_drive: jax.Array, features: Sequence[jax.Array], ref_image: jax.Array,
+               audio: jax.Array | None, update_stats: bool = False) -> jax.Array:
+    s = self.settings
     if len(features) != self.num_down + 1:
       raise ValueError(f'RenderingNetwork: {len(features)} feature maps given, need num_down + 1 = '
                        f'{self.num_down + 1}')
-    common = dict(spectral_norm=self.block_spectral_norm, lrelu_slope=self.lrelu_slope,
-                  init_gain=self.init_gain, dtype=self.dtype)
-    spade = dict(hidden=self.spade_hidden, resize=self.spade_resize, shortcut=self.block_shortcut, **common)
-    # The authors' AdaIN block has no shortcut; block_shortcut=False (Fig. 7) removes the SPADE one too.
-    adain = dict(shortcut=False, **common)
-    h = Encoder(self.ngf, self.num_down, self.init_gain, self.dtype, name='encoder')(x_drive)[0]
+    h = Encoder(self.ngf, self.num_down, s, name='encoder')(x_drive, update_stats)[0]
     for level in range(self.num_down + 1):
       if level:
         h = blocks.PixelShuffle(2, name=f'shuffle_{level - 1}')(h)
-      h = blocks.SpadeBlock(name=f'spade_{level}', **spade)(h, features[level].astype(self.dtype), update_stats)
-      h = blocks.AdainBlock(name=f'adain_{level}', **adain)(h, audio, update_stats)
-    h = blocks.SpadeBlock(name=f'spade_{self.num_down + 1}', **spade)(h, ref_image.astype(self.dtype),
-                                                                     update_stats)
-    h = blocks.Conv(3, 7, init_gain=self.init_gain, dtype=self.dtype, name='head')(
-        nn.leaky_relu(h, self.lrelu_slope))
+      h = blocks.SpadeBlock(s, name=f'spade_{level}')(h, features[level].astype(s.dtype), update_stats)
+      if self.use_audio:
+        h = blocks.AdainBlock(s, name=f'adain_{level}')(h, audio, update_stats)
+    h = blocks.SpadeBlock(s, name=f'spade_{self.num_down + 1}')(h, ref_image.astype(s.dtype), update_stats)
+    h = s.conv(3, 7, name='head')(nn.leaky_relu(h, s.lrelu_slope))
     return jnp.tanh(h.astype(jnp.float32))

@@ -85,7 +85,7 @@ def discriminator_variables(config: ml_collections.ConfigDict, batch_size: int =
   d, d_m = discriminator.make_discriminators(config)
   s, m = config.image_size, config.disc.mouth_size
   x_d = jnp.zeros((batch_size, s, s, 6), jnp.float32)
-  x_m = jnp.zeros((batch_size, m, m, 3 + config.model.audio_dim), jnp.float32)
+  x_m = jnp.zeros((batch_size, m, m, discriminator.mouth_disc_channels(config)), jnp.float32)
   v_d = jax.eval_shape(lambda: d.init(jax.random.key(0), x_d))
   v_m = jax.eval_shape(lambda: d_m.init(jax.random.key(0), x_m))
   return (d, v_d, x_d), (d_m, v_m, x_m)
@@ -99,6 +99,65 @@ def parameter_counts(config: ml_collections.ConfigDict) -> dict[str, int]:
   f_key = 'flow_net' if 'flow_net' in p else 'reference_encoder'
   return {'G': param_count(p), 'F': param_count(p[f_key]), 'R': param_count(p['render_net']),
           'D': param_count(v_d['params']), 'D_m': param_count(v_m['params'])}
+
+
+# The authors' per-module parameter counts: their public PyTorch code (github.com/michaildoukas/headGAN,
+# models/generator.py and models/discriminator.py) with its default options (ngf 32, 256x256, 3 driving frames,
+# 300 audio features, norm_G 'spectralspadeinstance3x3', norm_G_noadapt and norm_D 'spectralinstance', ndf 64,
+# n_layers_D 4, num_D 2), counted from the code (facts only). With configs/paper.py ours differ only where
+# `DIFFERENCES` says.
+AUTHORS_PARAMETER_COUNTS = {
+    'F encoder': 637_440,
+    'F SPADE blocks': 29_964_032,
+    'F flow + mask heads': 4_707,
+    'R encoder': 642_144,
+    'R SPADE blocks': 14_655_104,
+    'R AdaIN blocks': 5_842_368,
+    'R output conv': 4_707,
+    'G': 51_750_502,
+    'D': 5_537_410,  # 2 scales x (1024 * 6 input channels + 2,762,561).
+    'D_m': 6_145_666,  # 2 scales x (1024 * 303 + 2,762,561).
+}
+DIFFERENCES = {
+    'F SPADE blocks': 'no bias on conv_0 of each SPADE block (3 x 512 + 128): it feeds norm_1\'s parameter-free '
+                      'instance norm, so its gradient is identically 0 (config.model.dead_conv_biases = True adds it)',
+    'R SPADE blocks': 'no bias on conv_0 of each SPADE block (512 + 128 + 32 + 32): dead, as in F',
+    'R AdaIN blocks': 'no bias on conv_0 of each AdaIN block (512 + 128 + 32): it feeds norm_1\'s instance norm; dead',
+    'G': 'the sum of the three rows above (3,040 dead biases)',
+}
+
+
+def module_parameter_counts(config: ml_collections.ConfigDict) -> dict[str, int]:
+  """Our trainable parameter counts per module, keyed like AUTHORS_PARAMETER_COUNTS (F rows absent "w/o F";
+  the D_m row counts the mouth discriminator with config.model.use_audio's input)."""
+  _, v_g, _ = generator_variables(config)
+  (_, v_d, _), (_, v_m, _) = discriminator_variables(config)
+  p = v_g['params']
+  r = p['render_net']
+  pick = lambda tree, prefix: param_count({k: x for k, x in tree.items() if k.startswith(prefix)})  # noqa: E731
+  counts = {}
+  if 'flow_net' in p:
+    f = p['flow_net']
+    counts.update({'F encoder': param_count(f['encoder']), 'F SPADE blocks': pick(f, 'spade_'),
+                   'F flow + mask heads': pick(f, 'flow_head') + pick(f, 'mask_head')})
+  counts.update({'R encoder': param_count(r['encoder']), 'R SPADE blocks': pick(r, 'spade_'),
+                 'R AdaIN blocks': pick(r, 'adain_'), 'R output conv': param_count(r['head']),
+                 'G': param_count(p), 'D': param_count(v_d['params']), 'D_m': param_count(v_m['params'])})
+  return counts
+
+
+def format_comparison(config: ml_collections.ConfigDict) -> str:
+  """Ours vs the authors' parameter counts, one row per module, with the reason for every difference."""
+  ours = module_parameter_counts(config)
+  lines = ['== parameters per module: ours vs the authors\' code', f'{"module":<22}{"ours":>13}{"authors":>13}'
+           f'{"diff":>8}  why']
+  for name, theirs in AUTHORS_PARAMETER_COUNTS.items():
+    if name not in ours:
+      continue
+    diff = ours[name] - theirs
+    why = DIFFERENCES.get(name, '') if diff else ''
+    lines.append(f'{name:<22}{ours[name]:>13,d}{theirs:>13,d}{diff:>8,d}  {why}')
+  return '\n'.join(lines)
 
 
 def format_table(title: str, records: list[tuple[str, str, list[jax.ShapeDtypeStruct]]]) -> str:
@@ -124,12 +183,14 @@ def main(argv: list[str] | None = None) -> int:
     for name, (mod, v, x) in zip(('D', 'D_m'), discriminator_variables(config, args.batch)):
       print(format_table(f'{name} (input {x.shape})', layer_shapes(mod, v, x, depth=args.depth)))
     counts = parameter_counts(config)
+    comparison = format_comparison(config)
   except errors.HeadGANError as e:
     print(f'error: {e}', file=sys.stderr)
     return 2
   print('== parameter counts')
   for k, n in counts.items():
     print(f'{k:<4} {n:>12,d}  ({n / 1e6:.2f} M)')
+  print(comparison)
   return 0
 
 

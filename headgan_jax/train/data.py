@@ -3,10 +3,13 @@
 One training example is a PAIR of consecutive frames t-1 and t of one video (self-reenactment, Section 4): all
 losses of eq. 9 are taken on frame t, and frame t-1 enters only through L_F^Temp (eq. 8), which compares the warped
 features h-bar^(l)_{t-1} and h-bar^(l)_t. Frame t-1 therefore needs only G's inputs (its driving volume and audio).
-Both frames share the reference (y_ref, x_ref), as they do at inference.
+Both frames share the reference (y_ref, x_ref), as they do at inference. `foreground` is the target of the
+authors' flow-mask loss: the union of the person's foreground in y_t and y_ref (they take it from a face-parsing
+network, any class but background).
 
 The real data pipeline (preprocessed VoxCeleb clips) is not part of this module; `synthetic_batch` makes batches of
-the right shapes with learnable structure (a moving, coloured ellipse "face"), deterministic in its PRNG key.
+the right shapes with learnable structure (a moving, coloured ellipse "face", which is also the "person" of the
+foreground mask), deterministic in its PRNG key.
 """
 from __future__ import annotations
 
@@ -17,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from headgan_jax.errors import ConfigError
+from headgan_jax.errors import DataError
 from headgan_jax.face3d import mouth, render
 
 
@@ -34,6 +37,7 @@ class Batch:
     audio_prev: (B, A) h_{t-1}^(a).
     y: (B, H, W, 3) the ground-truth frame y_t.
     mouth: (B, 2) int32 top-left corner (row, col) of the mouth box of frame t in y's pixels.
+    foreground: (B, H, W, 1) float32 in {0, 1}: the person's foreground in y_t OR in y_ref (flow-mask target).
   """
   x_drive: jax.Array
   x_drive_prev: jax.Array
@@ -43,6 +47,7 @@ class Batch:
   audio_prev: jax.Array
   y: jax.Array
   mouth: jax.Array
+  foreground: jax.Array
 
   @property
   def x_t(self) -> jax.Array:
@@ -64,16 +69,17 @@ def batch_spec(config: ml_collections.ConfigDict, batch_size: int | None = None)
   s = jax.ShapeDtypeStruct
   return Batch(x_drive=s((b, h, w, c_drive), f32), x_drive_prev=s((b, h, w, c_drive), f32),
                y_ref=s((b, h, w, 3), f32), x_ref=s((b, h, w, 3), f32), audio=s((b, a), f32),
-               audio_prev=s((b, a), f32), y=s((b, h, w, 3), f32), mouth=s((b, 2), jnp.int32))
+               audio_prev=s((b, a), f32), y=s((b, h, w, 3), f32), mouth=s((b, 2), jnp.int32),
+               foreground=s((b, h, w, 1), f32))
 
 
 def check_batch(batch: Batch, config: ml_collections.ConfigDict) -> None:
-  """Raises ConfigError naming the field when `batch` does not have the shapes / dtypes `config` asks for."""
+  """Raises DataError naming the field when `batch` does not have the shapes / dtypes `config` asks for."""
   spec = batch_spec(config, batch.batch_size)
   for field in dataclasses.fields(Batch):
     got, want = getattr(batch, field.name), getattr(spec, field.name)
     if tuple(got.shape) != want.shape or jnp.dtype(got.dtype) != want.dtype:
-      raise ConfigError(f'batch field {field.name!r} has shape {tuple(got.shape)} and dtype {got.dtype}, expected '
+      raise DataError(f'batch field {field.name!r} has shape {tuple(got.shape)} and dtype {got.dtype}, expected '
                         f'{want.shape} {want.dtype} for config image_size={config.image_size}, '
                         f'num_past_frames={config.model.num_past_frames}, audio_dim={config.model.audio_dim}')
 
@@ -140,8 +146,9 @@ def _example(key: jax.Array, config: ml_collections.ConfigDict) -> Batch:
   box = mouth_box_size(config)
   mouth_centre = (centres[-1] + jnp.array([radii[0] * 0.5, 0.0]) + 1) / 2 * size
   corner = jnp.clip(jnp.round(mouth_centre - box / 2), 0, size - box).astype(jnp.int32)
+  foreground = (insides[-1] | inside_ref).astype(jnp.float32)[..., None]
   return Batch(x_drive=volume(xs[1:]), x_drive_prev=volume(xs[:-1]), y_ref=y_ref, x_ref=x_ref, audio=audio,
-               audio_prev=audio_prev, y=y, mouth=corner)
+               audio_prev=audio_prev, y=y, mouth=corner, foreground=foreground)
 
 
 def synthetic_batch(key: jax.Array, config: ml_collections.ConfigDict, batch_size: int | None = None) -> Batch:

@@ -215,7 +215,7 @@ class _Interval:
 
 def generator_variables(state: Any) -> dict[str, Any]:
   """G's flax variables in a train state: the one place where the loop looks inside the state."""
-  return {'params': state.g_params, 'batch_stats': state.g_stats}
+  return {'params': state.g.params, 'batch_stats': state.g.stats}
 
 
 @dataclasses.dataclass
@@ -245,8 +245,13 @@ class Trainer:
   preview_fn: Callable[..., dict[str, jax.Array]]  # jitted (batch, frames, warped) -> image-grid columns, replicated.
 
   @classmethod
-  def create(cls, config: ml_collections.ConfigDict, devices=None, init_key: jax.Array | None = None) -> 'Trainer':
-    """Checks the config (VGG weights first: refusing early costs nothing) and builds the step."""
+  def create(cls, config: ml_collections.ConfigDict, devices=None, init_key: jax.Array | None = None,
+             num_examples: int | None = None) -> 'Trainer':
+    """Checks the config (VGG weights first: refusing early costs nothing) and builds the step.
+
+    `num_examples` (the training set's size) defines an epoch of the learning-rate schedule when
+    config.train.steps_per_epoch is 0.
+    """
     vgg = vgg_lib.vgg19_from_config(config)  # ConfigError / WeightFileError when VGG is on and unusable.
     t = config.train
     for name in ('checkpoint_every', 'keep_checkpoints', 'log_every'):
@@ -260,7 +265,7 @@ class Trainer:
       raise ConfigError(f'config.train.batch_size = {t.batch_size} is not a multiple of the '
                         f'{mesh.devices.size} devices')
     models = state_lib.make_models(config)
-    optimizers = state_lib.make_optimizers(config)
+    optimizers = state_lib.make_optimizers(config, num_examples)
     vgg_apply, vgg_params = vgg if vgg is not None else (None, None)
     if vgg_params is not None:
       vgg_params = jax.device_put(vgg_params, step_lib.replicated(mesh))

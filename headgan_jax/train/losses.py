@@ -110,25 +110,51 @@ def masked_l1(a: jax.Array, b: jax.Array, mask: jax.Array) -> jax.Array:
   return jnp.mean(jnp.abs(_f32(a) - _f32(b)) * mask)
 
 
-def vgg_l1(vgg_apply: Callable[[jax.Array], Sequence[jax.Array]], a: jax.Array, b: jax.Array,
-           layer_weights: Sequence[float]) -> jax.Array:
-  """L^VGG, eq. (7): sum_l w_l * mean|VGG_l(a) - stop_grad(VGG_l(b))|, unscaled by lambda_VGG.
+def vgg_l1_many(vgg_apply: Callable[[jax.Array], Sequence[jax.Array]], preds: Sequence[jax.Array], target: jax.Array,
+                layer_weights: Sequence[float]) -> tuple[jax.Array, ...]:
+  """L^VGG, eq. (7), of each of `preds` against one `target`, with ONE pass of the network over them all stacked:
+  sum_l w_l * mean|VGG_l(pred) - stop_grad(VGG_l(target))| per pred, unscaled by lambda_VGG.
 
-  a is the generated image, b the target; both go through the network in one batch. `vgg_apply` maps images in
-  [-1, 1] to the feature list, e.g. `lambda x: apply_fn(vgg_params, x)` with `nn.vgg.vgg19_from_config`; the
-  weights are config.loss.vgg_layer_weights (relu1_1 ... relu5_1).
+  The train step stacks [y~_t, y-bar_t^ref, y_t], so the target's features are computed once. `vgg_apply` maps
+  images in [-1, 1] to the feature list, e.g. `lambda x: apply_fn(vgg_params, x)` with `nn.vgg.vgg19_from_config`;
+  the weights are config.loss.vgg_layer_weights (relu1_1 ... relu5_1).
   """
-  if a.shape != b.shape:
-    raise ValueError(f'vgg_l1 between images of different shapes {a.shape} and {b.shape}')
-  feats = vgg_apply(jnp.concatenate([a, b.astype(a.dtype)], axis=0))
+  if not preds:
+    raise ValueError('vgg_l1_many: no predictions given')
+  for a in preds:
+    if a.shape != target.shape:
+      raise ValueError(f'vgg_l1 between images of different shapes {a.shape} and {target.shape}')
+  dtype = preds[0].dtype
+  feats = vgg_apply(jnp.concatenate([a.astype(dtype) for a in preds] + [target.astype(dtype)], axis=0))
   if len(feats) != len(layer_weights):
     raise ConfigError(f'config.loss.vgg_layer_weights has {len(layer_weights)} weights but the VGG network gives '
                       f'{len(feats)} feature maps')
-  n = a.shape[0]
-  total = jnp.zeros((), jnp.float32)
-  for w, f in zip(layer_weights, feats):
-    total = total + float(w) * _mean_abs_diff(f[:n], jax.lax.stop_gradient(f[n:]))
-  return total
+  n, k = target.shape[0], len(preds)
+  totals = []
+  for i in range(k):
+    total = jnp.zeros((), jnp.float32)
+    for w, f in zip(layer_weights, feats):
+      total = total + float(w) * _mean_abs_diff(f[i * n:(i + 1) * n], jax.lax.stop_gradient(f[k * n:]))
+    totals.append(total)
+  return tuple(totals)
+
+
+def vgg_l1(vgg_apply: Callable[[jax.Array], Sequence[jax.Array]], a: jax.Array, b: jax.Array,
+           layer_weights: Sequence[float]) -> jax.Array:
+  """L^VGG, eq. (7), of the generated image a against the target b (both through the network in one batch); see
+  `vgg_l1_many`."""
+  return vgg_l1_many(vgg_apply, [a], b, layer_weights)[0]
+
+
+def flow_mask_l1(mask: jax.Array, foreground: jax.Array) -> jax.Array:
+  """The authors' flow-mask term (their lambda_mask L1, unscaled): mean|m - foreground| over every element.
+
+  m (B, H, W, 1) is F's mask, foreground the union of the person's foreground in y_t and y_ref (no gradient flows
+  into it): F learns to switch the flow off on the background.
+  """
+  if mask.shape != foreground.shape:
+    raise ValueError(f'flow_mask_l1: mask of shape {mask.shape} but foreground of shape {foreground.shape}')
+  return _mean_abs_diff(mask, jax.lax.stop_gradient(foreground))
 
 
 def temporal_l1(feats_prev: Sequence[jax.Array], feats_now: Sequence[jax.Array]) -> jax.Array:

@@ -1,8 +1,14 @@
-"""The train state of HeadGAN: parameters, spectral-norm statistics and Adam states of G, D and D_m.
+"""The train state of HeadGAN: for each of G, D and D_m its parameters, spectral-norm statistics and Adam state.
 
 The state is a pytree of arrays only (so orbax can checkpoint it and jit can shard it); the networks and optimisers
-are rebuilt from the config by `make_models` / `make_optimizers`. D_m is absent (empty dicts) when
-config.model.use_audio is False, as in the "w/o audio" ablation of Table 1.
+are rebuilt from the config by `make_models` / `make_optimizers`. D_m's NetState holds empty dicts when there is no
+mouth discriminator (config.disc.use_mouth False).
+
+Learning rate (Section 4, and the authors' code for the decay): config.train.lr for `epochs` epochs, then
+config.train.lr_schedule 'epoch_steps' (the authors': constant within an epoch, x(1 - i / decay_epochs) in the i-th
+decay epoch, i.e. x0.75, x0.5, x0.25, 0 for 4) or 'linear' (per step, to 0 at the end). An epoch is one pass over
+the training set: `steps_per_epoch(config, num_examples)` = num_examples // batch_size, unless
+config.train.steps_per_epoch > 0 fixes it (synthetic data, tests).
 """
 from __future__ import annotations
 
@@ -19,79 +25,134 @@ from headgan_jax.errors import ConfigError
 from headgan_jax.train import data
 
 PyTree = Any
+LR_SCHEDULES = ('epoch_steps', 'linear')
 
 
 class Models(NamedTuple):
-  """The three networks; `mouth_disc` is None when config.model.use_audio is False."""
+  """The three networks; `mouth_disc` is None when config.disc.use_mouth is False."""
   generator: nn.Module
   disc: nn.Module
   mouth_disc: nn.Module | None
 
 
 class Optimizers(NamedTuple):
+  """One optax transformation per network, and `schedule(step)`: the learning rate of train step `step` (for logs).
+
+  D and D_m step only every config.train.d_every train steps, so their own schedule is indexed by their update
+  count and maps it back to the train step (see `make_optimizers`).
+  """
   generator: optax.GradientTransformation
   disc: optax.GradientTransformation
   mouth_disc: optax.GradientTransformation
+  schedule: optax.Schedule
+
+
+@flax.struct.dataclass
+class NetState:
+  """One network's trainable state: `params`, `stats` (its 'batch_stats': spectral-norm power-iteration vectors)
+  and `opt_state` (its optimiser's). Params are float32 whatever the compute dtype."""
+  params: PyTree
+  stats: PyTree
+  opt_state: PyTree
+
+  def apply_gradients(self, grads: PyTree, tx: optax.GradientTransformation, stats: PyTree | None = None) -> NetState:
+    """One optimiser update with `grads`; `stats` (e.g. advanced by the forward pass) replaces the old ones."""
+    updates, opt_state = tx.update(grads, self.opt_state, self.params)
+    return NetState(params=optax.apply_updates(self.params, updates),
+                    stats=self.stats if stats is None else stats, opt_state=opt_state)
 
 
 @flax.struct.dataclass
 class TrainState:
-  """Everything that changes during training. Params are float32 whatever the compute dtype."""
+  """Everything that changes during training."""
   step: jax.Array  # int32 scalar: number of completed train steps.
-  g_params: PyTree
-  g_stats: PyTree  # 'batch_stats' (spectral-norm power iteration vectors u) of G.
-  g_opt: PyTree
-  d_params: PyTree
-  d_stats: PyTree
-  d_opt: PyTree
-  dm_params: PyTree
-  dm_stats: PyTree
-  dm_opt: PyTree
+  g: NetState  # Generator G = F + R.
+  d: NetState  # Image discriminator D.
+  dm: NetState  # Mouth discriminator D_m (empty dicts without one).
 
 
 def make_models(config: ml_collections.ConfigDict) -> Models:
-  """G, D and D_m from the config (D_m None without audio)."""
+  """G, D and D_m from the config (D_m None when config.disc.use_mouth is False)."""
   # Imported here so that the data / schedule parts of this module load without the networks.
   from headgan_jax.nn.discriminator import make_discriminators  # pylint: disable=import-outside-toplevel
   from headgan_jax.nn.generator import make_generator  # pylint: disable=import-outside-toplevel
   disc, mouth_disc = make_discriminators(config)
-  return Models(make_generator(config), disc, mouth_disc if config.model.use_audio else None)
+  return Models(make_generator(config), disc, mouth_disc if config.disc.use_mouth else None)
 
 
-def learning_rate_schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
-  """config.train.lr for `epochs` epochs, then linear decay to 0 over `decay_epochs` (steps_per_epoch each)."""
+def steps_per_epoch(config: ml_collections.ConfigDict, num_examples: int | None = None) -> int:
+  """Train steps in one epoch: config.train.steps_per_epoch when > 0, else num_examples // batch_size (>= 1)."""
   t = config.train
-  for name in ('epochs', 'decay_epochs', 'steps_per_epoch'):
-    if t[name] < 0 or (name == 'steps_per_epoch' and t[name] <= 0):
-      raise ConfigError(f'config.train.{name} = {t[name]} must be positive')
+  if t.steps_per_epoch < 0:
+    raise ConfigError(f'config.train.steps_per_epoch = {t.steps_per_epoch} must be >= 0')
+  if t.steps_per_epoch > 0:
+    return int(t.steps_per_epoch)
+  if num_examples is None:
+    raise ConfigError('config.train.steps_per_epoch = 0 means one epoch is one pass over the training set, but no '
+                      'dataset size was given (pass num_examples, or set steps_per_epoch > 0 for synthetic data)')
+  if num_examples < 1:
+    raise ConfigError(f'the training set has {num_examples} examples; an epoch needs at least one')
+  return max(1, int(num_examples) // int(t.batch_size))
+
+
+def learning_rate_schedule(config: ml_collections.ConfigDict, num_examples: int | None = None) -> optax.Schedule:
+  """The learning rate of train step s (0-based): constant for `epochs` epochs, then decayed to 0 over
+  `decay_epochs` epochs per config.train.lr_schedule (see the module docstring)."""
+  t = config.train
+  for name in ('epochs', 'decay_epochs'):
+    if t[name] < 0:
+      raise ConfigError(f'config.train.{name} = {t[name]} must be >= 0')
   if t.lr <= 0:
     raise ConfigError(f'config.train.lr = {t.lr} must be positive')
-  constant_steps = int(t.epochs * t.steps_per_epoch)
-  decay_steps = int(t.decay_epochs * t.steps_per_epoch)
-  if decay_steps == 0:
-    return optax.constant_schedule(t.lr)
-  return optax.linear_schedule(t.lr, 0.0, transition_steps=decay_steps, transition_begin=constant_steps)
+  if t.lr_schedule not in LR_SCHEDULES:
+    raise ConfigError(f'config.train.lr_schedule = {t.lr_schedule!r}; expected one of {LR_SCHEDULES}')
+  per_epoch = steps_per_epoch(config, num_examples)
+  lr, epochs, decay = float(t.lr), int(t.epochs), int(t.decay_epochs)
+  if decay == 0:
+    return optax.constant_schedule(lr)
+  if t.lr_schedule == 'linear':
+    return optax.linear_schedule(lr, 0.0, transition_steps=decay * per_epoch, transition_begin=epochs * per_epoch)
+
+  def epoch_steps(step):
+    epoch = jnp.asarray(step) // per_epoch  # 0-based; decay epoch i = epoch - epochs + 1.
+    return lr * jnp.clip(1.0 - (epoch - epochs + 1) / decay, 0.0, 1.0)
+
+  return epoch_steps
 
 
-def make_optimizers(config: ml_collections.ConfigDict) -> Optimizers:
-  """Adam(lr schedule, b1, b2, eps) for each of G, D and D_m (Section 4: the same settings for all three)."""
-  schedule = learning_rate_schedule(config)
+def make_optimizers(config: ml_collections.ConfigDict, num_examples: int | None = None) -> Optimizers:
+  """Adam(lr schedule, b1, b2, eps) for each of G, D and D_m (Section 4: the same settings for all three).
+
+  `num_examples` (the training set's size) defines an epoch when config.train.steps_per_epoch is 0. D's and D_m's
+  k-th update (k = 0, 1, ...) happens at train step k d_every + d_every - 1, so their schedule is evaluated there.
+  """
+  schedule = learning_rate_schedule(config, num_examples)
+  d_every = int(config.train.d_every)
+  if d_every < 1:
+    raise ConfigError(f'config.train.d_every = {config.train.d_every} must be >= 1')
   t = config.train
-  tx = lambda: optax.adam(schedule, b1=t.b1, b2=t.b2, eps=t.adam_eps)  # noqa: E731
-  return Optimizers(tx(), tx(), tx())
+  adam = lambda sched: optax.adam(sched, b1=t.b1, b2=t.b2, eps=t.adam_eps)  # noqa: E731
+  d_schedule = schedule if d_every == 1 else (lambda count: schedule(count * d_every + d_every - 1))
+  return Optimizers(generator=adam(schedule), disc=adam(d_schedule), mouth_disc=adam(d_schedule), schedule=schedule)
 
 
-def _init_variables(module: nn.Module, key: jax.Array, *inputs) -> tuple[PyTree, PyTree]:
-  variables = module.init(key, *inputs)
-  return variables['params'], variables.get('batch_stats', {})
+def _init_net(module: nn.Module | None, tx: optax.GradientTransformation, key: jax.Array, *inputs) -> NetState:
+  if module is None:
+    params, stats = {}, {}
+  else:
+    variables = module.init(key, *inputs)
+    params, stats = variables['params'], variables.get('batch_stats', {})
+  return NetState(params=params, stats=stats, opt_state=tx.init(params))
 
 
 def init_state(key: jax.Array, config: ml_collections.ConfigDict, models: Models | None = None,
                optimizers: Optimizers | None = None) -> TrainState:
   """A fresh TrainState from a PRNG key (params by the networks' own initialisers, Adam states at zero).
 
-  jit-able with `config`, `models` and `optimizers` static (see `init_state_fn`).
+  jit-able with `config`, `models` and `optimizers` static.
   """
+  # Imported here for the same reason as in make_models.
+  from headgan_jax.nn.discriminator import mouth_disc_channels  # pylint: disable=import-outside-toplevel
   models = models or make_models(config)
   optimizers = optimizers or make_optimizers(config)
   spec = data.batch_spec(config, 1)
@@ -99,18 +160,13 @@ def init_state(key: jax.Array, config: ml_collections.ConfigDict, models: Models
   x_drive, y_ref, x_ref, audio, y = (zeros(spec.x_drive), zeros(spec.y_ref), zeros(spec.x_ref), zeros(spec.audio),
                                      zeros(spec.y))
   k_g, k_d, k_dm = jax.random.split(key, 3)
-  g_params, g_stats = _init_variables(models.generator, k_g, x_drive, y_ref, x_ref, audio)
-  d_params, d_stats = _init_variables(models.disc, k_d, jnp.concatenate([x_ref, y], -1))
-  if models.mouth_disc is not None:
-    m = config.disc.mouth_size
-    dm_input = jnp.zeros((1, m, m, 3 + config.model.audio_dim), jnp.float32)
-    dm_params, dm_stats = _init_variables(models.mouth_disc, k_dm, dm_input)
-  else:
-    dm_params, dm_stats = {}, {}
-  return TrainState(step=jnp.zeros((), jnp.int32),
-                    g_params=g_params, g_stats=g_stats, g_opt=optimizers.generator.init(g_params),
-                    d_params=d_params, d_stats=d_stats, d_opt=optimizers.disc.init(d_params),
-                    dm_params=dm_params, dm_stats=dm_stats, dm_opt=optimizers.mouth_disc.init(dm_params))
+  m = config.disc.mouth_size
+  return TrainState(
+      step=jnp.zeros((), jnp.int32),
+      g=_init_net(models.generator, optimizers.generator, k_g, x_drive, y_ref, x_ref, audio),
+      d=_init_net(models.disc, optimizers.disc, k_d, jnp.concatenate([x_ref, y], -1)),
+      dm=_init_net(models.mouth_disc, optimizers.mouth_disc, k_dm,
+                   jnp.zeros((1, m, m, mouth_disc_channels(config)), jnp.float32)))
 
 
 def count_params(params: PyTree) -> int:

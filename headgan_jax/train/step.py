@@ -1,24 +1,36 @@
-"""One data-parallel training step of HeadGAN: update G by L_G (eq. 9), then D and D_m by their hinge losses (eq. 10).
+"""One data-parallel training step of HeadGAN: update G by L_G (eq. 9), then, every config.train.d_every steps, D and
+D_m by their hinge losses (eq. 10).
 
 Data parallelism: a 1-D `jax.sharding.Mesh` over the devices with axis 'data'. The batch is sharded along its first
 axis, the train state (and VGG params) replicated; the step is one `jax.jit` with those in/out shardings, so every
 loss is a mean over the GLOBAL batch and XLA inserts the gradient all-reduce itself. The result does not depend on
 the number of devices (tests/test_train_step.py checks 8 devices against 1).
 
-Frame pairs: each example holds frames t-1 and t (see `train.data.Batch`). G runs once on both frames, interleaved
-along the batch axis as (b0 t-1, b0 t, b1 t-1, b1 t, ...) so that each device keeps its own examples (no data moves
-between devices). Frame t-1 contributes only its warped features to L_F^Temp; gradients flow through both frames.
-The discriminators likewise see fake and real interleaved in one call (instance norm is per sample, so this equals
-two separate calls).
+Frame pairs: each example holds frames t-1 and t (see `train.data.Batch`). Frame t-1 enters L_G only through
+L_F^Temp, which compares the warped features of F, so F runs once on both frames (interleaved along the batch axis
+as (b0 t-1, b0 t, b1 t-1, b1 t, ...), so each device keeps its own examples) and R only on frame t. VGG19 runs once
+on [y~_t, y-bar_t^ref, y_t] stacked. config.train.shared_passes = False computes the same loss the straightforward
+way (G on both frames, one VGG pass per pair); the tests check that both give the same values and gradients.
+The discriminators see fake and real interleaved in one call (instance norm is per sample, so this equals two
+separate calls).
 
-D and D_m are updated on the fake frame G produced in this step BEFORE its update (stop-gradient), which saves a
-second forward pass of G; SPADE regenerates it with the updated G, a difference of one optimiser step.
+L_G is the weighted sum of the terms of `G_LOSS_TERMS` with the weights of `g_loss_weights(config)`, one table, so
+the total cannot drift from the logged terms (likewise D's loss).
+
+D and D_m: updated on step s when (s + 1) % d_every == 0 (the authors update them after every 4th G step), on the
+fake G produced in this step BEFORE its update (stop-gradient), which saves a second forward pass of G; SPADE's
+recipe regenerates it with the updated G, a difference of one optimiser step. The skip is a traced condition
+(`lax.cond`) in the one compiled step; `make_train_step(..., update_d=True/False)` compiles a step that always /
+never updates them instead (measured against the traced condition in bench/train_step.py). The D metrics
+(d_adv, dm_adv, d_real, d_fake, d_total) are the discriminators' losses at the state the step starts from, computed
+from the same D outputs as G's adversarial terms, so they are logged on every step.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -32,16 +44,39 @@ from headgan_jax.errors import ConfigError
 from headgan_jax.face3d.mouth import crop_mouth
 from headgan_jax.nn.discriminator import image_disc_input, mouth_disc_input
 from headgan_jax.train import data, losses
-from headgan_jax.train.state import Models, Optimizers, TrainState, init_state, learning_rate_schedule
+from headgan_jax.train.state import Models, Optimizers, TrainState, init_state
 
 DATA_AXIS = 'data'
 Metrics = dict[str, jax.Array]
 VGGApply = Callable[[Any, jax.Array], Sequence[jax.Array]]
 StepFn = Callable[[TrainState, data.Batch, Any], tuple[TrainState, Metrics]]
 
-# Every metric the step returns, in a fixed order (float32 scalars).
-METRIC_NAMES = ('g_total', 'g_adv', 'g_fm', 'g_l1', 'g_vgg', 'f_l1', 'f_vgg', 'f_temp', 'gm_adv', 'gm_fm',
-                'd_total', 'd_adv', 'dm_adv', 'd_real', 'd_fake', 'g_grad_norm', 'd_grad_norm', 'lr')
+# The terms of L_G (eq. 9 and the authors' flow-mask L1) and of the discriminators' loss (eq. 10).
+G_LOSS_TERMS = ('g_adv', 'g_fm', 'g_l1', 'g_vgg', 'f_l1', 'f_vgg', 'f_temp', 'f_mask', 'gm_adv', 'gm_fm')
+D_LOSS_TERMS = ('d_adv', 'dm_adv')
+# Every metric the step returns, in a fixed order (float32 scalars). d_grad_norm is 0 and d_updated 0 on the steps
+# that leave D and D_m alone.
+METRIC_NAMES = ('g_total', *G_LOSS_TERMS, 'd_total', *D_LOSS_TERMS, 'd_real', 'd_fake', 'g_grad_norm',
+                'd_grad_norm', 'd_updated', 'lr')
+
+
+def g_loss_weights(config: ml_collections.ConfigDict) -> dict[str, float]:
+  """lambda of every term of L_G, keyed like G_LOSS_TERMS (Appendix A; FM of D_m scaled like D's, as the authors)."""
+  lo = config.loss
+  return {'g_adv': 1.0, 'g_fm': lo.fm, 'g_l1': lo.l1, 'g_vgg': lo.vgg, 'f_l1': lo.l1, 'f_vgg': lo.vgg,
+          'f_temp': lo.temp, 'f_mask': lo.flow_mask, 'gm_adv': lo.mouth_gan, 'gm_fm': lo.mouth_gan * lo.fm}
+
+
+def d_loss_weights(config: ml_collections.ConfigDict) -> dict[str, float]:
+  """Weights of the discriminators' loss terms, keyed like D_LOSS_TERMS (D_m's hinge x0.5, as the authors)."""
+  return {'d_adv': 1.0, 'dm_adv': config.loss.mouth_d}
+
+
+def weighted_sum(terms: dict[str, jax.Array], weights: dict[str, float]) -> jax.Array:
+  """sum_k weights[k] * terms[k]; the two tables must have the same keys."""
+  if set(terms) != set(weights):
+    raise ValueError(f'loss terms {sorted(terms)} do not match the weight table {sorted(weights)}')
+  return sum((float(weights[k]) * terms[k] for k in weights), jnp.zeros((), jnp.float32))
 
 
 def make_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
@@ -73,12 +108,13 @@ def _split_tree(tree: Any) -> tuple[Any, Any]:
   return jax.tree.map(lambda x: _split(x)[0], tree), jax.tree.map(lambda x: _split(x)[1], tree)
 
 
-def _apply(module, params, stats, *args, update_stats: bool):
+def _apply(module, params, stats, *args, update_stats: bool, method: str | None = None):
   """module(*args) with its spectral-norm stats; returns (output, new stats) (stats unchanged unless updating)."""
   variables = {'params': params, 'batch_stats': stats}
+  kw = {} if method is None else {'method': method}
   if not update_stats:
-    return module.apply(variables, *args, update_stats=False), stats
-  out, mutated = module.apply(variables, *args, update_stats=True, mutable=['batch_stats'])
+    return module.apply(variables, *args, update_stats=False, **kw), stats
+  out, mutated = module.apply(variables, *args, update_stats=True, mutable=['batch_stats'], **kw)
   return out, mutated.get('batch_stats', stats)
 
 
@@ -86,138 +122,198 @@ def _f32_tree(tree: Any) -> Any:
   return jax.tree.map(lambda x: x.astype(jnp.float32), tree)
 
 
-def train_step_fn(config: ml_collections.ConfigDict, models: Models, optimizers: Optimizers,
-                  vgg_apply: VGGApply | None = None) -> StepFn:
-  """The un-jitted step `(state, batch, vgg_params) -> (state, metrics)`; see `make_train_step`."""
+class LossFns(NamedTuple):
+  """The step's two loss functions (pure; built by `loss_fns`).
+
+  generator(g_params, state, batch, vgg_params) -> (L_G, (terms, new G stats, stop_grad(y~_t), D metrics)).
+  discriminators((d_params, dm_params), state, batch, fake) -> (L_D, (new D stats, new D_m stats)).
+  """
+  generator: Callable[..., tuple[jax.Array, Any]]
+  discriminators: Callable[..., tuple[jax.Array, Any]]
+
+
+def loss_fns(config: ml_collections.ConfigDict, models: Models, vgg_apply: VGGApply | None = None) -> LossFns:
+  """L_G and L_D of one step as functions of the parameters (see the module docstring)."""
   lo = config.loss
   use_vgg = bool(lo.use_vgg)
   if use_vgg and vgg_apply is None:
     raise ConfigError('config.loss.use_vgg is True but no VGG19 network was given to the train step '
                       '(build it with headgan_jax.nn.vgg.vgg19_from_config, or set config.loss.use_vgg = False)')
-  use_flow = bool(config.model.use_flow)
-  mouth_disc = models.mouth_disc
-  box_size = data.mouth_box_size(config)
-  mouth_size = config.disc.mouth_size
+  use_flow, use_audio = bool(config.model.use_flow), bool(config.model.use_audio)
+  shared = bool(config.train.shared_passes)
+  generator, mouth_disc = models.generator, models.mouth_disc
   layer_weights = tuple(lo.vgg_layer_weights)
-  schedule = learning_rate_schedule(config)
-  crop = functools.partial(crop_mouth, box_size=box_size, out_size=mouth_size)
+  g_weights, d_weights = g_loss_weights(config), d_loss_weights(config)
+  crop = functools.partial(crop_mouth, box_size=data.mouth_box_size(config), out_size=config.disc.mouth_size)
+  zero = jnp.zeros((), jnp.float32)
 
   def disc_outputs(module, params, stats, fake_in, real_in, update_stats):
     out, stats = _apply(module, params, stats, _interleave(fake_in, real_in), update_stats=update_stats)
     fake_out, real_out = _split_tree(_f32_tree(out))
     return fake_out, real_out, stats
 
-  def g_loss_fn(g_params, state: TrainState, batch: data.Batch, vgg_params):
-    gen_out, g_stats = _apply(
-        models.generator, g_params, state.g_stats,
-        _interleave(batch.x_drive_prev, batch.x_drive), _interleave(batch.y_ref, batch.y_ref),
-        _interleave(batch.x_ref, batch.x_ref), _interleave(batch.audio_prev, batch.audio), update_stats=True)
-    prev, now = _split_tree(gen_out)
-    fake = now.image.astype(jnp.float32)
+  def mouth_inputs(fake: jax.Array, batch: data.Batch) -> tuple[jax.Array, jax.Array]:
+    audio = batch.audio if use_audio else None  # "w/o audio": D_m sees the mouth crop alone.
+    return (mouth_disc_input(crop(fake, batch.mouth), audio), mouth_disc_input(crop(batch.y, batch.mouth), audio))
+
+  def generate(g_params, g_stats, batch: data.Batch):
+    """(y~_t, F's output on frame t, warped features of frame t-1, new G stats)."""
+    pair = lambda a, b: _interleave(a, b)  # noqa: E731  (frame t-1, frame t)
+    if shared:
+      # F on both frames (one power iteration per conv, as one G call does), R on frame t only.
+      warped, g_stats = _apply(generator, g_params, g_stats, pair(batch.x_drive_prev, batch.x_drive),
+                               pair(batch.y_ref, batch.y_ref), pair(batch.x_ref, batch.x_ref),
+                               update_stats=True, method='warp')
+      prev, now = _split_tree(warped)
+      fake, g_stats = _apply(generator, g_params, g_stats, batch.x_drive, now, batch.audio, update_stats=True,
+                             method='render')
+      return fake, now, prev.warped_features, g_stats
+    out, g_stats = _apply(generator, g_params, g_stats, pair(batch.x_drive_prev, batch.x_drive),
+                          pair(batch.y_ref, batch.y_ref), pair(batch.x_ref, batch.x_ref),
+                          pair(batch.audio_prev, batch.audio), update_stats=True)
+    prev, now = _split_tree(out)
+    return now.image, now, prev.warped_features, g_stats
+
+  def g_loss(g_params, state: TrainState, batch: data.Batch, vgg_params):
+    fake, now, prev_features, g_stats = generate(g_params, state.g.stats, batch)
+    fake = fake.astype(jnp.float32)
     x_t = batch.x_t
-    mask = losses.face_mask(x_t, lo.face_mask_threshold)
-    terms = {}
-    d_fake, d_real, _ = disc_outputs(models.disc, state.d_params, state.d_stats,
-                                     image_disc_input(x_t, fake), image_disc_input(x_t, batch.y),
-                                     update_stats=False)
+    face = losses.face_mask(x_t, lo.face_mask_threshold)
+    terms = dict.fromkeys(G_LOSS_TERMS, zero)
+    d_fake, d_real, _ = disc_outputs(models.disc, state.d.params, state.d.stats, image_disc_input(x_t, fake),
+                                     image_disc_input(x_t, batch.y), update_stats=False)
     terms['g_adv'] = losses.hinge_g(d_fake)
     terms['g_fm'] = losses.feature_matching(d_real, d_fake, config.disc.num_layers)
-    terms['g_l1'] = losses.masked_l1(fake, batch.y, mask)
-    zero = jnp.zeros((), jnp.float32)
+    terms['g_l1'] = losses.masked_l1(fake, batch.y, face)
+    sg = jax.lax.stop_gradient
+    d_metrics = {'d_adv': losses.hinge_d(sg(d_real), sg(d_fake)), 'dm_adv': zero,
+                 'd_real': jnp.mean(jnp.stack([jnp.mean(s[-1]) for s in sg(d_real)])),
+                 'd_fake': jnp.mean(jnp.stack([jnp.mean(s[-1]) for s in sg(d_fake)]))}
+    if use_flow:  # "w/o F" has no flow to supervise: its F terms stay 0.
+      warped = now.warped_ref
+      terms['f_l1'] = losses.masked_l1(warped, batch.y, face)
+      terms['f_temp'] = losses.temporal_l1(prev_features, now.warped_features)
+      terms['f_mask'] = losses.flow_mask_l1(now.mask, batch.foreground)
     if use_vgg:
       vgg = functools.partial(vgg_apply, vgg_params)
-      terms['g_vgg'] = losses.vgg_l1(vgg, fake, batch.y, layer_weights)
-    else:
-      terms['g_vgg'] = zero
-    if use_flow:
-      warped = now.warped_ref.astype(jnp.float32)
-      terms['f_l1'] = losses.masked_l1(warped, batch.y, mask)
-      terms['f_vgg'] = losses.vgg_l1(vgg, warped, batch.y, layer_weights) if use_vgg else zero
-      terms['f_temp'] = losses.temporal_l1(_f32_tree(prev.warped_features), _f32_tree(now.warped_features))
-    else:  # "w/o F": there is no flow to supervise.
-      terms['f_l1'] = terms['f_vgg'] = terms['f_temp'] = zero
+      if use_flow and shared:
+        terms['g_vgg'], terms['f_vgg'] = losses.vgg_l1_many(vgg, [fake, now.warped_ref], batch.y, layer_weights)
+      else:
+        terms['g_vgg'] = losses.vgg_l1(vgg, fake, batch.y, layer_weights)
+        if use_flow:
+          terms['f_vgg'] = losses.vgg_l1(vgg, now.warped_ref, batch.y, layer_weights)
     if mouth_disc is not None:
-      dm_fake, dm_real, _ = disc_outputs(mouth_disc, state.dm_params, state.dm_stats,
-                                         mouth_disc_input(crop(fake, batch.mouth), batch.audio),
-                                         mouth_disc_input(crop(batch.y, batch.mouth), batch.audio), update_stats=False)
+      dm_fake, dm_real, _ = disc_outputs(mouth_disc, state.dm.params, state.dm.stats, *mouth_inputs(fake, batch),
+                                         update_stats=False)
       terms['gm_adv'] = losses.hinge_g(dm_fake)
       terms['gm_fm'] = losses.feature_matching(dm_real, dm_fake, config.disc.num_layers)
-    else:
-      terms['gm_adv'] = terms['gm_fm'] = zero
-    total = (terms['g_adv'] + lo.l1 * terms['g_l1'] + lo.vgg * terms['g_vgg'] + lo.fm * terms['g_fm']
-             + lo.l1 * terms['f_l1'] + lo.vgg * terms['f_vgg'] + lo.temp * terms['f_temp']
-             + lo.mouth_gan * (terms['gm_adv'] + lo.fm * terms['gm_fm']))
-    terms['g_total'] = total
-    return total, (terms, g_stats, jax.lax.stop_gradient(fake))
+      d_metrics['dm_adv'] = losses.hinge_d(sg(dm_real), sg(dm_fake))
+    return weighted_sum(terms, g_weights), (terms, g_stats, sg(fake), d_metrics)
 
-  def d_loss_fn(d_and_dm_params, state: TrainState, batch: data.Batch, fake: jax.Array):
+  def d_loss(d_and_dm_params, state: TrainState, batch: data.Batch, fake: jax.Array):
     d_params, dm_params = d_and_dm_params
     x_t = batch.x_t
-    d_fake, d_real, d_stats = disc_outputs(models.disc, d_params, state.d_stats, image_disc_input(x_t, fake),
+    d_fake, d_real, d_stats = disc_outputs(models.disc, d_params, state.d.stats, image_disc_input(x_t, fake),
                                            image_disc_input(x_t, batch.y), update_stats=True)
-    terms = {'d_adv': losses.hinge_d(d_real, d_fake),
-             'd_real': jnp.mean(jnp.stack([jnp.mean(s[-1]) for s in d_real])),
-             'd_fake': jnp.mean(jnp.stack([jnp.mean(s[-1]) for s in d_fake]))}
-    dm_stats = state.dm_stats
+    terms = {'d_adv': losses.hinge_d(d_real, d_fake), 'dm_adv': zero}
+    dm_stats = state.dm.stats
     if mouth_disc is not None:
-      dm_fake, dm_real, dm_stats = disc_outputs(
-          mouth_disc, dm_params, state.dm_stats, mouth_disc_input(crop(fake, batch.mouth), batch.audio),
-          mouth_disc_input(crop(batch.y, batch.mouth), batch.audio), update_stats=True)
+      dm_fake, dm_real, dm_stats = disc_outputs(mouth_disc, dm_params, state.dm.stats, *mouth_inputs(fake, batch),
+                                                update_stats=True)
       terms['dm_adv'] = losses.hinge_d(dm_real, dm_fake)
-    else:
-      terms['dm_adv'] = jnp.zeros((), jnp.float32)
-    total = terms['d_adv'] + lo.mouth_d * terms['dm_adv']
-    terms['d_total'] = total
-    return total, (terms, d_stats, dm_stats)
+    return weighted_sum(terms, d_weights), (d_stats, dm_stats)
+
+  return LossFns(g_loss, d_loss)
+
+
+def train_step_fn(config: ml_collections.ConfigDict, models: Models, optimizers: Optimizers,
+                  vgg_apply: VGGApply | None = None, update_d: bool | None = None) -> StepFn:
+  """The un-jitted step `(state, batch, vgg_params) -> (state, metrics)`; see `make_train_step`.
+
+  update_d: None updates D and D_m on the steps s with (s + 1) % config.train.d_every == 0 (a traced condition);
+  True / False: on every step / never (for a loop that picks between two compiled steps itself).
+  """
+  d_every = int(config.train.d_every)
+  if d_every < 1:
+    raise ConfigError(f'config.train.d_every = {config.train.d_every} must be >= 1')
+  fns = loss_fns(config, models, vgg_apply)
+  d_weights = d_loss_weights(config)
 
   def step(state: TrainState, batch: data.Batch, vgg_params=None) -> tuple[TrainState, Metrics]:
-    (_, (g_terms, g_stats, fake)), g_grads = jax.value_and_grad(g_loss_fn, has_aux=True)(
-        state.g_params, state, batch, vgg_params)
-    g_updates, g_opt = optimizers.generator.update(g_grads, state.g_opt, state.g_params)
-    g_params = optax.apply_updates(state.g_params, g_updates)
+    (g_total, (g_terms, g_stats, fake, d_metrics)), g_grads = jax.value_and_grad(fns.generator, has_aux=True)(
+        state.g.params, state, batch, vgg_params)
+    g = state.g.apply_gradients(g_grads, optimizers.generator, g_stats)
 
-    (_, (d_terms, d_stats, dm_stats)), (d_grads, dm_grads) = jax.value_and_grad(d_loss_fn, has_aux=True)(
-        (state.d_params, state.dm_params), state, batch, fake)
-    d_updates, d_opt = optimizers.disc.update(d_grads, state.d_opt, state.d_params)
-    d_params = optax.apply_updates(state.d_params, d_updates)
-    dm_updates, dm_opt = optimizers.mouth_disc.update(dm_grads, state.dm_opt, state.dm_params)
-    dm_params = optax.apply_updates(state.dm_params, dm_updates)
+    def with_d_update(_):
+      (_, (d_stats, dm_stats)), (d_grads, dm_grads) = jax.value_and_grad(fns.discriminators, has_aux=True)(
+          (state.d.params, state.dm.params), state, batch, fake)
+      return (state.d.apply_gradients(d_grads, optimizers.disc, d_stats),
+              state.dm.apply_gradients(dm_grads, optimizers.mouth_disc, dm_stats),
+              optax.tree.norm((d_grads, dm_grads)).astype(jnp.float32), jnp.ones((), jnp.float32))
 
-    new_state = TrainState(step=state.step + 1, g_params=g_params, g_stats=g_stats, g_opt=g_opt,
-                           d_params=d_params, d_stats=d_stats, d_opt=d_opt,
-                           dm_params=dm_params, dm_stats=dm_stats, dm_opt=dm_opt)
-    metrics = {**g_terms, **d_terms,
-               'g_grad_norm': optax.tree.norm(g_grads),
-               'd_grad_norm': optax.tree.norm((d_grads, dm_grads)),
-               'lr': jnp.asarray(schedule(state.step), jnp.float32)}
+    def without_d_update(_):
+      return state.d, state.dm, jnp.zeros((), jnp.float32), jnp.zeros((), jnp.float32)
+
+    if update_d is None and d_every > 1:
+      d, dm, d_norm, d_updated = jax.lax.cond((state.step + 1) % d_every == 0, with_d_update, without_d_update, None)
+    elif update_d is False:
+      d, dm, d_norm, d_updated = without_d_update(None)
+    else:
+      d, dm, d_norm, d_updated = with_d_update(None)
+
+    new_state = TrainState(step=state.step + 1, g=g, d=d, dm=dm)
+    metrics = {**g_terms, **d_metrics,
+               'g_total': g_total,
+               'd_total': weighted_sum({k: d_metrics[k] for k in D_LOSS_TERMS}, d_weights),
+               'g_grad_norm': optax.tree.norm(g_grads), 'd_grad_norm': d_norm, 'd_updated': d_updated,
+               'lr': jnp.asarray(optimizers.schedule(state.step), jnp.float32)}
     return new_state, {name: metrics[name].astype(jnp.float32) for name in METRIC_NAMES}
 
   return step
 
 
+@dataclasses.dataclass(frozen=True, eq=False)
+class TrainStep:
+  """The compiled, data-parallel train step: `train_step(state, batch, vgg_params) -> (state, metrics)`.
+
+  `lower(state, batch, vgg_params)` lowers it ahead of time (benchmarks: `.compile()`, cost analysis). Both check the
+  batch first (DataError for a field of the wrong shape / dtype, ConfigError when the global batch does not split
+  over the mesh), from shapes alone, before anything is compiled.
+  """
+  jitted: Any  # The jax.jit of `train_step_fn`.
+  config: ml_collections.ConfigDict
+  n_devices: int
+
+  def check(self, batch: data.Batch) -> None:
+    if batch.batch_size % self.n_devices:
+      raise ConfigError(f'the global batch size {batch.batch_size} is not a multiple of the {self.n_devices} '
+                        'devices of the mesh (config.train.batch_size)')
+    data.check_batch(batch, self.config)
+
+  def __call__(self, state: TrainState, batch: data.Batch, vgg_params=None) -> tuple[TrainState, Metrics]:
+    self.check(batch)
+    return self.jitted(state, batch, vgg_params)
+
+  def lower(self, state: TrainState, batch: data.Batch, vgg_params=None):
+    self.check(batch)
+    return self.jitted.lower(state, batch, vgg_params)
+
+
 def make_train_step(config: ml_collections.ConfigDict, models: Models, optimizers: Optimizers, mesh: Mesh,
-                    vgg_apply: VGGApply | None = None, donate: bool = True) -> StepFn:
+                    vgg_apply: VGGApply | None = None, donate: bool = True,
+                    update_d: bool | None = None) -> TrainStep:
   """The jit-compiled, data-parallel train step `(state, batch, vgg_params) -> (state, metrics)`.
 
   `state` and `vgg_params` (None when config.loss.use_vgg is False) are replicated over `mesh`, `batch` sharded
   along 'data' (its size must be a multiple of the device count). Metrics are float32 scalars, one per entry of
-  METRIC_NAMES, computed on the global batch. With `donate` the input state's buffers are reused.
+  METRIC_NAMES, computed on the global batch. With `donate` the input state's buffers are reused. `update_d`: see
+  `train_step_fn` (None: D and D_m every config.train.d_every steps, decided inside the compiled step).
   """
-  step = train_step_fn(config, models, optimizers, vgg_apply)
+  step = train_step_fn(config, models, optimizers, vgg_apply, update_d)
   repl, sharded = replicated(mesh), batch_sharding(mesh)
   jitted = jax.jit(step, in_shardings=(repl, sharded, repl), out_shardings=(repl, repl),
                    donate_argnums=(0,) if donate else ())
-  n_devices = mesh.devices.size
-
-  @functools.wraps(step)
-  def train_step(state: TrainState, batch: data.Batch, vgg_params=None) -> tuple[TrainState, Metrics]:
-    if batch.batch_size % n_devices:
-      raise ConfigError(f'the global batch size {batch.batch_size} is not a multiple of the {n_devices} devices '
-                        'of the mesh (config.train.batch_size)')
-    return jitted(state, batch, vgg_params)
-
-  train_step.jitted = jitted  # For .lower(...) in benchmarks.
-  return train_step
+  return TrainStep(jitted=jitted, config=config, n_devices=mesh.devices.size)
 
 
 def init_state_sharded(key: jax.Array, config: ml_collections.ConfigDict, models: Models, optimizers: Optimizers,

@@ -1,0 +1,1 @@
+"""headgan_voxceleb TFDS builder (see headgan_voxceleb_dataset_builder.py)."""

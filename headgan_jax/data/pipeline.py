@@ -1,0 +1,403 @@
+"""The training input pipeline: TFDS ArrayRecord records (datasets/) -> grain -> global `train.data.Batch`es.
+
+Host side (grain, per process, numpy): the split's records are sharded over processes (record i goes to process
+i mod process_count), shuffled per epoch from config.seed, and each record gives one example per visit, sampled as
+the paper's self-reenactment: a target frame t whose frame t-1 is tracked too (the pair of L_F^Temp), the reference
+frame drawn from the same sequence, the k past frames t-k..t-1 (and t-1-k..t-1 for frame t-1; frames before the
+record's start repeat its first frame, as at inference). Only frames t and ref are decoded (JPEG crop + PNG mask);
+the rest is coefficients: p_id, p_exp / camera of frames t-1-k..t and ref, audio h_t and h_{t-1} normalised with the
+dataset's statistics (`audio.stats.normalise`).
+
+Device side (one jitted function on the train step's mesh, `assemble`): the per-process rows become global arrays
+(`jax.make_array_from_process_local_data`, batch axis sharded like the step's batch), then x_{t-1-k..t} and x_ref
+are rendered from the coefficients with our rasteriser (x_t is not stored: 200x less data per frame, and it costs
+about a millisecond per frame on a GPU), images are scaled to [-1, 1] and, when the dataset was built at a larger
+crop size (config.data.stored_size), area-downsampled to config.image_size; the mouth box of D_m is taken from the
+rendered mesh; `foreground` is the union of the person masks of y_t and y_ref ((B, H, W, 1) in {0, 1}, for the
+flow-mask loss). Batches are assembled config.data.prefetch steps ahead (JAX dispatch is asynchronous).
+
+Determinism and resumption: every random choice comes from grain's per-element generator (seed, epoch, index), so
+the same seed gives the same batches on any machine; `get_state()` is grain's iterator position of the next batch
+to hand out (JSON), `set_state` continues exactly there.
+
+Data-source contract (the train loop's, `config.data.source`): `train_iterator(config, mesh)` and
+`eval_batches(config, mesh, split, spec)`, registered as 'headgan_demo' and 'headgan_voxceleb'.
+"""
+from __future__ import annotations
+
+import collections
+import dataclasses
+import functools
+import json
+import os
+from typing import Any, Iterator
+
+import grain
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from jax.sharding import Mesh, NamedSharding
+
+from headgan_jax import errors
+from headgan_jax.audio import stats as stats_lib
+from headgan_jax.data import building, clips as clips_lib
+from headgan_jax.face3d import camera as cam_lib
+from headgan_jax.face3d import morphable, mouth, render
+from headgan_jax.data.sources import local_rows
+from headgan_jax.train import data
+from headgan_jax.train.step import batch_sharding
+
+VERSION = '1.0.0'
+DATASETS = ('headgan_demo', 'headgan_voxceleb')
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Opening a built dataset.
+
+@dataclasses.dataclass
+class Dataset:
+  """A built dataset: its folder, one random-access source per split, the 3DMM of its coefficients, the train
+  split's audio statistics and the crop size it was built at."""
+  path: str
+  sources: dict[str, Any]
+  model: morphable.MorphableModel
+  audio_stats: stats_lib.FeatureStats | None
+  stored_size: int
+  metadata: dict[str, Any]
+
+  def split(self, name: str):
+    if name not in self.sources:
+      raise errors.DatasetError(f'{self.path}: has no split {name!r} (splits: {", ".join(sorted(self.sources))}).')
+    return self.sources[name]
+
+
+def stored_size(config) -> int:
+  size = int(config.data.stored_size) or int(config.image_size)
+  if size % int(config.image_size):
+    raise errors.ConfigError(f'config.data.stored_size = {size} is not a multiple of config.image_size = '
+                             f'{config.image_size} (the pipeline downsamples by an integer factor).')
+  return size
+
+
+def dataset_path(config, name: str) -> str:
+  from headgan_jax.data import build
+  return os.path.join(build.data_dir_of(config), name, f'{stored_size(config)}px', VERSION)
+
+
+@functools.lru_cache(maxsize=4)
+def _open(path: str) -> Dataset:
+  import tensorflow_datasets as tfds
+  builder = tfds.builder_from_directory(path)
+  sources = builder.as_data_source()
+  meta = dict(builder.info.metadata or {})
+  model = morphable.load(os.path.join(path, 'face_model.npz'))
+  audio = building.stats_from_json(meta['audio_stats']) if meta.get('audio_stats') else None
+  return Dataset(path=path, sources=dict(sources), model=model, audio_stats=audio,
+                 stored_size=int(meta['build']['image_size']), metadata=meta)
+
+
+def open_dataset(config, name: str | None = None) -> Dataset:
+  """The built dataset `name` (default config.data.source) at config.data.stored_size; DatasetError with the command
+  that builds it when it is missing; ConfigError when it does not fit the config."""
+  name = name or config.data.source
+  if name not in DATASETS:
+    raise errors.ConfigError(f'config.data.source = {name!r} is not a dataset ({", ".join(DATASETS)}).')
+  path = dataset_path(config, name)
+  if not os.path.isfile(os.path.join(path, 'dataset_info.json')):
+    short = name.replace('headgan_', '')
+    raise errors.DatasetError(
+        f'{path}: dataset {name} is not built at {stored_size(config)}px. Build it with: python -m '
+        f'headgan_jax.data.build {short} --image_size {stored_size(config)} --data_dir '
+        f'{os.path.dirname(os.path.dirname(os.path.dirname(path)))}'
+        + (' --manual_dir VOXCELEB_MP4_TREE' if short == 'voxceleb' else ''))
+  ds = _open(path)
+  build = ds.metadata.get('build', {})
+  if build.get('audio_dim') != int(config.model.audio_dim):
+    raise errors.ConfigError(f'{path}: built with audio_dim {build.get("audio_dim")}, config.model.audio_dim = '
+                             f'{config.model.audio_dim}.')
+  return ds
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Host side: one example from one record.
+
+def decode_record(record: dict[str, Any]) -> dict[str, np.ndarray]:
+  """All frames of a record decoded: 'frames' (T, S, S, 3) uint8, 'masks' (T, S, S) float32 in [0, 1], and the
+  per-frame arrays as they are (for evaluation and inspection; training decodes only the frames it uses)."""
+  out = {k: v for k, v in record.items() if k not in ('frames', 'masks')}
+  out['frames'] = np.stack([clips_lib.decode_image(b) for b in record['frames']])
+  out['masks'] = np.stack([clips_lib.decode_image(b)[..., 0] for b in record['masks']]).astype(np.float32) / 255.0
+  return out
+
+
+def frame_indices(t: int, k: int) -> np.ndarray:
+  """Frames t-1-k .. t (k + 2 of them, oldest first); indices before 0 repeat frame 0."""
+  return np.maximum(np.arange(t - 1 - k, t + 1), 0)
+
+
+def make_example(record: dict[str, Any], t: int, ref: int, k: int, audio_stats: stats_lib.FeatureStats | None,
+                 standardise: str = 'lowlevel') -> dict[str, np.ndarray]:
+  """The host arrays of one training example (target frame t, reference frame ref) of a record; the audio scaled
+  by `audio.stats.normalise` (config.audio.standardise)."""
+  idx = np.concatenate([frame_indices(t, k), [ref]])
+  y = clips_lib.decode_image(record['frames'][t])
+  y_ref = clips_lib.decode_image(record['frames'][ref])
+  fg = np.maximum(clips_lib.decode_image(record['masks'][t])[..., 0],
+                  clips_lib.decode_image(record['masks'][ref])[..., 0])
+  audio = np.asarray(record['audio'][[t, max(t - 1, 0)]], np.float32)
+  audio = stats_lib.normalise(audio, audio_stats, standardise)
+  return dict(y=y, y_ref=y_ref, fg=(fg >= 128).astype(np.uint8), p_id=np.asarray(record['p_id'], np.float32),
+              p_exp=np.asarray(record['p_exp'][idx], np.float32), rotation=np.asarray(record['rotation'][idx]),
+              translation=np.asarray(record['translation'][idx]), scale=np.asarray(record['scale'][idx]),
+              audio=audio[0], audio_prev=audio[1])
+
+
+@dataclasses.dataclass(frozen=True)
+class SampleExample:
+  """grain random map: (record index, record) -> one self-reenactment example (t, ref drawn by the element's rng)."""
+  k: int
+  audio_stats: stats_lib.FeatureStats | None
+  standardise: str = 'lowlevel'
+
+  def __call__(self, item, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    index, record = item
+    valid = np.asarray(record['valid'], bool)
+    targets = np.flatnonzero(clips_lib.usable_pairs(valid))
+    refs = np.flatnonzero(valid)
+    if not len(targets):
+      raise errors.DatasetError(f'record {record["key"]!r} has no two consecutive tracked frames.')
+    t = int(rng.choice(targets))
+    ref = int(rng.choice(refs))
+    ex = make_example(record, t, ref, self.k, self.audio_stats, self.standardise)
+    ex.update(record_index=np.int64(index), t=np.int32(t), ref=np.int32(ref))
+    return ex
+
+
+def host_dataset(source, config, process_index: int, process_count: int, local_batch: int | None,
+                 audio_stats: stats_lib.FeatureStats | None, seed: int | None = None) -> grain.MapDataset:
+  """The infinite, shuffled, per-process grain dataset of examples (batched by local_batch unless None)."""
+  n = len(source)
+  if n == 0:
+    raise errors.DatasetError('the split has no records.')
+  if n < process_count:
+    raise errors.DatasetError(f'the split has {n} records, fewer than the {process_count} processes.')
+  seed = int(config.seed if seed is None else seed) % 2**32
+  ds = grain.MapDataset.range(n)[process_index::process_count]
+  ds = ds.seed(seed).shuffle().repeat()
+  ds = ds.map(lambda i: (int(i), source[int(i)]))
+  ds = ds.random_map(SampleExample(int(config.model.num_past_frames), audio_stats, str(config.audio.standardise)))
+  if local_batch is not None:
+    ds = ds.batch(local_batch, drop_remainder=True)
+  return ds
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Device side.
+
+def _downsample(x: jax.Array, factor: int) -> jax.Array:
+  """Area-average (B, H, W, C) by an integer factor."""
+  if factor == 1:
+    return x
+  b, h, w, c = x.shape
+  return x.reshape(b, h // factor, factor, w // factor, factor, c).mean(axis=(2, 4))
+
+
+HOST_FIELDS = ('y', 'y_ref', 'fg', 'p_id', 'p_exp', 'rotation', 'translation', 'scale', 'audio', 'audio_prev')
+
+
+def assemble(host: dict[str, jax.Array], model: morphable.MorphableModel, config, stored: int) -> dict[str, jax.Array]:
+  """Host rows (global arrays) -> the Batch fields + 'foreground': x rendered from the coefficients (jit this)."""
+  size = int(config.image_size)
+  k = int(config.model.num_past_frames)
+  factor = stored // size
+  b, n = host['p_exp'].shape[:2]  # n = k + 3: frames t-1-k .. t, then ref.
+  img = lambda u8: _downsample((u8.astype(jnp.float32) - 127.5) / 127.5, factor)  # noqa: E731  exactly [-1, 1]
+  px = size / stored  # Cameras are in stored-crop pixels.
+  cam = cam_lib.Camera(rotation=host['rotation'].reshape(b * n, 6),
+                       translation=host['translation'].reshape(b * n, 2) * px, scale=host['scale'].reshape(b * n) * px)
+  p_id = jnp.broadcast_to(host['p_id'][:, None], (b, n, host['p_id'].shape[-1])).reshape(b * n, -1)
+  verts = cam_lib.project(morphable.identity_adaptation(model, p_id, host['p_exp'].reshape(b * n, -1)), cam)
+  x = render.render_face(model, verts, size, size, config.face3d.x_image_mode).reshape(b, n, size, size, 3)
+  volume = lambda xs: jnp.moveaxis(xs, 1, 3).reshape(b, size, size, 3 * (k + 1))  # noqa: E731  oldest first
+  corner = mouth.mouth_box(verts.reshape(b, n, *verts.shape[1:])[:, k + 1], model.mouth_indices, size,
+                           int(config.disc.mouth_size))
+  fg = _downsample(host['fg'][..., None].astype(jnp.float32), factor) >= 0.5
+  return dict(x_drive=volume(x[:, 1:k + 2]), x_drive_prev=volume(x[:, 0:k + 1]), y_ref=img(host['y_ref']),
+              x_ref=x[:, k + 2], audio=host['audio'], audio_prev=host['audio_prev'], y=img(host['y']),
+              mouth=corner.astype(jnp.int32), foreground=fg.astype(jnp.float32))
+
+
+def to_batch(fields: dict[str, jax.Array]) -> data.Batch:
+  """The train.data.Batch of assembled fields (with 'foreground' when Batch has that field)."""
+  names = [f.name for f in dataclasses.fields(data.Batch)]
+  return data.Batch(**{n: fields[n] for n in names})
+
+
+def assemble_settings(config) -> str:
+  """The config fields `assemble` reads, as a key: iterators of configs that differ elsewhere (seed, batch counts)
+  share one compiled function."""
+  return json.dumps(dict(image_size=int(config.image_size), model=dict(num_past_frames=int(
+      config.model.num_past_frames)), disc=dict(mouth_size=int(config.disc.mouth_size)),
+                         face3d=dict(x_image_mode=str(config.face3d.x_image_mode))), sort_keys=True)
+
+
+@functools.lru_cache(maxsize=8)
+def _jitted_assemble(settings: str, stored: int, sharding: NamedSharding):
+  """One compiled `assemble` per settings, crop size and sharding (iterators made again reuse it)."""
+  config = ml_collections.ConfigDict(json.loads(settings))
+  return jax.jit(functools.partial(assemble, config=config, stored=stored), out_shardings=sharding)
+
+
+class Assembler:
+  """Host rows of this process -> global arrays on the mesh -> the jitted `assemble` (the 3DMM replicated)."""
+
+  def __init__(self, config, mesh: Mesh, dataset: Dataset, batch_size: int):
+    self.sharding = batch_sharding(mesh)
+    self.batch_size = batch_size
+    self.rows = local_rows(self.sharding, batch_size)
+    replicated = NamedSharding(mesh, jax.sharding.PartitionSpec())
+    self.model = jax.device_put(dataset.model, replicated)
+    stored = dataset.stored_size
+    if stored % int(config.image_size):
+      raise errors.ConfigError(f'{dataset.path}: crops of {stored}px cannot be downsampled to config.image_size = '
+                               f'{config.image_size}.')
+    self._fn = _jitted_assemble(assemble_settings(config), stored, self.sharding)
+
+  def __call__(self, host: dict[str, np.ndarray]) -> dict[str, jax.Array]:
+    glob = {k: jax.make_array_from_process_local_data(self.sharding, np.asarray(host[k]),
+                                                      (self.batch_size,) + tuple(np.shape(host[k])[1:]))
+            for k in HOST_FIELDS}
+    return self._fn(glob, self.model)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The iterators of the data-source contract.
+
+class TrainIterator:
+  """Global Batches of a dataset split on `mesh` (see the module docstring); get_state / set_state for checkpoints.
+  `next_fields()` gives the assembled fields including 'foreground'."""
+
+  def __init__(self, config, mesh: Mesh, name: str | None = None, split: str = 'train',
+               process_index: int | None = None, process_count: int | None = None):
+    self.dataset = open_dataset(config, name)
+    batch_size = int(config.train.batch_size)
+    self.assembler = Assembler(config, mesh, self.dataset, batch_size)
+    lo, hi = self.assembler.rows
+    pi = jax.process_index() if process_index is None else process_index
+    pc = jax.process_count() if process_count is None else process_count
+    ds = host_dataset(self.dataset.split(split), config, pi, pc, hi - lo, self.dataset.audio_stats)
+    options = grain.ReadOptions(num_threads=int(config.data.num_threads), prefetch_buffer_size=max(
+        1, int(config.data.prefetch)))
+    self._iter = ds.to_iter_dataset(options).__iter__()
+    self._prefetch = max(0, int(config.data.prefetch))
+    self._queue: collections.deque = collections.deque()
+    # The training set's size for the loop's epochs (config.train.steps_per_epoch = 0): its usable target frames.
+    counts = (self.dataset.metadata.get('counts') or {}).get(split, {})
+    self.num_examples = int(counts.get('usable_frames') or len(self.dataset.split(split)))
+
+  def __iter__(self):
+    return self
+
+  def _fill(self) -> None:
+    state = self._iter.get_state()
+    host = next(self._iter)
+    self._queue.append((state, self.assembler(host)))
+
+  def next_fields(self) -> dict[str, jax.Array]:
+    while len(self._queue) < self._prefetch + 1:
+      self._fill()
+    return self._queue.popleft()[1]
+
+  def __next__(self) -> data.Batch:
+    return to_batch(self.next_fields())
+
+  def get_state(self) -> dict[str, Any]:
+    """The position of the next batch to hand out (batches assembled ahead are not counted)."""
+    state = self._queue[0][0] if self._queue else self._iter.get_state()
+    return json.loads(json.dumps(state))
+
+  def set_state(self, state: dict[str, Any]) -> None:
+    self._queue.clear()
+    self._iter.set_state(state)
+
+
+def eval_examples(dataset: Dataset, split: str, identities: str = 'all') -> list[tuple[int, int, int]]:
+  """(record index, t, ref) of every held-out frame of `split` in a fixed order (records by key): reference = the
+  record's first tracked frame, targets = every frame t whose t-1 is tracked. identities: 'all', 'seen' (those with
+  train records, self-reenactment on unseen frames) or 'unseen'."""
+  source = dataset.split(split)
+  train_ids = set()
+  if identities != 'all' and 'train' in dataset.sources:
+    train_ids = {r['identity'] for r in dataset.sources['train']}
+  out = []
+  order = sorted(range(len(source)), key=lambda i: source[i]['key'])
+  for i in order:
+    r = source[i]
+    seen = r['identity'] in train_ids
+    if (identities == 'seen' and not seen) or (identities == 'unseen' and seen):
+      continue
+    valid = np.asarray(r['valid'], bool)
+    ref = int(np.flatnonzero(valid)[0])
+    out += [(i, int(t), ref) for t in np.flatnonzero(clips_lib.usable_pairs(valid))]
+  return out
+
+
+class EvalBatches:
+  """Re-iterable global Batches of a held-out split: the same batches, in the same order, every time.
+  spec fields: num_batches (0 = every frame; otherwise that many batches of evenly spaced frames), identities."""
+
+  def __init__(self, config, mesh: Mesh, split: str, spec: ml_collections.ConfigDict | None = None,
+               name: str | None = None):
+    spec = spec or ml_collections.ConfigDict()
+    self.dataset = open_dataset(config, name)
+    self.batch_size = int(config.train.batch_size)
+    self.assembler = Assembler(config, mesh, self.dataset, self.batch_size)
+    self.k = int(config.model.num_past_frames)
+    self.standardise = str(config.audio.standardise)
+    items = eval_examples(self.dataset, split, str(spec.get('identities', 'all')))
+    want = int(spec.get('num_batches', 2)) * self.batch_size
+    if want and want < len(items):
+      items = [items[i] for i in np.linspace(0, len(items) - 1, want).round().astype(int)]
+    n = len(items) - len(items) % self.batch_size
+    if n == 0:
+      raise errors.DatasetError(f'{self.dataset.path}: split {split!r} has {len(items)} held-out frames, fewer '
+                                f'than one batch of {self.batch_size}.')
+    self.items = items[:n]
+    self.source = self.dataset.split(split)
+
+  def __len__(self) -> int:
+    return len(self.items) // self.batch_size
+
+  def __iter__(self) -> Iterator[data.Batch]:
+    for fields in self.iter_fields():
+      yield to_batch(fields)
+
+  def iter_fields(self) -> Iterator[dict[str, jax.Array]]:
+    lo, hi = self.assembler.rows
+    for b in range(len(self)):
+      rows = self.items[b * self.batch_size + lo: b * self.batch_size + hi]
+      examples = [make_example(self.source[i], t, ref, self.k, self.dataset.audio_stats, self.standardise)
+                  for i, t, ref in rows]
+      host = {f: np.stack([e[f] for e in examples]) for f in HOST_FIELDS}
+      yield self.assembler(host)
+
+
+def train_iterator(config, mesh: Mesh) -> TrainIterator:
+  """The data-source contract's `make(config, mesh)` for config.data.source 'headgan_demo' / 'headgan_voxceleb'."""
+  return TrainIterator(config, mesh)
+
+
+def eval_batches(config, mesh: Mesh, split: str, spec: ml_collections.ConfigDict) -> EvalBatches:
+  """The data-source contract's `make_eval(config, mesh, split, spec)`."""
+  return EvalBatches(config, mesh, split, spec)
+
+
+def render_record_x(dataset: Dataset, record: dict[str, Any], size: int | None = None, p_id=None) -> np.ndarray:
+  """x_t (T, size, size, 3) of every frame of a record (for evaluation); p_id overrides the identity (eq. 1)."""
+  from headgan_jax.data import track
+  size = size or dataset.stored_size
+  px = size / dataset.stored_size
+  cam = cam_lib.Camera(np.asarray(record['rotation']), np.asarray(record['translation']) * px,
+                       np.asarray(record['scale']) * px)
+  return track.render_x(dataset.model, record['p_id'] if p_id is None else p_id, record['p_exp'], cam, size)

@@ -1,0 +1,403 @@
+"""The TFDS builders (datasets/) on short cuts of the real clips: the demo set's held-out protocol and counts, the
+VoxCeleb builder through the Beam DirectRunner on a tiny VoxCeleb-layout tree (a good clip, a corrupt one, one
+without a face, one without sound), and a Beam build killed halfway and started again."""
+import contextlib
+import io
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+import dataset_config as dataset_config_module
+import dataset_helpers
+from headgan_jax import errors
+from headgan_jax.data import building, clips as clips_lib
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+SECONDS = 0.7  # Length of each short cut: 15-21 frames.
+
+
+def dataset_config(data_dir: pathlib.Path):
+  c = dataset_config_module.get_config()
+  c.data.data_dir = str(data_dir)
+  return c
+
+
+def read_split(builder, split: str) -> dict[str, dict]:
+  source = builder.as_data_source()[split]
+  return {r['key']: r for r in (source[i] for i in range(len(source)))}
+
+
+@pytest.fixture(scope='session')
+def demo_build(tmp_path_factory, fixtures_dir, worker_id):
+  """headgan_demo at 64 px from two short cuts (driving; talk-05 = the test identity), built once per test run:
+  under pytest-xdist the first worker builds and the others open its build (a file lock in the run's folder)."""
+  from filelock import FileLock
+  from headgan_jax.data import build
+  base = tmp_path_factory.getbasetemp()
+  root = (base if worker_id == 'master' else base.parent) / 'demo-build'
+  config = dataset_config(root / 'tfds')
+  config.data.demo_dir = str(root / 'clips')
+  printed = root / 'printed.txt'
+  with FileLock(str(root) + '.lock'):
+    if not printed.exists():
+      dataset_helpers.cut_clip(fixtures_dir / 'driving.mp4', root / 'clips' / 'driving.mp4', SECONDS)
+      dataset_helpers.cut_clip(fixtures_dir / 'demo' / 'talk-05.mp4', root / 'clips' / 'demo' / 'talk-05.mp4',
+                               SECONDS)
+      out = io.StringIO()
+      with contextlib.redirect_stdout(out):
+        build.build('headgan_demo', config)
+      clips_lib.write_atomic(printed, out.getvalue().encode())
+  builder = build.make_builder('headgan_demo', config)
+  assert builder.is_prepared()
+  return config, builder, printed.read_text()
+
+
+@pytest.fixture(scope='session')
+def voxceleb_tree(tmp_path_factory, fixtures_dir, make_speech):
+  root = tmp_path_factory.mktemp('vox') / 'mp4'
+  expected = dataset_helpers.voxceleb_tree(root, fixtures_dir, make_speech('one two three four five'), SECONDS)
+  return root, expected
+
+
+@pytest.fixture(scope='session')
+def voxceleb_build(tmp_path_factory, voxceleb_tree):
+  from headgan_jax.data import build
+  root, expected = voxceleb_tree
+  config = dataset_config(tmp_path_factory.mktemp('voxdata'))
+  out = io.StringIO()
+  with contextlib.redirect_stdout(out):
+    builder = build.build('headgan_voxceleb', config, manual_dir=str(root))
+  return config, builder, out.getvalue(), expected
+
+
+def test_demo_counts_and_held_out_protocol(demo_build):
+  config, builder, printed = demo_build
+  train, test = read_split(builder, 'train'), read_split(builder, 'test')
+  counts = builder.info.metadata['counts']
+  # The counts per split are printed, and they are what the records hold.
+  for split, records in (('train', train), ('test', test)):
+    c = counts[split]
+    assert f'split {split}: clips {c["clips"]}, records {c["records"]}, frames {c["frames"]}' in printed
+    assert c['records'] == len(records)
+    assert c['frames'] == sum(len(r['frames']) for r in records.values())
+    assert c['identities'] == len({r['identity'] for r in records.values()})
+  # One identity held out entirely; the training identities' last 20% of frames are test frames.
+  train_ids = {r['identity'].decode() for r in train.values()}
+  assert train_ids == {'driving'}
+  assert 'talk-05' not in train_ids
+  assert {r['identity'].decode() for r in test.values()} == {'driving', 'talk-05'}
+  rows = {r['clip']: r for r in map(json.loads, (pathlib.Path(builder.data_dir) / 'report.jsonl').open())}
+  assert all(r['status'] == 'ok' for r in rows.values()), rows
+  for clip, row in rows.items():
+    n = row['frames']
+    spans = sorted((int(r['start']), int(r['start']) + len(r['frames']), split)
+                   for split, recs in (('train', train), ('test', test)) for r in recs.values()
+                   if r['clip'].decode() == clip)
+    assert spans[0][0] == 0 and spans[-1][1] == n and all(a[1] == b[0] for a, b in zip(spans, spans[1:]))
+    n_train = sum(b - a for a, b, s in spans if s == 'train')
+    assert n_train == (0 if clip == 'talk-05' else round(n * 0.8)), (clip, spans)
+    assert all(4 <= b - a <= 4 + 2 for a, b, s in spans if s == 'train')  # 4-frame sequences, a short tail joins.
+    assert sum(1 for *_, s in spans if s == 'test') == 1  # Test clips are whole, for evaluation.
+  assert counts['train']['frames'] == sum(round(r['frames'] * 0.8) for c, r in rows.items() if c != 'talk-05')
+
+
+def test_demo_records_and_files(demo_build):
+  from headgan_jax.data import pipeline
+  from headgan_jax.face3d import morphable
+  config, builder, _ = demo_build
+  out = pathlib.Path(builder.data_dir)
+  model = morphable.load(out / 'face_model.npz')
+  record = next(iter(read_split(builder, 'train').values()))
+  dec = pipeline.decode_record(record)
+  t = len(dec['frames'])
+  assert dec['frames'].shape == (t, 64, 64, 3) and dec['frames'].dtype == np.uint8
+  assert dec['masks'].shape == (t, 64, 64) and 0 <= dec['masks'].min() and dec['masks'].max() <= 1
+  assert dec['masks'].mean() > 0.2  # A person fills a good part of a talking-head crop.
+  assert dec['landmarks'].shape == (t, 468, 2) and dec['p_exp'].shape == (t, model.num_exp)
+  assert dec['p_id'].shape == (model.num_id,) and dec['rotation'].shape == (t, 6)
+  assert dec['audio'].shape == (t, 300)
+  # Raw features: the 216 character values are one-hot per part (not normalised).
+  chars = dec['audio'][:, 84:].reshape(t, 8, 27)
+  np.testing.assert_array_equal(chars.sum(-1), 1.0)
+  # The landmarks lie on the face: inside the crop, near the 3DMM's projection (small fit error).
+  assert 0 < dec['landmarks'].min() and dec['landmarks'].max() < 64
+  assert np.median(dec['fit_rms']) < 2.0
+  # Statistics of the train split's raw audio are stored beside the records.
+  stats = builder.info.metadata['audio_stats']
+  assert stats['count'] == builder.info.metadata['counts']['train']['frames']
+  assert len(stats['mean']) == 300 and np.all(np.asarray(stats['std']) >= 0)
+  assert (out / 'summary.txt').read_text().startswith('clips: 2 (ok 2)')
+
+
+def test_demo_rebuild_uses_cache(demo_build):
+  """A second build of the same clips (new data dir, same cache) redoes no clip and gives the same records."""
+  from headgan_jax.data import build
+  config, builder, _ = demo_build
+  c = config.copy_and_resolve_references()
+  c.data.cache_dir = str(pathlib.Path(builder._data_dir_root) / 'headgan_cache')
+  c.data.data_dir = str(pathlib.Path(builder._data_dir_root).parent / 'tfds-again')
+  with contextlib.redirect_stdout(io.StringIO()):
+    again = build.build('headgan_demo', c)
+  rows = [json.loads(line) for line in (pathlib.Path(again.data_dir) / 'report.jsonl').open()]
+  assert all(r['cached'] for r in rows)
+  a, b = read_split(builder, 'train'), read_split(again, 'train')
+  assert a.keys() == b.keys()
+  for key in a:
+    np.testing.assert_array_equal(a[key]['p_exp'], b[key]['p_exp'])
+    assert list(a[key]['frames']) == list(b[key]['frames'])
+
+
+def test_voxceleb_beam_tiny_tree(voxceleb_build):
+  config, builder, printed, expected = voxceleb_build
+  rows = {r['clip']: r for r in map(json.loads, (pathlib.Path(builder.data_dir) / 'report.jsonl').open())}
+  assert {c: r['status'] for c, r in rows.items()} == expected
+  assert 'not a readable video file' in rows['id10001/vidA/00002']['reason']
+  assert 'No face found' in rows['id10002/vidB/00001']['reason']
+  assert 'no audio stream' in rows['id10002/vidB/00002']['reason']
+  assert rows['id10002/vidB/00001']['frames'] == 12  # Failed clips still count their frames as dropped.
+  train = read_split(builder, 'train')
+  assert {r['clip'].decode() for r in train.values()} == {'id10001/vidA/00001'}
+  assert sum(len(r['frames']) for r in train.values()) == rows['id10001/vidA/00001']['kept']
+  assert builder.info.metadata['audio_stats']['count'] == sum(len(r['frames']) for r in train.values())
+  assert 'clips: 4 (corrupt 1, no_audio 1, no_face 1, ok 1)' in printed
+  assert (pathlib.Path(builder.data_dir) / 'face_model.npz').exists()
+
+
+def test_voxceleb_official_splits(tmp_path):
+  """VoxCeleb2's dev/test folders and VoxCeleb1's test identities (id10270-id10309); never one identity in both."""
+  for rel in ('dev/mp4/id00012/v1/00001.mp4', 'dev/mp4/id00015/v2/00001.mp4', 'test/mp4/id00017/v3/00001.mp4'):
+    (tmp_path / 'vox2' / rel).parent.mkdir(parents=True, exist_ok=True)
+    (tmp_path / 'vox2' / rel).write_bytes(b'x')
+  got = building.list_voxceleb_clips(tmp_path / 'vox2')
+  assert {(s, c.identity) for s, c in got} == {('train', 'id00012'), ('train', 'id00015'), ('test', 'id00017')}
+  for rel in ('id10001/a/00001.mp4', 'id10270/b/00001.mp4', 'id10309/c/00002.mp4', 'id10310/d/00001.mp4'):
+    (tmp_path / 'vox1' / rel).parent.mkdir(parents=True, exist_ok=True)
+    (tmp_path / 'vox1' / rel).write_bytes(b'x')
+  got = building.list_voxceleb_clips(tmp_path / 'vox1')
+  assert {c.clip_id: s for s, c in got} == {'id10001/a/00001': 'train', 'id10270/b/00001': 'test',
+                                           'id10309/c/00002': 'test', 'id10310/d/00001': 'train'}
+  (tmp_path / 'vox2' / 'test' / 'mp4' / 'id00012' / 'v9').mkdir(parents=True)
+  (tmp_path / 'vox2' / 'test' / 'mp4' / 'id00012' / 'v9' / '00001.mp4').write_bytes(b'x')
+  with pytest.raises(errors.DatasetError, match='in both dev and test'):
+    building.list_voxceleb_clips(tmp_path / 'vox2')
+  with pytest.raises(errors.DatasetError, match='does not exist'):
+    building.list_voxceleb_clips(tmp_path / 'nothing')
+
+
+def test_missing_dataset_names_the_build_command(tmp_path):
+  from configs import tiny
+  from headgan_jax.data import pipeline
+  c = tiny.get_config()
+  c.data.data_dir = str(tmp_path)
+  with pytest.raises(errors.DatasetError, match='python -m headgan_jax.data.build demo --image_size 64'):
+    pipeline.open_dataset(c, 'headgan_demo')
+
+
+@pytest.mark.slow
+def test_voxceleb_killed_and_restarted_gives_the_same_dataset(voxceleb_build, voxceleb_tree, tmp_path):
+  """A Beam build killed (SIGKILL) once its first clip is cached, then started again, redoes no cached clip and
+  writes the same records as the uninterrupted build."""
+  config, builder, _, _ = voxceleb_build
+  root, _ = voxceleb_tree
+  data_dir, cache_dir = tmp_path / 'tfds', tmp_path / 'cache'
+  cmd = [sys.executable, '-m', 'headgan_jax.data.build', 'voxceleb',
+         '--config', str(REPO / 'tests' / 'dataset_config.py'), '--manual_dir', str(root),
+         '--data_dir', str(data_dir), '--cache_dir', str(cache_dir)]
+  env = dict(os.environ, PYTHONPATH=str(REPO))
+  proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  deadline = time.monotonic() + 400
+  cached = []
+  while time.monotonic() < deadline and proc.poll() is None:
+    cached = list(cache_dir.rglob('*.npz'))
+    if any(p.name != 'face_model.npz' for p in cached):
+      break
+    time.sleep(0.2)
+  assert proc.poll() is None, 'the build finished before a clip was cached: nothing to kill'
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  before = {p.name: p.stat().st_mtime_ns for p in cache_dir.rglob('*.npz') if p.name != 'face_model.npz'}
+  assert 1 <= len(before) < 4
+  assert not (data_dir / 'headgan_voxceleb' / '64px' / '1.0.0').exists()
+  from headgan_jax.data import build  # Started again in this process (its models are loaded already).
+  c = config.copy_and_resolve_references()
+  c.data.data_dir, c.data.cache_dir = str(data_dir), str(cache_dir)
+  with contextlib.redirect_stdout(io.StringIO()):
+    build.build('headgan_voxceleb', c, manual_dir=str(root))
+  out = data_dir / 'headgan_voxceleb' / '64px' / '1.0.0'
+  rows = {r['clip']: r for r in map(json.loads, (out / 'report.jsonl').open())}
+  assert sum(r['cached'] for r in rows.values()) == len(before)  # Cached clips were not done again ...
+  assert {p.name: p.stat().st_mtime_ns for p in cache_dir.rglob('*.npz') if p.name in before} == before
+  import tensorflow_datasets as tfds
+  again = tfds.builder_from_directory(str(out))
+  a, b = read_split(builder, 'train'), read_split(again, 'train')  # ... and the dataset is the same.
+  assert a.keys() == b.keys()
+  for key in a:
+    assert set(a[key]) == set(b[key])
+    for field in a[key]:
+      if isinstance(a[key][field], np.ndarray) and a[key][field].dtype != object:
+        np.testing.assert_allclose(a[key][field], b[key][field], rtol=1e-5, atol=1e-5, err_msg=field)
+      else:
+        assert list(np.atleast_1d(a[key][field])) == list(np.atleast_1d(b[key][field])), field
+
+
+def test_transcript_depends_on_the_clip_only(fixtures_dir):
+  """The speech recogniser's state does not carry from clip to clip (a resumed build meets clips in another order)."""
+  from headgan_jax.audio import asr, io as audio_io
+  a = audio_io.load_audio(str(fixtures_dir / 'driving.mp4'), 16000)[:16000]  # (Shorter cuts do not show it.)
+  b = audio_io.load_audio(str(fixtures_dir / 'demo' / 'talk-03.mp4'), 16000)[:32000]
+  backend = asr.PocketSphinxBackend()
+  first = backend.transcribe(a, 16000)
+  backend.transcribe(b, 16000)
+  assert backend.transcribe(a, 16000) == first == asr.PocketSphinxBackend().transcribe(a, 16000)
+
+
+# --- The input pipeline on the demo build ------------------------------------------------------------------------
+
+def pipeline_config(demo_build, **overrides):
+  from configs import tiny
+  config, _, _ = demo_build
+  c = tiny.get_config()  # 64 x 64, k = 2.
+  c.data.data_dir = config.data.data_dir
+  c.data.source = 'headgan_demo'
+  c.train.batch_size = 2
+  for k, v in overrides.items():
+    section, field = k.split('.') if '.' in k else (None, k)
+    (c[section] if section else c)[field] = v
+  return c
+
+
+def two_device_mesh():
+  import jax
+  from headgan_jax.train import step
+  return step.make_mesh(jax.devices()[:2])
+
+
+def leaves(fields) -> list[np.ndarray]:
+  return [np.asarray(fields[k]) for k in sorted(fields)]
+
+
+def test_pipeline_batches_have_the_batch_shapes(demo_build):
+  from headgan_jax.data import pipeline
+  from headgan_jax.train import data, step
+  c = pipeline_config(demo_build)
+  mesh = two_device_mesh()
+  it = pipeline.TrainIterator(c, mesh)
+  fields = it.next_fields()
+  batch = pipeline.to_batch(fields)
+  data.check_batch(batch, c)  # Every Batch field with the shape and dtype the train step expects.
+  assert batch.y.sharding.is_equivalent_to(step.batch_sharding(mesh), batch.y.ndim)
+  fg = np.asarray(fields['foreground'])
+  assert fg.shape == (2, 64, 64, 1) and fg.dtype == np.float32 and set(np.unique(fg)) <= {0.0, 1.0}
+  assert 0.2 < fg.mean() < 0.95
+  for name in ('y', 'y_ref'):
+    v = np.asarray(fields[name])
+    assert -1 <= v.min() and v.max() <= 1 and v.std() > 0.1
+  for x in (np.asarray(batch.x_t), np.asarray(fields['x_ref'])):
+    face = x.sum(-1) > c.loss.face_mask_threshold
+    assert 0.05 < face.mean() < 0.8 and x.max() <= 1  # A face drawn, where the person is.
+    assert (fg[..., 0][face] > 0).mean() > 0.9
+  # Audio normalised with the dataset statistics: the low-level part is O(1), not raw (e.g. 2.9 for entropy).
+  assert np.abs(np.asarray(batch.audio)[:, :84]).max() < 20
+
+
+def test_pipeline_example_is_the_record_frame(demo_build):
+  from headgan_jax.audio import stats as stats_lib
+  from headgan_jax.data import pipeline, track
+  from headgan_jax.face3d import camera as cam_lib
+  from headgan_jax.train import data
+  c = pipeline_config(demo_build)
+  ds = pipeline.open_dataset(c)
+  src = ds.split('train')
+  hd = pipeline.host_dataset(src, c, 0, 1, None, ds.audio_stats)
+  ex, other = hd[3], hd[4]
+  record = src[int(ex['record_index'])]
+  t, ref = int(ex['t']), int(ex['ref'])
+  assert record['valid'][t] and record['valid'][t - 1] and record['valid'][ref]
+  np.testing.assert_array_equal(ex['y'], pipeline.decode_record(record)['frames'][t])
+  np.testing.assert_allclose(ex['audio'], stats_lib.normalise(record['audio'][t], ds.audio_stats), rtol=1e-6)
+  fields = pipeline.Assembler(c, two_device_mesh(), ds, 2)({k: np.stack([ex[k], other[k]]) for k in
+                                                           pipeline.HOST_FIELDS})
+  cam = cam_lib.Camera(record['rotation'][[t]], record['translation'][[t]], record['scale'][[t]])
+  x_t = track.render_x(ds.model, record['p_id'], record['p_exp'][[t]], cam, 64, bucket=1)[0]
+  np.testing.assert_allclose(np.asarray(fields['x_drive'])[0, ..., -3:], x_t, atol=1e-5)  # eq. 1 on the device
+  # D_m's box where the tracker put it (its side follows config.disc.mouth_size: compare the centres).
+  side, stored_side = data.mouth_box_size(c), data.mouth_box_size(dataset_config_module.get_config())
+  centre = np.asarray(fields['mouth'])[0] + side / 2
+  assert np.abs(centre - (record['mouth'][t] + stored_side / 2)).max() <= 1
+
+
+def test_pipeline_same_seed_same_batches_and_exact_resume(demo_build):
+  import json as json_lib
+  from headgan_jax.data import pipeline
+  c = pipeline_config(demo_build)
+  mesh = two_device_mesh()
+  first = pipeline.TrainIterator(c, mesh)
+  reference = [leaves(first.next_fields()) for _ in range(4)]
+  second = pipeline.TrainIterator(c, mesh)
+  for want in reference[:2]:
+    for a, b in zip(want, leaves(second.next_fields())):
+      np.testing.assert_array_equal(a, b)
+  state = json_lib.loads(json_lib.dumps(second.get_state()))  # JSON, saved with a checkpoint.
+  resumed = pipeline.TrainIterator(c, mesh)
+  resumed.set_state(state)
+  for want in reference[2:]:
+    got = leaves(resumed.next_fields())
+    for a, b in zip(want, got):
+      np.testing.assert_array_equal(a, b)
+  other = pipeline.TrainIterator(pipeline_config(demo_build, seed=1), mesh)
+  assert not all(np.array_equal(a, b) for a, b in zip(reference[0], leaves(other.next_fields())))
+
+
+def test_pipeline_hosts_get_disjoint_shards_covering_the_split(demo_build):
+  from headgan_jax.data import pipeline
+  c = pipeline_config(demo_build)
+  ds = pipeline.open_dataset(c)
+  src = ds.split('train')
+  n = len(src)
+  seen = []
+  for host in range(2):
+    hd = pipeline.host_dataset(src, c, host, 2, None, ds.audio_stats)
+    per_epoch = len(range(host, n, 2))
+    epoch = [int(hd[i]['record_index']) for i in range(per_epoch)]
+    assert sorted(epoch) == list(range(host, n, 2))  # Each record once per epoch, reshuffled the next epoch.
+    assert sorted(int(hd[i]['record_index']) for i in range(per_epoch, 2 * per_epoch)) == sorted(epoch)
+    seen.append(set(epoch))
+  assert n >= 4 and not seen[0] & seen[1] and seen[0] | seen[1] == set(range(n))
+
+
+def test_pipeline_downsamples_a_larger_build(demo_build):
+  from headgan_jax.data import pipeline
+  from headgan_jax.train import data
+  c = pipeline_config(demo_build, image_size=32, **{'data.stored_size': 64, 'disc.mouth_size': 16})
+  fields = pipeline.TrainIterator(c, two_device_mesh()).next_fields()
+  data.check_batch(pipeline.to_batch(fields), c)
+  box = data.mouth_box_size(c)
+  assert np.asarray(fields['foreground']).shape == (2, 32, 32, 1)
+  assert 0 <= np.asarray(fields['mouth']).min() and np.asarray(fields['mouth']).max() <= 32 - box
+
+
+def test_eval_batches_are_fixed_and_use_the_first_frame(demo_build):
+  import ml_collections
+  from headgan_jax.data import pipeline
+  c = pipeline_config(demo_build)
+  mesh = two_device_mesh()
+  spec = ml_collections.ConfigDict(dict(num_batches=2, identities='unseen'))
+  ev = pipeline.EvalBatches(c, mesh, 'test', spec)
+  assert len(ev) == 2
+  src = ev.dataset.split('test')
+  assert {src[i]['identity'] for i, _, _ in ev.items} == {b'talk-05'}  # never trained on
+  assert all(ref == int(np.flatnonzero(src[i]['valid'])[0]) for i, _, ref in ev.items)
+  a = [leaves(f) for f in ev.iter_fields()]
+  b = [leaves(f) for f in ev.iter_fields()]
+  for x, y in zip(a, b):
+    for u, v in zip(x, y):
+      np.testing.assert_array_equal(u, v)
+  seen = pipeline.EvalBatches(c, mesh, 'test', ml_collections.ConfigDict(dict(num_batches=0, identities='seen')))
+  assert {src[i]['identity'] for i, _, _ in seen.items} == {b'driving'}
