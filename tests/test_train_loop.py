@@ -328,7 +328,7 @@ def test_config_overrides_and_variants():
 def test_unknown_data_source_names_the_known_ones():
   config = train_configs.loop_test_config()
   config.data.source = 'headgan_vox'
-  with pytest.raises(ConfigError, match="'headgan_vox' has no train iterator .*known sources: synthetic"):
+  with pytest.raises(ConfigError, match="'headgan_vox' has no train iterator .*known sources: headgan_demo, headgan_voxceleb, synthetic"):
     sources.make_train_iterator(config, loop.step_lib.make_mesh(jax.devices()[:1]))
 
 
