@@ -8,10 +8,10 @@ hits both alike):
   against True (frame t-1 through F only, VGG19 once on [fake, warped, real]); the same loss and gradients
   (tests/test_train_step.py). Both update D and D_m on every step (d_every = 1), so only the G side differs.
 --compare d_update: with config.train.d_every = n, one compiled step whose D update is a traced `lax.cond`
-  (make_train_step's default) against two compiled steps, without / with the D update, that a loop would pick
-  from the step number (n - 1 without, then 1 with).
-A round runs n steps of each variant (n = d_every, 1 for shared_passes); the order of the variants alternates from
-round to round. Printed: compile time, median time per round and per step, and the ratio b / a as the median over
+  (config.train.d_update = 'traced_cond') against two compiled steps, without / with the D update, picked on the
+  host from the step number ('two_steps', the default): n - 1 without, then 1 with.
+A round runs n steps of each variant (n = d_every, 1 for shared_passes; either way one D update per round); the order
+of the variants alternates from round to round, and one train state is threaded through all of them. Printed: compile time, median time per round and per step, and the ratio b / a as the median over
 rounds of the ratio within a round (the two run back to back, so load changes hit them alike), for wall time and
 for the process's CPU time (all threads; on a shared machine the steadier measure of work, blind to lost
 parallelism); then ONE JSON line.
@@ -47,7 +47,9 @@ def variants(args, config, models, optimizers, mesh, vgg_apply):
   n = int(config.train.d_every)
   if n < 2:
     raise SystemExit('--compare d_update needs config.train.d_every >= 2 (use --d-every)')
-  return {'traced_cond': [(make(config), n)],
+  traced = config.copy_and_resolve_references()
+  traced.train.d_update = 'traced_cond'
+  return {'traced_cond': [(make(traced), n)],
           'two_steps': [(make(config, update_d=False), n - 1), (make(config, update_d=True), 1)]}, n
 
 
@@ -66,19 +68,23 @@ def run(args: argparse.Namespace) -> dict:
   batch = step_lib.shard_batch(data.synthetic_batch(jax.random.key(0), config, config.train.batch_size), mesh)
   table, per_round = variants(args, config, models, optimizers, mesh, vgg_apply)
 
-  states, compiled, compile_s = {}, {}, {}
+  # ONE state is threaded through every variant (they compute the same update, and the cost does not depend on the
+  # values): a second copy of a paper-size state would cost 0.8 GB.
+  state = jax.device_put(host_state, step_lib.replicated(mesh))
+  del host_state
+  compiled, compile_s = {}, {}
   for name, parts in table.items():
-    states[name] = jax.device_put(host_state, step_lib.replicated(mesh))
     t0 = time.perf_counter()
-    compiled[name] = [(step.lower(states[name], batch, vgg_params).compile(), count) for step, count in parts]
+    compiled[name] = [(step.lower(state, batch, vgg_params).compile(), count) for step, count in parts]
     compile_s[name] = time.perf_counter() - t0
 
   def one_round(name):
+    nonlocal state
     metrics = None
     for fn, count in compiled[name]:
       for _ in range(count):
-        states[name], metrics = fn(states[name], batch, vgg_params)
-    jax.block_until_ready((states[name], metrics))
+        state, metrics = fn(state, batch, vgg_params)
+    jax.block_until_ready((state, metrics))
     return metrics
 
   names = list(table)

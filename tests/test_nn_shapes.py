@@ -254,6 +254,8 @@ def test_summary_cli_runs(capsys):
   assert summary.main(['--config', str(REPO / 'configs' / 'tiny.py'), '--depth', '2']) == 0
   text = capsys.readouterr().out
   assert 'render_net/spade_3' in text and 'parameter counts' in text and 'D_m' in text
+  assert "no comparison with the authors' parameter counts" in text and 'model.ngf = 4' in text
+  assert 'F SPADE blocks' in summary.format_comparison(paper.get_config())
 
 
 def test_discriminators_output_structure():

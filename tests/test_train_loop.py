@@ -110,9 +110,9 @@ def counting(trainer):
   """The trainer with its step wrapped to count calls (to see where a run starts)."""
   calls = []
 
-  def train_step(state, batch, vgg_params=None):
+  def train_step(state, batch, vgg_params=None, step=None):
     calls.append(len(calls))
-    return trainer.train_step(state, batch, vgg_params)
+    return trainer.train_step(state, batch, vgg_params, step=step)
 
   return dataclasses.replace(trainer, train_step=train_step), calls
 

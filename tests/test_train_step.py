@@ -104,7 +104,8 @@ def _changed(a, b) -> bool:
 
 def test_sharded_step_on_8_devices_equals_single_device_step(setup):
   """A global batch of 8 on 8 devices (1 example each) and on 1 device: the same state and losses; and with
-  d_every = 4, D and D_m change on exactly one step in four.
+  d_every = 4, D and D_m change on exactly one step in four. The 8-device run decides the D update by a traced
+  condition, the 1-device run by picking one of two compiled steps (config.train.d_update): the equality covers both.
 
   The run starts at step 3, so its first step updates D and D_m ((3 + 1) % 4 == 0) and the second does not.
   Compared: after step 1, every parameter, spectral-norm vector and Adam moment to 1e-5, and every metric; at step
@@ -130,17 +131,20 @@ def test_sharded_step_on_8_devices_equals_single_device_step(setup):
   assert len(jax.devices()) >= 8, 'conftest should give 8 fake CPU devices'
   batches = [data.synthetic_batch(jax.random.key(10 + i), config, 8) for i in range(5)]
   results = {}
-  for n in (8, 1):
+  for n, mode in ((8, 'traced_cond'), (1, 'two_steps')):
+    cfg = config.copy_and_resolve_references()
+    cfg.train.d_update = mode
     mesh = step_lib.make_mesh(jax.devices()[:n])
-    train_step = step_lib.make_train_step(config, models, optimizers, mesh)
+    train_step = step_lib.make_train_step(cfg, models, optimizers, mesh)
+    assert (train_step.jitted_with_d is None) == (mode == 'traced_cond')
     state = jax.device_put(host_state, step_lib.replicated(mesh))
     sharded = step_lib.shard_batch(batches[0], mesh)
     assert len(sharded.y.sharding.device_set) == n
-    state, metrics1 = train_step(state, sharded)
+    state, metrics1 = train_step(state, sharded)  # No step number: the step reads state.step (3) itself.
     leaf = jax.tree.leaves(state.g.params)[0]
     assert leaf.sharding.is_fully_replicated and len(leaf.sharding.device_set) == n
     state1 = jax.device_get(state)
-    state, metrics2 = train_step(state, step_lib.shard_batch(batches[1], mesh))
+    state, metrics2 = train_step(state, step_lib.shard_batch(batches[1], mesh), step=4)
     _assert_finite(metrics1)
     _assert_finite(metrics2)
     assert int(state.step) == 5
@@ -152,8 +156,8 @@ def test_sharded_step_on_8_devices_equals_single_device_step(setup):
     results[n] = (state1, jax.device_get(metrics1), jax.device_get(metrics2))
   # Steps 5, 6, 7 on one device: D / D_m change only on step 7; G on every step.
   history = [state2]
-  for batch in batches[2:5]:
-    state, metrics = train_step(state, step_lib.shard_batch(batch, mesh))
+  for step, batch in zip((5, 6, 7), batches[2:5]):
+    state, metrics = train_step(state, step_lib.shard_batch(batch, mesh), step=step)
     history.append(jax.device_get(state))
   for net in ('d', 'dm'):
     for part in ('params', 'stats', 'opt_state'):

@@ -146,8 +146,19 @@ def module_parameter_counts(config: ml_collections.ConfigDict) -> dict[str, int]
   return counts
 
 
+# The sizes the authors' counts are for (configs/paper.py's values); the image size does not change a count.
+AUTHORS_SIZES = {'model.ngf': 32, 'model.num_down': 2, 'model.flow_low_blocks': 3, 'model.spade_hidden': 256,
+                 'model.num_past_frames': 2, 'model.audio_dim': 300, 'disc.ndf': 64, 'disc.num_layers': 4,
+                 'disc.num_scales': 2, 'disc.max_channels': 512}
+
+
 def format_comparison(config: ml_collections.ConfigDict) -> str:
-  """Ours vs the authors' parameter counts, one row per module, with the reason for every difference."""
+  """Ours vs the authors' parameter counts, one row per module, with the reason for every difference (only for
+  the authors' network sizes)."""
+  other = [f'{k} = {config[k.split(".")[0]][k.split(".")[1]]}' for k, v in AUTHORS_SIZES.items()
+           if config[k.split('.')[0]][k.split('.')[1]] != v]
+  if other:
+    return f'== no comparison with the authors\' parameter counts: their network sizes differ ({", ".join(other)})'
   ours = module_parameter_counts(config)
   lines = ['== parameters per module: ours vs the authors\' code', f'{"module":<22}{"ours":>13}{"authors":>13}'
            f'{"diff":>8}  why']

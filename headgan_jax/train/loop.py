@@ -384,7 +384,7 @@ class Trainer:
 
       for step in range(start, num_steps):
         batch = next(iterator)
-        state, metrics = self.train_step(state, batch, self.vgg_params)
+        state, metrics = self.train_step(state, batch, self.vgg_params, step=step)
         check_pending()  # The step before's metrics are ready by now: reading them does not stall the device.
         done, pending = step + 1, (step + 1, metrics)
         stopped_by = signals.stop_requested()

@@ -18,12 +18,13 @@ L_G is the weighted sum of the terms of `G_LOSS_TERMS` with the weights of `g_lo
 the total cannot drift from the logged terms (likewise D's loss).
 
 D and D_m: updated on step s when (s + 1) % d_every == 0 (the authors update them after every 4th G step), on the
-fake G produced in this step BEFORE its update (stop-gradient), which saves a second forward pass of G; SPADE's
-recipe regenerates it with the updated G, a difference of one optimiser step. The skip is a traced condition
-(`lax.cond`) in the one compiled step; `make_train_step(..., update_d=True/False)` compiles a step that always /
-never updates them instead (measured against the traced condition in bench/train_step.py). The D metrics
-(d_adv, dm_adv, d_real, d_fake, d_total) are the discriminators' losses at the state the step starts from, computed
-from the same D outputs as G's adversarial terms, so they are logged on every step.
+fake G produced in this step BEFORE its update (stop-gradient), as the authors' code does; SPADE's recipe regenerates
+it with the updated G, a difference of one optimiser step. How the skip is compiled is config.train.d_update:
+'two_steps' (default) compiles a step without and a step with the D update, and `TrainStep` picks one on the host
+from the step number; 'traced_cond' compiles one step with a `lax.cond`. Measured on CPU
+(bench/train_step_variants.py, README): the two steps run ~12 % faster per step and take ~1.4x the compile time.
+The D metrics (d_adv, dm_adv, d_real, d_fake, d_total) are the discriminators' losses at the state the step starts
+from, computed from the same D outputs as G's adversarial terms, so they are logged on every step.
 """
 from __future__ import annotations
 
@@ -226,12 +227,15 @@ def loss_fns(config: ml_collections.ConfigDict, models: Models, vgg_apply: VGGAp
   return LossFns(g_loss, d_loss)
 
 
+D_UPDATE_MODES = ('two_steps', 'traced_cond')
+
+
 def train_step_fn(config: ml_collections.ConfigDict, models: Models, optimizers: Optimizers,
                   vgg_apply: VGGApply | None = None, update_d: bool | None = None) -> StepFn:
   """The un-jitted step `(state, batch, vgg_params) -> (state, metrics)`; see `make_train_step`.
 
-  update_d: None updates D and D_m on the steps s with (s + 1) % config.train.d_every == 0 (a traced condition);
-  True / False: on every step / never (for a loop that picks between two compiled steps itself).
+  update_d: True / False: D and D_m are updated on every step / never; None: on the steps s with
+  (s + 1) % config.train.d_every == 0, decided by a traced condition (`lax.cond`) inside the step.
   """
   d_every = int(config.train.d_every)
   if d_every < 1:
@@ -274,15 +278,30 @@ def train_step_fn(config: ml_collections.ConfigDict, models: Models, optimizers:
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class TrainStep:
-  """The compiled, data-parallel train step: `train_step(state, batch, vgg_params) -> (state, metrics)`.
+  """The compiled, data-parallel train step: `train_step(state, batch, vgg_params, step=None) -> (state, metrics)`.
 
-  `lower(state, batch, vgg_params)` lowers it ahead of time (benchmarks: `.compile()`, cost analysis). Both check the
-  batch first (DataError for a field of the wrong shape / dtype, ConfigError when the global batch does not split
-  over the mesh), from shapes alone, before anything is compiled.
+  `step` is the number of completed steps, i.e. `state.step`, as the loop knows it: with two compiled steps
+  (config.train.d_update 'two_steps') it picks the one to run. Pass it; without it `int(state.step)` is read from
+  the device, which waits for the previous step and so stops the host from queueing the next one.
+  `lower(state, batch, vgg_params, step=None)` lowers what that step would run (benchmarks: `.compile()`, cost
+  analysis); `jitted_for(step)` is that jitted function. Calls check the batch first, from shapes alone, before
+  anything is compiled: DataError for a field of the wrong shape / dtype, ConfigError when the global batch does not
+  split over the mesh.
   """
-  jitted: Any  # The jax.jit of `train_step_fn`.
   config: ml_collections.ConfigDict
   n_devices: int
+  d_every: int
+  jitted: Any  # The one step; with two steps, the one WITHOUT the D / D_m update.
+  jitted_with_d: Any = None  # With two steps: the one with it.
+
+  def updates_d(self, step: int) -> bool:
+    """Whether train step `step` (0-based) updates D and D_m."""
+    return (int(step) + 1) % self.d_every == 0
+
+  def jitted_for(self, step: int) -> Any:
+    if self.jitted_with_d is not None and self.updates_d(step):
+      return self.jitted_with_d
+    return self.jitted
 
   def check(self, batch: data.Batch) -> None:
     if batch.batch_size % self.n_devices:
@@ -290,30 +309,46 @@ class TrainStep:
                         'devices of the mesh (config.train.batch_size)')
     data.check_batch(batch, self.config)
 
-  def __call__(self, state: TrainState, batch: data.Batch, vgg_params=None) -> tuple[TrainState, Metrics]:
+  def _pick(self, state: TrainState, batch: data.Batch, step: int | None) -> Any:
     self.check(batch)
-    return self.jitted(state, batch, vgg_params)
+    if self.jitted_with_d is None:
+      return self.jitted
+    return self.jitted_for(int(state.step) if step is None else step)
 
-  def lower(self, state: TrainState, batch: data.Batch, vgg_params=None):
-    self.check(batch)
-    return self.jitted.lower(state, batch, vgg_params)
+  def __call__(self, state: TrainState, batch: data.Batch, vgg_params=None,
+               step: int | None = None) -> tuple[TrainState, Metrics]:
+    return self._pick(state, batch, step)(state, batch, vgg_params)
+
+  def lower(self, state: TrainState, batch: data.Batch, vgg_params=None, step: int | None = None):
+    return self._pick(state, batch, step).lower(state, batch, vgg_params)
 
 
 def make_train_step(config: ml_collections.ConfigDict, models: Models, optimizers: Optimizers, mesh: Mesh,
                     vgg_apply: VGGApply | None = None, donate: bool = True,
                     update_d: bool | None = None) -> TrainStep:
-  """The jit-compiled, data-parallel train step `(state, batch, vgg_params) -> (state, metrics)`.
+  """The jit-compiled, data-parallel train step `(state, batch, vgg_params, step=None) -> (state, metrics)`.
 
   `state` and `vgg_params` (None when config.loss.use_vgg is False) are replicated over `mesh`, `batch` sharded
   along 'data' (its size must be a multiple of the device count). Metrics are float32 scalars, one per entry of
-  METRIC_NAMES, computed on the global batch. With `donate` the input state's buffers are reused. `update_d`: see
-  `train_step_fn` (None: D and D_m every config.train.d_every steps, decided inside the compiled step).
+  METRIC_NAMES, computed on the global batch. With `donate` the input state's buffers are reused. D and D_m are
+  updated every config.train.d_every steps, compiled per config.train.d_update (see the module docstring);
+  `update_d` True / False instead compiles one step that always / never updates them.
   """
-  step = train_step_fn(config, models, optimizers, vgg_apply, update_d)
+  mode = config.train.d_update
+  if mode not in D_UPDATE_MODES:
+    raise ConfigError(f'config.train.d_update = {mode!r}; expected one of {D_UPDATE_MODES}')
   repl, sharded = replicated(mesh), batch_sharding(mesh)
-  jitted = jax.jit(step, in_shardings=(repl, sharded, repl), out_shardings=(repl, repl),
-                   donate_argnums=(0,) if donate else ())
-  return TrainStep(jitted=jitted, config=config, n_devices=mesh.devices.size)
+  jit = lambda fn: jax.jit(fn, in_shardings=(repl, sharded, repl), out_shardings=(repl, repl),  # noqa: E731
+                           donate_argnums=(0,) if donate else ())
+  d_every = int(config.train.d_every)
+  two = update_d is None and mode == 'two_steps' and d_every > 1
+  if two:
+    without = jit(train_step_fn(config, models, optimizers, vgg_apply, update_d=False))
+    with_d = jit(train_step_fn(config, models, optimizers, vgg_apply, update_d=True))
+  else:
+    without, with_d = jit(train_step_fn(config, models, optimizers, vgg_apply, update_d)), None
+  return TrainStep(config=config, n_devices=mesh.devices.size, d_every=d_every, jitted=without,
+                   jitted_with_d=with_d)
 
 
 def init_state_sharded(key: jax.Array, config: ml_collections.ConfigDict, models: Models, optimizers: Optimizers,
