@@ -30,6 +30,9 @@ def get_config() -> ml_collections.ConfigDict:
   m.use_audio = True  # False: "w/o audio" - AdaIN blocks are driven by a zero vector and D_m is dropped.
   m.conditioning = 'face3d'  # 'face3d' (x_t) or 'landmarks' (drawn 2D landmark image instead of x_t).
   m.compute_dtype = 'float32'  # 'bfloat16' computes in bf16 with float32 parameters.
+  # Convolution: 'auto' = the im2col weight gradient of nn/conv.py on the CPU backend (3-6x faster there), XLA's
+  # own elsewhere (cuDNN / TPU); 'xla' = always XLA's; 'im2col' = always ours. Same maths either way.
+  m.conv_impl = 'auto'
 
   # Discriminators D and D_m (Appendix B.2; SPADE's multi-scale PatchGAN).
   d = c.disc = ml_collections.ConfigDict()

@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 
 from headgan_jax import errors
+from headgan_jax.nn import conv as conv_lib
 
 Dtype = Any
 
@@ -89,6 +90,7 @@ class Conv(nn.Module):
   spectral_norm: bool = False
   init_gain: float = 0.02
   dtype: Dtype = jnp.float32
+  conv_impl: str = 'xla'  # config.model.conv_impl: 'auto', 'xla' or 'im2col' (see nn/conv.py).
 
   @nn.compact
   def __call__(self, x: jax.Array, update_stats: bool = False) -> jax.Array:
@@ -96,7 +98,8 @@ class Conv(nn.Module):
     conv = nn.Conv(
         self.features, (self.kernel_size, self.kernel_size), strides=(self.strides, self.strides),
         padding=((pad, pad), (pad, pad)), use_bias=self.use_bias, dtype=self.dtype,
-        kernel_init=xavier_normal(self.init_gain), name='conv')
+        kernel_init=xavier_normal(self.init_gain), name='conv',
+        conv_general_dilated=conv_lib.conv_general_dilated_for(self.conv_impl))
     if self.spectral_norm:
       # dtype float32: flax's SpectralNorm stores its (normalised) output as the kernel at init, and parameters
       # must stay float32; the conv casts to the compute dtype itself.
