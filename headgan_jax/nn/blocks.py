@@ -114,11 +114,12 @@ class ConvNormReLU(nn.Module):
   strides: int = 1
   init_gain: float = 0.02
   dtype: Dtype = jnp.float32
+  conv_impl: str = 'xla'
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     x = Conv(self.features, self.kernel_size, self.strides, use_bias=False, init_gain=self.init_gain,
-             dtype=self.dtype, name='conv')(x)
+             dtype=self.dtype, conv_impl=self.conv_impl, name='conv')(x)
     return nn.relu(instance_norm(self.dtype, name='norm')(x))
 
 
@@ -132,15 +133,17 @@ class SpadeNorm(nn.Module):
   resize: str = 'nearest'
   init_gain: float = 0.02
   dtype: Dtype = jnp.float32
+  conv_impl: str = 'xla'
 
   @nn.compact
   def __call__(self, x: jax.Array, cond: jax.Array) -> jax.Array:
     c = x.shape[-1]
     normed = instance_norm(self.dtype, name='norm')(x)
     cond = resize_to(cond.astype(self.dtype), x.shape[1], x.shape[2], self.resize)
-    actv = nn.relu(Conv(self.hidden, 3, init_gain=self.init_gain, dtype=self.dtype, name='shared')(cond))
-    gamma = Conv(c, 3, init_gain=self.init_gain, dtype=self.dtype, name='gamma')(actv)
-    beta = Conv(c, 3, init_gain=self.init_gain, dtype=self.dtype, name='beta')(actv)
+    kw = dict(init_gain=self.init_gain, dtype=self.dtype, conv_impl=self.conv_impl)
+    actv = nn.relu(Conv(self.hidden, 3, name='shared', **kw)(cond))
+    gamma = Conv(c, 3, name='gamma', **kw)(actv)
+    beta = Conv(c, 3, name='beta', **kw)(actv)
     return normed * (1 + gamma) + beta
 
 
@@ -170,11 +173,12 @@ class SpadeBlock(nn.Module):
   lrelu_slope: float = 0.2
   init_gain: float = 0.02
   dtype: Dtype = jnp.float32
+  conv_impl: str = 'xla'
 
   @nn.compact
   def __call__(self, x: jax.Array, cond: jax.Array, update_stats: bool = False) -> jax.Array:
     c = x.shape[-1]
-    kw = dict(init_gain=self.init_gain, dtype=self.dtype)
+    kw = dict(init_gain=self.init_gain, dtype=self.dtype, conv_impl=self.conv_impl)
     dx = SpadeNorm(self.hidden, self.resize, name='norm_0', **kw)(x, cond)
     # conv_0 feeds norm_1's instance norm: no bias (see the module docstring).
     dx = Conv(c, 3, use_bias=False, spectral_norm=self.spectral_norm, name='conv_0', **kw)(
@@ -193,16 +197,17 @@ class AdainBlock(nn.Module):
   lrelu_slope: float = 0.2
   init_gain: float = 0.02
   dtype: Dtype = jnp.float32
+  conv_impl: str = 'xla'
 
   @nn.compact
   def __call__(self, x: jax.Array, a: jax.Array, update_stats: bool = False) -> jax.Array:
     c = x.shape[-1]
     kw = dict(init_gain=self.init_gain, dtype=self.dtype)
     dx = AdaIN(name='norm_0', **kw)(x, a)
-    dx = Conv(c, 3, use_bias=False, spectral_norm=self.spectral_norm, name='conv_0', **kw)(
-        nn.leaky_relu(dx, self.lrelu_slope), update_stats)
+    dx = Conv(c, 3, use_bias=False, spectral_norm=self.spectral_norm, conv_impl=self.conv_impl, name='conv_0',
+              **kw)(nn.leaky_relu(dx, self.lrelu_slope), update_stats)
     dx = AdaIN(name='norm_1', **kw)(dx, a)
-    dx = Conv(c, 3, spectral_norm=self.spectral_norm, name='conv_1', **kw)(
+    dx = Conv(c, 3, spectral_norm=self.spectral_norm, conv_impl=self.conv_impl, name='conv_1', **kw)(
         nn.leaky_relu(dx, self.lrelu_slope), update_stats)
     return x + dx if self.shortcut else dx
 

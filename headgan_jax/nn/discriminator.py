@@ -33,10 +33,11 @@ class PatchDiscriminator(nn.Module):
   lrelu_slope: float = 0.2
   init_gain: float = 0.02
   dtype: blocks.Dtype = jnp.float32
+  conv_impl: str = 'xla'
 
   @nn.compact
   def __call__(self, x: jax.Array, update_stats: bool = False) -> list[jax.Array]:
-    kw = dict(kernel_size=4, padding=2, init_gain=self.init_gain, dtype=self.dtype)
+    kw = dict(kernel_size=4, padding=2, init_gain=self.init_gain, dtype=self.dtype, conv_impl=self.conv_impl)
     x = blocks.Conv(self.ndf, strides=2, name='conv_0', **kw)(x.astype(self.dtype))
     x = nn.leaky_relu(x, self.lrelu_slope)
     feats = [x]
@@ -69,6 +70,7 @@ class MultiScaleDiscriminator(nn.Module):
   lrelu_slope: float = 0.2
   init_gain: float = 0.02
   dtype: blocks.Dtype = jnp.float32
+  conv_impl: str = 'xla'
 
   @nn.compact
   def __call__(self, x: jax.Array, update_stats: bool = False) -> list[list[jax.Array]]:
@@ -77,7 +79,7 @@ class MultiScaleDiscriminator(nn.Module):
       if s:
         x = downsample_input(x)
       outs.append(PatchDiscriminator(self.ndf, self.num_layers, self.max_channels, self.lrelu_slope,
-                                     self.init_gain, self.dtype, name=f'scale_{s}')(x, update_stats))
+                                     self.init_gain, self.dtype, self.conv_impl, name=f'scale_{s}')(x, update_stats))
     return outs
 
 
@@ -100,5 +102,6 @@ def make_discriminators(config: ml_collections.ConfigDict) -> tuple[MultiScaleDi
     if int(d[field]) < 1:
       raise errors.ConfigError(f'config.disc.{field} = {d[field]!r}; must be a positive integer')
   kw = dict(num_scales=d.num_scales, ndf=d.ndf, num_layers=d.num_layers, max_channels=d.max_channels,
-            lrelu_slope=m.lrelu_slope, init_gain=m.init_gain, dtype=blocks.compute_dtype(m))
+            lrelu_slope=m.lrelu_slope, init_gain=m.init_gain, dtype=blocks.compute_dtype(m),
+            conv_impl=m.conv_impl)
   return MultiScaleDiscriminator(**kw), MultiScaleDiscriminator(**kw)

@@ -97,10 +97,11 @@ class Encoder(nn.Module):
   num_down: int = 2
   init_gain: float = 0.02
   dtype: blocks.Dtype = jnp.float32
+  conv_impl: str = 'xla'
 
   @nn.compact
   def __call__(self, x: jax.Array) -> tuple[jax.Array, ...]:
-    kw = dict(init_gain=self.init_gain, dtype=self.dtype)
+    kw = dict(init_gain=self.init_gain, dtype=self.dtype, conv_impl=self.conv_impl)
     x = blocks.ConvNormReLU(self.ngf, 7, name='conv_0', **kw)(x.astype(self.dtype))
     feats = [x]
     for i in range(1, self.num_down + 1):
@@ -135,15 +136,16 @@ class DenseFlowNetwork(nn.Module):
   lrelu_slope: float = 0.2
   init_gain: float = 0.02
   dtype: blocks.Dtype = jnp.float32
+  conv_impl: str = 'xla'
 
   @nn.compact
   def __call__(self, y_ref: jax.Array, x_ref: jax.Array, x_drive: jax.Array,
                update_stats: bool = False) -> FlowOutput:
-    feats = Encoder(self.ngf, self.num_down, self.init_gain, self.dtype, name='encoder')(
+    feats = Encoder(self.ngf, self.num_down, self.init_gain, self.dtype, self.conv_impl, name='encoder')(
         jnp.concatenate([y_ref, x_ref], axis=-1))
     spade = dict(hidden=self.spade_hidden, resize=self.spade_resize, shortcut=self.block_shortcut,
                  spectral_norm=self.block_spectral_norm, lrelu_slope=self.lrelu_slope,
-                 init_gain=self.init_gain, dtype=self.dtype)
+                 init_gain=self.init_gain, dtype=self.dtype, conv_impl=self.conv_impl)
     x_drive = x_drive.astype(self.dtype)
     h = feats[0]
     for i in range(self.low_blocks):
@@ -152,6 +154,7 @@ class DenseFlowNetwork(nn.Module):
       h = blocks.PixelShuffle(2, name=f'shuffle_{level}')(h)
       if level < self.num_down - 1:
         h = blocks.SpadeBlock(name=f'spade_up_{level}', **spade)(h, x_drive, update_stats)
-    out = blocks.Conv(3, 7, init_gain=self.init_gain, dtype=self.dtype, name='head')(h).astype(jnp.float32)
+    out = blocks.Conv(3, 7, init_gain=self.init_gain, dtype=self.dtype, conv_impl=self.conv_impl, name='head')(h)
+    out = out.astype(jnp.float32)
     mask = (jnp.tanh(out[..., 2:]) + 1) / 2
     return FlowOutput(flow=out[..., :2] * mask, mask=mask, features=feats)

@@ -62,6 +62,7 @@ class Generator(nn.Module):
   use_flow: bool = True
   use_audio: bool = True
   dtype: blocks.Dtype = jnp.float32
+  conv_impl: str = 'xla'
 
   def _check_inputs(self, x_drive, y_ref, x_ref, audio) -> None:
     b, h, w, _ = y_ref.shape
@@ -87,7 +88,7 @@ class Generator(nn.Module):
     common = dict(ngf=self.ngf, num_down=self.num_down, spade_hidden=self.spade_hidden,
                   spade_resize=self.spade_resize, block_shortcut=self.block_shortcut,
                   block_spectral_norm=self.block_spectral_norm, lrelu_slope=self.lrelu_slope,
-                  init_gain=self.init_gain, dtype=self.dtype)
+                  init_gain=self.init_gain, dtype=self.dtype, conv_impl=self.conv_impl)
     b, h, w, _ = y_ref.shape
     if self.use_flow:
       f = DenseFlowNetwork(low_blocks=self.flow_low_blocks, name='flow_net', **common)(
@@ -95,7 +96,8 @@ class Generator(nn.Module):
       warped_ref, warped_features = warp_reference(f.flow, y_ref, f.features)
       flow, mask = f.flow, f.mask
     else:
-      warped_features = Encoder(self.ngf, self.num_down, self.init_gain, self.dtype, name='reference_encoder')(
+      warped_features = Encoder(self.ngf, self.num_down, self.init_gain, self.dtype, self.conv_impl,
+                                name='reference_encoder')(
           jnp.concatenate([y_ref, x_ref], axis=-1))
       warped_ref = y_ref
       flow, mask = jnp.zeros((b, h, w, 2), jnp.float32), jnp.ones((b, h, w, 1), jnp.float32)
@@ -134,7 +136,8 @@ def make_generator(config: ml_collections.ConfigDict) -> Generator:
       ngf=m.ngf, num_down=m.num_down, num_past_frames=m.num_past_frames, flow_low_blocks=m.flow_low_blocks,
       spade_hidden=m.spade_hidden, spade_resize=m.spade_resize, block_shortcut=m.block_shortcut,
       block_spectral_norm=m.block_spectral_norm, audio_dim=m.audio_dim, lrelu_slope=m.lrelu_slope,
-      init_gain=m.init_gain, use_flow=m.use_flow, use_audio=m.use_audio, dtype=blocks.compute_dtype(m))
+      init_gain=m.init_gain, use_flow=m.use_flow, use_audio=m.use_audio, dtype=blocks.compute_dtype(m),
+      conv_impl=m.conv_impl)
 
 
 def example_inputs(config: ml_collections.ConfigDict, batch_size: int = 1):

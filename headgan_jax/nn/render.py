@@ -36,6 +36,7 @@ class RenderingNetwork(nn.Module):
   lrelu_slope: float = 0.2
   init_gain: float = 0.02
   dtype: blocks.Dtype = jnp.float32
+  conv_impl: str = 'xla'
 
   @nn.compact
   def __call__(self, x_drive: jax.Array, features: Sequence[jax.Array], ref_image: jax.Array, audio: jax.Array,
@@ -44,11 +45,11 @@ class RenderingNetwork(nn.Module):
       raise ValueError(f'RenderingNetwork: {len(features)} feature maps given, need num_down + 1 = '
                        f'{self.num_down + 1}')
     common = dict(spectral_norm=self.block_spectral_norm, lrelu_slope=self.lrelu_slope,
-                  init_gain=self.init_gain, dtype=self.dtype)
+                  init_gain=self.init_gain, dtype=self.dtype, conv_impl=self.conv_impl)
     spade = dict(hidden=self.spade_hidden, resize=self.spade_resize, shortcut=self.block_shortcut, **common)
     # The authors' AdaIN block has no shortcut; block_shortcut=False (Fig. 7) removes the SPADE one too.
     adain = dict(shortcut=False, **common)
-    h = Encoder(self.ngf, self.num_down, self.init_gain, self.dtype, name='encoder')(x_drive)[0]
+    h = Encoder(self.ngf, self.num_down, self.init_gain, self.dtype, self.conv_impl, name='encoder')(x_drive)[0]
     for level in range(self.num_down + 1):
       if level:
         h = blocks.PixelShuffle(2, name=f'shuffle_{level - 1}')(h)
@@ -56,6 +57,6 @@ class RenderingNetwork(nn.Module):
       h = blocks.AdainBlock(name=f'adain_{level}', **adain)(h, audio, update_stats)
     h = blocks.SpadeBlock(name=f'spade_{self.num_down + 1}', **spade)(h, ref_image.astype(self.dtype),
                                                                      update_stats)
-    h = blocks.Conv(3, 7, init_gain=self.init_gain, dtype=self.dtype, name='head')(
+    h = blocks.Conv(3, 7, init_gain=self.init_gain, dtype=self.dtype, conv_impl=self.conv_impl, name='head')(
         nn.leaky_relu(h, self.lrelu_slope))
     return jnp.tanh(h.astype(jnp.float32))
