@@ -1,0 +1,138 @@
+"""The im2col-gradient convolution (nn/conv.py) against XLA's: same outputs and gradients (1e-5 relative) on every
+convolution shape G, D and D_m run in a train step of the tiny config, and on paper-size shapes; the selector and
+its wiring into the networks."""
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax import lax
+
+from configs import paper, tiny
+from headgan_jax import errors
+from headgan_jax.nn import conv
+from headgan_jax.nn import generator as generator_lib
+from tests.train_configs import small_train_config
+
+RTOL = 1e-5  # max |ours - xla| / max |xla|, per output.
+
+
+def _rel_err(a, b) -> float:
+  a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+  return float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-30))
+
+
+def _inputs(call: conv.ConvCall, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """Random x, w and output cotangent g (NumPy: XLA:CPU compiles jax.random slowly)."""
+  rng = np.random.default_rng(seed)
+  x = rng.standard_normal(call.input_shape, np.float32)
+  w = rng.standard_normal(call.kernel_shape, np.float32) / np.sqrt(np.prod(call.kernel_shape[:3]))
+  out_shape = jax.eval_shape(lambda x, w: _conv(lax.conv_general_dilated, call, x, w), x, w).shape
+  return x, w, rng.standard_normal(out_shape, np.float32)
+
+
+def _conv(fn, call: conv.ConvCall, x, w):
+  return fn(x, w, call.strides, call.padding, dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+
+
+def _outputs_and_grads(fn, call: conv.ConvCall, x, w, g):
+  """(y, dL/dx, dL/dw) of `fn` at x, w for the output cotangent g."""
+  y, vjp = jax.vjp(functools.partial(_conv, fn, call), x, w)
+  return (y, *vjp(g))
+
+
+def _check_same(calls: list[conv.ConvCall], seed: int = 0) -> None:
+  """Ours vs XLA on each of `calls`; one jit per implementation (one compile for all shapes)."""
+  inputs = [_inputs(call, seed + i) for i, call in enumerate(calls)]
+
+  def all_outputs(fn):
+    return jax.jit(lambda inputs: [_outputs_and_grads(fn, call, *a) for call, a in zip(calls, inputs)])(inputs)
+
+  ours, xla = all_outputs(conv.conv_general_dilated), all_outputs(lax.conv_general_dilated)
+  for call, ours_c, xla_c in zip(calls, ours, xla):
+    for name, a, b in zip(('output', 'input gradient', 'weight gradient'), ours_c, xla_c):
+      assert a.shape == b.shape and a.dtype == b.dtype, (name, call)
+      assert _rel_err(a, b) < RTOL, (name, _rel_err(a, b), call)
+
+
+@pytest.fixture(scope='module')
+def tiny_calls():
+  """Every convolution of G, D and D_m in a tiny-config train step (each network sees 2 x batch examples)."""
+  config = tiny.get_config()
+  return conv.network_conv_calls(config, 2 * config.train.batch_size)
+
+
+@pytest.mark.parametrize('net', ['G', 'D', 'D_m'])
+def test_gradients_equal_xla_on_every_tiny_config_shape(tiny_calls, net):
+  distinct = conv.distinct_calls(tiny_calls[net])
+  # The recorder saw the whole network (G: F's and R's encoders, SPADE and AdaIN blocks, heads; D: 2 x 5 layers).
+  assert len(tiny_calls[net]) == {'G': 78, 'D': 10, 'D_m': 10}[net]
+  _check_same([call for call, _ in distinct])
+
+
+def test_weight_gradient_over_many_uneven_chunks_equals_xla():
+  """The scan path: a chunk size forcing 5 steps over 9 output rows (the last one padded), stride 2, 4x4 kernel."""
+  call = conv.ConvCall('c', (2, 17, 17, 8), (4, 4, 8, 16), (2, 2), ((2, 2), (2, 2)))
+  x, w, g = _inputs(call, 1)
+  row_bytes = 2 * 9 * 4 * 4 * 8 * 4
+  ours = jax.jit(lambda x, g: conv.weight_grad_im2col(x, g, call.kernel_shape, call.strides, call.padding,
+                                                      chunk_bytes=2 * row_bytes))(x, g)
+  xla = jax.jit(lambda x, w, g: _outputs_and_grads(lax.conv_general_dilated, call, x, w, g)[2])(x, w, g)
+  assert _rel_err(ours, xla) < RTOL
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('index', [0, 1])
+def test_gradients_equal_xla_on_paper_size_shapes(index):
+  """Paper-config shapes (one example): R's SPADE gamma conv at 256x256 (256 -> 32 channels; the weight gradient
+  runs in 20 chunks of 13 rows) and D's second layer (4x4, stride 2, 64 -> 128 at 129x129)."""
+  calls = [conv.ConvCall('render_net/spade_2/norm_0/gamma', (1, 256, 256, 256), (3, 3, 256, 32), (1, 1),
+                         ((1, 1), (1, 1))),
+           conv.ConvCall('scale_0/conv_1', (1, 129, 129, 64), (4, 4, 64, 128), (2, 2), ((2, 2), (2, 2)))]
+  call = calls[index]
+  shapes = conv.network_conv_calls(paper.get_config(), 1)
+  assert call.key in {c.key for net in shapes.values() for c in net}, 'not a shape of the paper networks'
+  _check_same([call])
+
+
+def test_bfloat16_gradients_keep_dtypes_and_match_xla():
+  call = conv.ConvCall('c', (2, 16, 16, 32), (3, 3, 32, 64), (1, 1), ((1, 1), (1, 1)))
+  x, w, g = (jnp.asarray(a, jnp.bfloat16) for a in _inputs(call, 2))
+  ours = jax.jit(functools.partial(_outputs_and_grads, conv.conv_general_dilated, call))(x, w, g)
+  xla = jax.jit(functools.partial(_outputs_and_grads, lax.conv_general_dilated, call))(x, w, g)
+  for a, b in zip(ours, xla):
+    assert a.dtype == jnp.bfloat16
+    assert _rel_err(a, b) < 2e-2  # bf16 rounding of the results.
+
+
+def test_selector():
+  assert conv.conv_general_dilated_for('xla') is lax.conv_general_dilated
+  assert conv.conv_general_dilated_for('im2col') is conv.conv_general_dilated
+  assert jax.default_backend() == 'cpu'
+  assert conv.conv_general_dilated_for('auto') is conv.conv_general_dilated
+  with pytest.raises(errors.ConfigError, match='conv_impl'):
+    conv.conv_general_dilated_for('cudnn')
+
+
+def test_unsupported_convolutions_fall_back_to_xla():
+  """Dilation and feature groups are not ours: passed to lax unchanged (same jaxpr, no custom_vjp)."""
+  x, w = jnp.ones((1, 8, 8, 4)), jnp.ones((3, 3, 2, 4))
+  f = lambda fn: jax.make_jaxpr(lambda x, w: fn(  # noqa: E731
+      x, w, (1, 1), 'SAME', rhs_dilation=(2, 2), dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
+      feature_group_count=2))(x, w)
+  assert str(f(conv.conv_general_dilated)) == str(f(lax.conv_general_dilated))
+
+
+@pytest.mark.parametrize('impl, expected', [('im2col', 62), ('xla', 0)])
+def test_config_switch_reaches_every_conv_of_the_generator(impl, expected):
+  """config.model.conv_impl selects the convolution of all 62 convs of the small train config's G (trace only)."""
+  config = small_train_config()
+  config.model.conv_impl = impl
+  g = generator_lib.make_generator(config)
+  inputs = generator_lib.example_inputs(config, 2)
+  variables = jax.eval_shape(lambda: g.init(jax.random.key(0), *inputs))
+  with conv.record_conv_calls() as calls:
+    jaxpr = str(jax.make_jaxpr(lambda v: g.apply(v, *inputs))(variables))
+  assert len(calls) == 62
+  assert jaxpr.count('custom_vjp_call') == expected
