@@ -52,12 +52,7 @@ def load_config(path: str):
 
 def conv_flops(call: conv.ConvCall) -> float:
   """Multiply-adds x 2 of one forward pass (the input and weight gradients cost the same)."""
-  b, h, w, _ = call.input_shape
-  kh, kw, ci, co = call.kernel_shape
-  (pt, pb), (pl, pr) = call.padding
-  oh = (h + pt + pb - kh) // call.strides[0] + 1
-  ow = (w + pl + pr - kw) // call.strides[1] + 1
-  return 2.0 * b * oh * ow * kh * kw * ci * co
+  return conv.forward_flops(call.input_shape, call.kernel_shape, call.strides, call.padding)
 
 
 def step_flops(config, batch: int) -> float | None:
@@ -103,9 +98,9 @@ def make_timers(call: conv.ConvCall) -> dict:
   (pt, pb), (pl, pr) = call.padding
   if pt != pb or pl != pr:
     raise ValueError(f'{call}: torch conv2d needs symmetric padding')
-  xt = torch.from_numpy(np.asarray(x)).permute(0, 3, 1, 2).contiguous()
-  wt = torch.from_numpy(np.asarray(w)).permute(3, 2, 0, 1).contiguous()
-  gt = torch.from_numpy(np.asarray(g)).permute(0, 3, 1, 2).contiguous()
+  xt = torch.from_numpy(np.array(x)).permute(0, 3, 1, 2).contiguous()
+  wt = torch.from_numpy(np.array(w)).permute(3, 2, 0, 1).contiguous()
+  gt = torch.from_numpy(np.array(g)).permute(0, 3, 1, 2).contiguous()
   stride, padding = list(call.strides), [pt, pl]
 
   def torch_bwd(mask):

@@ -189,7 +189,7 @@ def _torch_name_map(model: Generator, config) -> dict[str, str]:
       else:
         for part in ('shared', 'gamma', 'beta'):
           out[f'{flax_prefix}/norm_{n}/{part}/conv'] = f'{torch_prefix}.norm_{n}.{part}'
-      out[f'{flax_prefix}/conv_{n}/sn/conv'] = f'{torch_prefix}.conv_{n}'
+      out[f'{flax_prefix}/conv_{n}/conv'] = f'{torch_prefix}.conv_{n}'
 
   for net, t_enc in (('flow_net', 'f_encoder'), ('render_net', 'r_encoder')):
     for i in range(m.num_down + 1):
@@ -227,9 +227,8 @@ def load_flax_params(model: Generator, config, params, batch_stats) -> None:
         module.bias.copy_(torch.from_numpy(flat_params[f'{flax_prefix}/bias']))
         used.add(f'{flax_prefix}/bias')
       if module.sn:
-        sn_prefix = flax_prefix.rsplit('/', 1)[0]  # .../conv_0/sn
-        u_key = f'{sn_prefix}/conv/kernel/u'
-        module.u.copy_(torch.from_numpy(_get(batch_stats, u_key)))
+        block_conv = flax_prefix.rsplit('/', 1)[0]  # .../conv_0 (params under .../conv_0/conv, u under .../sn).
+        module.u.copy_(torch.from_numpy(_get(batch_stats, f'{block_conv}/sn/conv/kernel/u')))
   missing = set(_paths(params)) - used
   if missing:
     raise ValueError(f'torch twin: Flax parameters not loaded: {sorted(missing)[:5]} ...')

@@ -71,13 +71,17 @@ def test_gradients_equal_xla_on_every_tiny_config_shape(tiny_calls, net):
   _check_same([call for call, _ in distinct])
 
 
-def test_weight_gradient_over_many_uneven_chunks_equals_xla():
-  """The scan path: a chunk size forcing 5 steps over 9 output rows (the last one padded), stride 2, 4x4 kernel."""
-  call = conv.ConvCall('c', (2, 17, 17, 8), (4, 4, 8, 16), (2, 2), ((2, 2), (2, 2)))
+@pytest.mark.parametrize('call', [
+    conv.ConvCall('input patches, stride 2', (2, 17, 17, 8), (4, 4, 8, 16), (2, 2), ((2, 2), (2, 2))),
+    conv.ConvCall('output patches, C_out < C_in', (2, 9, 11, 16), (3, 3, 16, 4), (1, 1), ((1, 1), (1, 1))),
+    conv.ConvCall('output patches, 4x4, uneven padding', (1, 8, 8, 16), (4, 4, 16, 4), (1, 1), ((1, 2), (2, 1))),
+], ids=lambda c: c.name)
+def test_weight_gradient_over_many_uneven_chunks_equals_xla(call):
+  """The scan path: a chunk size of ~2 rows of patches, so several steps with the last one padded."""
   x, w, g = _inputs(call, 1)
-  row_bytes = 2 * 9 * 4 * 4 * 8 * 4
+  row_bytes = 4 * call.input_shape[0] * call.input_shape[2] * np.prod(call.kernel_shape[:2]) * min(call.kernel_shape[2:])
   ours = jax.jit(lambda x, g: conv.weight_grad_im2col(x, g, call.kernel_shape, call.strides, call.padding,
-                                                      chunk_bytes=2 * row_bytes))(x, g)
+                                                      chunk_bytes=int(2 * row_bytes)))(x, g)
   xla = jax.jit(lambda x, w, g: _outputs_and_grads(lax.conv_general_dilated, call, x, w, g)[2])(x, w, g)
   assert _rel_err(ours, xla) < RTOL
 
@@ -110,9 +114,23 @@ def test_selector():
   assert conv.conv_general_dilated_for('xla') is lax.conv_general_dilated
   assert conv.conv_general_dilated_for('im2col') is conv.conv_general_dilated
   assert jax.default_backend() == 'cpu'
-  assert conv.conv_general_dilated_for('auto') is conv.conv_general_dilated
+  assert conv.conv_general_dilated_for('auto') is conv.conv_general_dilated_auto
   with pytest.raises(errors.ConfigError, match='conv_impl'):
     conv.conv_general_dilated_for('cudnn')
+
+
+def test_auto_uses_ours_from_the_flop_threshold_on():
+  """'auto' on CPU: a paper-size conv (R's 3x3 256 -> 32 at 256x256, 4.8 GFLOP) gets the im2col gradient, a
+  test-size one (16x16, 32 -> 32, 9 MFLOP) XLA's (trace only)."""
+  def uses_ours(x_shape, w_shape):
+    jaxpr = jax.make_jaxpr(lambda x, w: conv.conv_general_dilated_auto(
+        x, w, (1, 1), ((1, 1), (1, 1)), dimension_numbers=('NHWC', 'HWIO', 'NHWC')))(
+            jax.ShapeDtypeStruct(x_shape, jnp.float32), jax.ShapeDtypeStruct(w_shape, jnp.float32))
+    return 'custom_vjp_call' in str(jaxpr)
+
+  assert conv.forward_flops((1, 256, 256, 256), (3, 3, 256, 32), (1, 1), ((1, 1), (1, 1))) > conv.AUTO_MIN_FLOPS
+  assert uses_ours((1, 256, 256, 256), (3, 3, 256, 32))
+  assert not uses_ours((1, 16, 16, 32), (3, 3, 32, 32))
 
 
 def test_unsupported_convolutions_fall_back_to_xla():

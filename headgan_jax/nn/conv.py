@@ -34,6 +34,9 @@ from headgan_jax import errors
 
 CONV_IMPLS = ('auto', 'xla', 'im2col')
 CHUNK_BYTES = 32 << 20  # Patches live per scan step; measured on 2 cores: 8-64 MiB are within noise of each other.
+# 'auto' uses ours from this many forward FLOPs per call: every conv of the paper's G (>= 0.3 GFLOP at batch 2) and
+# the large ones of D / D_m; the test-size networks (< 0.05 GFLOP) keep XLA's, which compiles faster.
+AUTO_MIN_FLOPS = 1e8
 _NHWC = lax.ConvDimensionNumbers(lhs_spec=(0, 3, 1, 2), rhs_spec=(3, 2, 0, 1), out_spec=(0, 3, 1, 2))
 
 ConvFn = Callable[..., jax.Array]
@@ -61,7 +64,8 @@ def _conv_nhwc_bwd(strides, padding, precision, preferred_element_type, residual
       x_, w, strides, padding, dimension_numbers=_NHWC, precision=precision,
       preferred_element_type=preferred_element_type), x)
   (dx,) = vjp_x(g)
-  dw = weight_grad_im2col(x, g, w.shape, strides, padding, precision)
+  with jax.named_scope('im2col_weight_grad'):  # Named for profiles (bench/profile_step.py).
+    dw = weight_grad_im2col(x, g, w.shape, strides, padding, precision)
   return dx.astype(x.dtype), dw.astype(w.dtype)
 
 
@@ -69,30 +73,51 @@ _conv_nhwc.defvjp(_conv_nhwc_fwd, _conv_nhwc_bwd)
 
 
 def _chunk_rows(out_h: int, row_bytes: int, chunk_bytes: int) -> int:
-  """Output rows per scan step: as many as fit `chunk_bytes` of patches, spread evenly over the steps."""
+  """Rows per scan step: as many as fit `chunk_bytes` of patches, spread evenly over the steps."""
   rows = max(1, min(out_h, chunk_bytes // max(row_bytes, 1)))
   steps = -(-out_h // rows)
   return -(-out_h // steps)
 
 
+def _scan_rows(chunk_grad: Callable, arrays: Sequence[tuple[jax.Array, int, int]], steps: int, acc_shape):
+  """sum over s < steps of chunk_grad(*[a[:, s * stride : s * stride + size] for a, stride, size in arrays])."""
+  if steps == 1:
+    return chunk_grad(*[a[:, :size] for a, _, size in arrays])
+
+  def body(acc, step):
+    rows = [lax.dynamic_slice_in_dim(a, step * stride, size, axis=1) for a, stride, size in arrays]
+    return acc + chunk_grad(*rows), None
+
+  acc, _ = lax.scan(body, jnp.zeros(acc_shape, jnp.float32), jnp.arange(steps))
+  return acc
+
+
 def weight_grad_im2col(x: jax.Array, g: jax.Array, kernel_shape: Sequence[int], strides: Sequence[int],
                        padding: Sequence[tuple[int, int]], precision: Any = None,
                        chunk_bytes: int = CHUNK_BYTES) -> jax.Array:
-  """dL/dW of an NHWC / HWIO convolution as P^T g over chunks of output rows; float32 (K, K, C_in, C_out).
+  """dL/dW of an NHWC / HWIO convolution as a matmul of im2col patches, over chunks of rows; float32 (K, K, C_in,
+  C_out). The patches are taken of the side with fewer channels: of x (P_x^T g) in general, of g (P_g^T x_pad)
+  for a stride-1 convolution with C_out < C_in, so the patch matrix is K K min(C_in, C_out) wide.
 
   x: (B, H, W, C_in) input; g: (B, H_out, W_out, C_out) output gradient; padding: ((lo, hi), (lo, hi)) >= 0.
   """
+  if tuple(strides) == (1, 1) and kernel_shape[3] < kernel_shape[2]:
+    return _weight_grad_output_patches(x, g, kernel_shape, padding, precision, chunk_bytes)
+  return _weight_grad_input_patches(x, g, kernel_shape, strides, padding, precision, chunk_bytes)
+
+
+def _weight_grad_input_patches(x, g, kernel_shape, strides, padding, precision, chunk_bytes) -> jax.Array:
+  """dW = P_x^T g: row r of P_x holds the K x K x C_in input window of output pixel r."""
   kh, kw, c_in, c_out = kernel_shape
   sh, sw = strides
-  (pt, pb), (pl, pr) = padding
+  (pt, _), (pl, pr) = padding
   b, out_h, out_w, _ = g.shape
   itemsize = jnp.dtype(x.dtype).itemsize
   rows = _chunk_rows(out_h, b * out_w * kh * kw * c_in * itemsize, chunk_bytes)
   steps = -(-out_h // rows)
   # Pad the output gradient with zero rows to a whole number of chunks (they add nothing), and the input so that
-  # every chunk's window is in range.
+  # every chunk's window is in range (zeros beyond the bottom padding add nothing either).
   g = jnp.pad(g, ((0, 0), (0, steps * rows - out_h), (0, 0), (0, 0)))
-  in_rows = (rows - 1) * sh + kh  # Input rows one chunk reads.
   need_h = (steps * rows - 1) * sh + kh
   x = jnp.pad(x, ((0, 0), (pt, 0), (pl, pr), (0, 0)))
   x = jnp.pad(x, ((0, 0), (0, max(0, need_h - x.shape[1])), (0, 0), (0, 0)))[:, :need_h]
@@ -101,20 +126,38 @@ def weight_grad_im2col(x: jax.Array, g: jax.Array, kernel_shape: Sequence[int], 
     cols = [lax.slice(x_rows, (0, i, j, 0), (b, i + (rows - 1) * sh + 1, j + (out_w - 1) * sw + 1, c_in),
                       (1, sh, sw, 1)) for i in range(kh) for j in range(kw)]
     patches = jnp.concatenate(cols, axis=-1).reshape(-1, kh * kw * c_in)
-    # g^T P (C_out x K K C_in): the long side as the matmul's N dimension, which XLA:CPU runs fastest.
     return lax.dot_general(g_rows.reshape(-1, c_out), patches, (((0,), (0,)), ((), ())), precision=precision,
-                           preferred_element_type=jnp.float32)
+                           preferred_element_type=jnp.float32)  # (C_out, K K C_in).
 
-  if steps == 1:
-    dw_t = chunk_grad(x, g)
-  else:
-    def body(acc, step):
-      x_rows = lax.dynamic_slice_in_dim(x, step * rows * sh, in_rows, axis=1)
-      g_rows = lax.dynamic_slice_in_dim(g, step * rows, rows, axis=1)
-      return acc + chunk_grad(x_rows, g_rows), None
-
-    dw_t, _ = lax.scan(body, jnp.zeros((c_out, kh * kw * c_in), jnp.float32), jnp.arange(steps))
+  dw_t = _scan_rows(chunk_grad, [(x, rows * sh, (rows - 1) * sh + kh), (g, rows, rows)], steps,
+                    (c_out, kh * kw * c_in))
   return dw_t.T.reshape(kh, kw, c_in, c_out)
+
+
+def _weight_grad_output_patches(x, g, kernel_shape, padding, precision, chunk_bytes) -> jax.Array:
+  """Stride 1: dW[i, j] = sum_p x_pad[p] g[p - (i, j)] over the padded input's pixels p, i.e. P_g^T x_pad where
+  row p of P_g holds g[p - (i, j)] for every (i, j) (zero outside g)."""
+  kh, kw, c_in, c_out = kernel_shape
+  (pt, pb), (pl, pr) = padding
+  b, out_h, out_w, _ = g.shape
+  x = jnp.pad(x, ((0, 0), (pt, pb), (pl, pr), (0, 0)))
+  hp, wp = x.shape[1:3]  # = out_h + kh - 1, out_w + kw - 1.
+  itemsize = jnp.dtype(g.dtype).itemsize
+  rows = _chunk_rows(hp, b * wp * kh * kw * c_out * itemsize, chunk_bytes)
+  steps = -(-hp // rows)
+  x = jnp.pad(x, ((0, 0), (0, steps * rows - hp), (0, 0), (0, 0)))
+  # g_pad[p + (kh - 1, kw - 1)] = g[p]; rows of g_pad cover every chunk's window.
+  g = jnp.pad(g, ((0, 0), (kh - 1, steps * rows - out_h), (kw - 1, kw - 1), (0, 0)))
+
+  def chunk_grad(x_rows: jax.Array, g_rows: jax.Array) -> jax.Array:
+    cols = [lax.slice(g_rows, (0, kh - 1 - i, kw - 1 - j, 0), (b, kh - 1 - i + rows, kw - 1 - j + wp, c_out))
+            for i in range(kh) for j in range(kw)]
+    patches = jnp.concatenate(cols, axis=-1).reshape(-1, kh * kw * c_out)
+    return lax.dot_general(patches, x_rows.reshape(-1, c_in), (((0,), (0,)), ((), ())), precision=precision,
+                           preferred_element_type=jnp.float32)  # (K K C_out, C_in).
+
+  dw = _scan_rows(chunk_grad, [(x, rows, rows), (g, rows, rows + kh - 1)], steps, (kh * kw * c_out, c_in))
+  return dw.reshape(kh, kw, c_out, c_in).transpose(0, 1, 3, 2)
 
 
 def _canonical_padding(padding, x_shape, w_shape, strides) -> tuple[tuple[int, int], ...]:
@@ -145,13 +188,44 @@ def conv_general_dilated(lhs: jax.Array, rhs: jax.Array, window_strides: Sequenc
   return _conv_nhwc(lhs, rhs, strides, pads, precision, preferred_element_type)
 
 
+def forward_flops(lhs_shape: Sequence[int], rhs_shape: Sequence[int], strides: Sequence[int],
+                  padding: Sequence[tuple[int, int]]) -> float:
+  """2 x multiply-adds of an NHWC / HWIO convolution's forward pass (each gradient costs as much)."""
+  b, h, w, _ = lhs_shape
+  kh, kw, c_in, c_out = rhs_shape
+  (pt, pb), (pl, pr) = padding
+  out_h = (h + pt + pb - kh) // strides[0] + 1
+  out_w = (w + pl + pr - kw) // strides[1] + 1
+  return 2.0 * b * out_h * out_w * kh * kw * c_in * c_out
+
+
+def conv_general_dilated_auto(lhs: jax.Array, rhs: jax.Array, window_strides: Sequence[int],
+                              padding: str | Sequence[tuple[int, int]], lhs_dilation: Sequence[int] | None = None,
+                              rhs_dilation: Sequence[int] | None = None, dimension_numbers: Any = None,
+                              feature_group_count: int = 1, batch_group_count: int = 1, precision: Any = None,
+                              preferred_element_type: Any = None) -> jax.Array:
+  """`conv_general_dilated` for convolutions of at least AUTO_MIN_FLOPS, XLA's below (where both take a few ms
+  and XLA's compiles faster)."""
+  args = (lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation, dimension_numbers, feature_group_count,
+          batch_group_count, precision, preferred_element_type)
+  if lhs.ndim == 4 and rhs.ndim == 4 and dimension_numbers is not None and (
+      lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers) == _NHWC):
+    strides = tuple(int(s) for s in window_strides)
+    pads = _canonical_padding(padding, lhs.shape, rhs.shape, strides)
+    if forward_flops(lhs.shape, rhs.shape, strides, pads) >= AUTO_MIN_FLOPS:
+      return conv_general_dilated(*args)
+  return lax.conv_general_dilated(*args)
+
+
 def conv_general_dilated_for(impl: str) -> ConvFn:
-  """The convolution for config.model.conv_impl: 'auto' (ours on the CPU backend, XLA's elsewhere), 'xla' or
-  'im2col' (ours everywhere)."""
+  """The convolution for config.model.conv_impl: 'auto' (on the CPU backend ours for convolutions of at least
+  AUTO_MIN_FLOPS, XLA's for smaller ones; XLA's on every other backend), 'xla' or 'im2col' (ours everywhere)."""
   if impl not in CONV_IMPLS:
     raise errors.ConfigError(f'config.model.conv_impl = {impl!r}; expected one of {CONV_IMPLS}')
-  if impl == 'im2col' or (impl == 'auto' and jax.default_backend() == 'cpu'):
+  if impl == 'im2col':
     return conv_general_dilated
+  if impl == 'auto' and jax.default_backend() == 'cpu':
+    return conv_general_dilated_auto
   return lax.conv_general_dilated
 
 
