@@ -26,6 +26,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import tqdm
 
+from headgan_jax import compilation_cache
 from headgan_jax.errors import ConfigError, HeadGANError
 from headgan_jax.nn import vgg as vgg_lib
 from headgan_jax.train import data, state as state_lib, step as step_lib
@@ -69,7 +70,7 @@ class Trainer:
     k_init, k_data = jax.random.split(root)
     batch_fn = jax.jit(lambda key: data.synthetic_batch(key, config), out_shardings=step_lib.batch_sharding(mesh))
     init_fn = jax.jit(lambda key: state_lib.init_state(key, config, models, optimizers),
-                      out_shardings=step_lib.replicated(mesh))
+                      out_shardings=step_lib.replicated(mesh), compiler_options=state_lib.INIT_COMPILER_OPTIONS)
     return cls(config, models, optimizers, mesh, train_step, vgg_params,
                k_init if init_key is None else init_key, k_data, batch_fn, init_fn)
 
@@ -155,6 +156,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
   args = parse_args(argv)
+  compilation_cache.enable()  # ~/.cache/headgan-jax/xla or $HEADGAN_JAX_COMPILATION_CACHE ('off': none).
   try:
     config = load_config(args.config)
     if not args.synthetic:
