@@ -55,6 +55,14 @@ def conv_flops(call: conv.ConvCall) -> float:
   return conv.forward_flops(call.input_shape, call.kernel_shape, call.strides, call.padding)
 
 
+def conv_impl_auto_picks_ours(call: conv.ConvCall) -> bool:
+  """Whether conv_impl 'auto' (on CPU) runs this convolution with the im2col weight gradient."""
+  jaxpr = jax.make_jaxpr(lambda x, w: conv.conv_general_dilated_auto(
+      x, w, call.strides, call.padding, dimension_numbers=DN))(
+          jax.ShapeDtypeStruct(call.input_shape, jnp.float32), jax.ShapeDtypeStruct(call.kernel_shape, jnp.float32))
+  return 'custom_vjp_call' in str(jaxpr)
+
+
 def step_flops(config, batch: int) -> float | None:
   """Total FLOPs of one train step (XLA cost analysis of the lowered, not compiled, step; VGG off)."""
   from headgan_jax.train import data, state as state_lib, step as step_lib  # pylint: disable=import-outside-toplevel
@@ -158,7 +166,7 @@ def run(args: argparse.Namespace) -> dict:
           f'(each network sees {2 * args.batch}); medians of {args.reps} interleaved reps, ms')
     print(f"{'net':4} {'n':>3} {'input':>18} {'kernel':>15} {'s':>2} | {'XLA fwd':>8} {'dx':>8} {'dw':>8} "
           f"{'ours dw':>8} | {'torch fwd':>9} {'dx':>8} {'dw':>8} | {'dw x':>5} {'step x':>6} {'flop %':>6} "
-          f"{'est ms XLA':>10} {'ours':>8}")
+          f"{'est ms XLA':>10} {'ours':>8} {'auto':>5}")
     for net in args.nets:
       uses = STEP_USES[net]
       for call, count in conv.distinct_calls(calls[net]):
@@ -167,21 +175,25 @@ def run(args: argparse.Namespace) -> dict:
         est_xla = count * (uses['fwd'] * t['xla_fwd'] + uses['dx'] * t['xla_dx'] + uses['dw'] * t['xla_dw'])
         est_ours = count * (uses['fwd'] * t['xla_fwd'] + uses['dx'] * t['xla_dx'] + uses['dw'] * t['ours_dw'])
         est_torch = count * (uses['fwd'] * t['torch_fwd'] + uses['dx'] * t['torch_dx'] + uses['dw'] * t['torch_dw'])
+        auto = conv_impl_auto_picks_ours(call)
+        est_auto = est_ours if auto else est_xla
         row = dict(net=net, count=count, input=call.input_shape, kernel=call.kernel_shape, strides=call.strides,
                    padding=call.padding, example=call.name, **t, flops_in_step=flops,
                    flop_share=None if not total_flops else flops / total_flops,
-                   est_ms_xla=round(est_xla, 1), est_ms_ours=round(est_ours, 1), est_ms_torch=round(est_torch, 1))
+                   est_ms_xla=round(est_xla, 1), est_ms_ours=round(est_ours, 1), est_ms_torch=round(est_torch, 1),
+                   auto_uses='ours' if auto else 'xla', est_ms_auto=round(est_auto, 1))
         rows.append(row)
         share = '' if row['flop_share'] is None else f"{100 * row['flop_share']:.1f}"
         print(f"{net:4} {count:3d} {str(call.input_shape[1:]):>18} {str(call.kernel_shape):>15} "
               f"{call.strides[0]:2d} | {t['xla_fwd']:8.1f} {t['xla_dx']:8.1f} {t['xla_dw']:8.1f} {t['ours_dw']:8.1f} | "
               f"{t['torch_fwd']:9.1f} {t['torch_dx']:8.1f} {t['torch_dw']:8.1f} | "
               f"{t['xla_dw'] / t['ours_dw']:5.2f} {est_xla / est_ours:6.2f} {share:>6} {est_xla:10.0f} "
-              f"{est_ours:8.0f}", flush=True)
-    summary = {k: round(sum(r[f'est_ms_{k}'] for r in rows), 1) for k in ('xla', 'ours', 'torch')}
+              f"{est_ours:8.0f} {row['auto_uses']:>5}", flush=True)
+    summary = {k: round(sum(r[f'est_ms_{k}'] for r in rows), 1) for k in ('xla', 'ours', 'auto', 'torch')}
     conv_flop_total = sum(r['flops_in_step'] for r in rows)
-    print(f"convolutions of one train step (estimated from the table): XLA {summary['xla']:.0f} ms, ours "
-          f"{summary['ours']:.0f} ms, torch {summary['torch']:.0f} ms; ours / torch {summary['ours'] / summary['torch']:.2f}")
+    print(f"convolutions of one train step (estimated from the table): XLA {summary['xla']:.0f} ms, ours everywhere "
+          f"{summary['ours']:.0f} ms, conv_impl 'auto' {summary['auto']:.0f} ms, torch {summary['torch']:.0f} ms; "
+          f"auto / torch {summary['auto'] / summary['torch']:.2f}")
     if total_flops:
       print(f'they are {100 * conv_flop_total / total_flops:.1f}% of the step\'s {total_flops / 1e9:.1f} GFLOP '
             '(XLA cost analysis)')

@@ -355,7 +355,63 @@ def run_g_inference(args: argparse.Namespace) -> dict:
           'mfu': None if not (peak and flops) else round(flops / step_s / peak, 4)}
 
 
+def _startup_once(config, which: str) -> dict:
+  """Seconds to build, trace + compile and run a fresh jitted init ('before': default compile options, 'after':
+  state.INIT_COMPILER_OPTIONS), and to compile the train step; new jit objects, so nothing comes from memory."""
+  mesh = step_lib.make_mesh()
+  t0 = time.perf_counter()
+  models, optimizers = state_lib.make_models(config), state_lib.make_optimizers(config)
+  options = state_lib.INIT_COMPILER_OPTIONS if which == 'after' else None
+  init = jax.jit(lambda k: state_lib.init_state(k, config, models, optimizers),
+                 out_shardings=step_lib.replicated(mesh), compiler_options=options)
+  state = jax.block_until_ready(init(jax.random.key(config.seed)))
+  out = {'init_s': round(time.perf_counter() - t0, 2)}
+  if which == 'step':
+    batch = step_lib.shard_batch(data.synthetic_batch(jax.random.key(0), config), mesh)
+    vgg_apply, vgg_params, _ = _vgg(config, mesh)
+    fn = step_lib.make_train_step(config, models, optimizers, mesh, vgg_apply)
+    t0 = time.perf_counter()
+    fn.jitted.lower(state, batch, vgg_params).compile()
+    out['step_compile_s'] = round(time.perf_counter() - t0, 2)
+  return out
+
+
+def run_startup(args: argparse.Namespace) -> dict:
+  """Start-up before / after: the init compiled with default options vs INIT_COMPILER_OPTIONS (cold, alternating,
+  in this process, compilation cache off), then two fresh processes sharing an empty compilation cache: the
+  first compiles and writes it, the second is a re-run (a resumed training, the demo run again)."""
+  import subprocess  # pylint: disable=import-outside-toplevel
+  import tempfile  # pylint: disable=import-outside-toplevel
+  config = _config(args)
+  if args.startup_child:
+    from headgan_jax import compilation_cache  # pylint: disable=import-outside-toplevel
+    compilation_cache.enable(args.startup_child)
+    return {'bench': 'train_step', 'mode': 'startup_child', **_startup_once(config, 'step')}
+  cold = {'before': [], 'after': []}
+  for _ in range(args.startup_reps):
+    for which in cold:
+      cold[which].append(_startup_once(config, which)['init_s'])
+      print(f'init ({which}): {cold[which][-1]:.1f} s', flush=True)
+  runs = []
+  with tempfile.TemporaryDirectory() as cache:
+    for _ in range(2):
+      cmd = [sys.executable, __file__, '--config', args.config, '--startup', '--startup-child', cache]
+      for flag, value in (('--batch', args.batch), ('--image-size', args.image_size), ('--dtype', args.dtype),
+                          ('--conv-impl', args.conv_impl)):
+        if value:
+          cmd += [flag, str(value)]
+      proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
+      runs.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+      print(f"process {len(runs)}, cache {'empty' if len(runs) == 1 else 'filled'}: init {runs[-1]['init_s']:.1f} s, "
+            f"step compile {runs[-1]['step_compile_s']:.1f} s", flush=True)
+  return {'bench': 'train_step', 'mode': 'startup', 'config': args.config, **_device_info(config),
+          'init_cold_s': cold, 'init_cold_median_s': {k: float(np.median(v)) for k, v in cold.items()},
+          'first_process': runs[0], 'second_process': runs[1]}
+
+
 def _print_summary(result: dict) -> None:
+  if result['mode'] in ('startup', 'startup_child'):
+    return
   if result['mode'] == 'step':
     print(f"device: {result['devices']} x {result['device_kind']} ({result['platform']}), dtype {result['dtype']}, "
           f"{result['image_size']}x{result['image_size']}, global batch {result['batch']}, VGG: {result['vgg']}, "
@@ -395,12 +451,15 @@ def main(argv=None) -> int:
   mode.add_argument('--compare-conv', action='store_true', help="full step, conv_impl 'xla' vs 'auto'")
   mode.add_argument('--g-step', action='store_true', help="G's training step, conv_impl 'xla' vs 'auto'")
   mode.add_argument('--g-inference', action='store_true', help="G's forward pass, frames/s")
+  mode.add_argument('--startup', action='store_true', help='init / compile times before and after issue 12')
+  parser.add_argument('--startup-reps', type=int, default=2, help='with --startup: cold inits of each kind')
+  parser.add_argument('--startup-child', default='', help=argparse.SUPPRESS)
   parser.add_argument('--vs-torch', action='store_true', help='with --g-step: also the PyTorch twin of G')
   args = parser.parse_args(argv)
   if args.vs_torch and not args.g_step:
     parser.error('--vs-torch goes with --g-step')
   runner = (run_compare_conv if args.compare_conv else run_g_step if args.g_step
-            else run_g_inference if args.g_inference else run)
+            else run_g_inference if args.g_inference else run_startup if args.startup else run)
   try:
     result = runner(args)
   except HeadGANError as e:

@@ -120,8 +120,8 @@ def test_selector():
 
 
 def test_auto_uses_ours_from_the_flop_threshold_on():
-  """'auto' on CPU: a paper-size conv (R's 3x3 256 -> 32 at 256x256, 4.8 GFLOP) gets the im2col gradient, a
-  test-size one (16x16, 32 -> 32, 9 MFLOP) XLA's (trace only)."""
+  """'auto' on CPU: a paper-size conv (R's 3x3 256 -> 32 at 256x256, 4.8 GFLOP) gets the im2col gradient, a small
+  or narrow one XLA's (trace only)."""
   def uses_ours(x_shape, w_shape):
     jaxpr = jax.make_jaxpr(lambda x, w: conv.conv_general_dilated_auto(
         x, w, (1, 1), ((1, 1), (1, 1)), dimension_numbers=('NHWC', 'HWIO', 'NHWC')))(
@@ -130,7 +130,8 @@ def test_auto_uses_ours_from_the_flop_threshold_on():
 
   assert conv.forward_flops((1, 256, 256, 256), (3, 3, 256, 32), (1, 1), ((1, 1), (1, 1))) > conv.AUTO_MIN_FLOPS
   assert uses_ours((1, 256, 256, 256), (3, 3, 256, 32))
-  assert not uses_ours((1, 16, 16, 32), (3, 3, 32, 32))
+  assert not uses_ours((1, 16, 16, 32), (3, 3, 32, 256))  # Small: 38 MFLOP.
+  assert not uses_ours((1, 256, 256, 32), (3, 3, 32, 32))  # Narrow: 3 x 3 x 32 < 1024.
 
 
 def test_unsupported_convolutions_fall_back_to_xla():

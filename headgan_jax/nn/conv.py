@@ -34,9 +34,12 @@ from headgan_jax import errors
 
 CONV_IMPLS = ('auto', 'xla', 'im2col')
 CHUNK_BYTES = 32 << 20  # Patches live per scan step; measured on 2 cores: 8-64 MiB are within noise of each other.
-# 'auto' uses ours from this many forward FLOPs per call: every conv of the paper's G (>= 0.3 GFLOP at batch 2) and
-# the large ones of D / D_m; the test-size networks (< 0.05 GFLOP) keep XLA's, which compiles faster.
+# 'auto' uses ours for convolutions of at least AUTO_MIN_FLOPS forward FLOPs per call and K_h K_w max(C_in, C_out)
+# >= AUTO_MIN_WIDTH. Measured per shape (bench/conv_grad.py, README): XLA:CPU's weight gradient is 2-6x slower
+# than ours on every such conv of the paper's G and up to 200x on D's stride-1 4x4 256 -> 512 layer; on narrow
+# ones (3x3, 32 -> 32) and small ones (the test configs' < 0.05 GFLOP) both are within 2x and XLA's compiles faster.
 AUTO_MIN_FLOPS = 1e8
+AUTO_MIN_WIDTH = 1024
 _NHWC = lax.ConvDimensionNumbers(lhs_spec=(0, 3, 1, 2), rhs_spec=(3, 2, 0, 1), out_spec=(0, 3, 1, 2))
 
 ConvFn = Callable[..., jax.Array]
@@ -204,22 +207,24 @@ def conv_general_dilated_auto(lhs: jax.Array, rhs: jax.Array, window_strides: Se
                               rhs_dilation: Sequence[int] | None = None, dimension_numbers: Any = None,
                               feature_group_count: int = 1, batch_group_count: int = 1, precision: Any = None,
                               preferred_element_type: Any = None) -> jax.Array:
-  """`conv_general_dilated` for convolutions of at least AUTO_MIN_FLOPS, XLA's below (where both take a few ms
-  and XLA's compiles faster)."""
+  """`conv_general_dilated` for large, wide convolutions (AUTO_MIN_FLOPS, AUTO_MIN_WIDTH), XLA's for the others."""
   args = (lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation, dimension_numbers, feature_group_count,
           batch_group_count, precision, preferred_element_type)
   if lhs.ndim == 4 and rhs.ndim == 4 and dimension_numbers is not None and (
       lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers) == _NHWC):
     strides = tuple(int(s) for s in window_strides)
     pads = _canonical_padding(padding, lhs.shape, rhs.shape, strides)
-    if forward_flops(lhs.shape, rhs.shape, strides, pads) >= AUTO_MIN_FLOPS:
+    kh, kw, c_in, c_out = rhs.shape
+    if (forward_flops(lhs.shape, rhs.shape, strides, pads) >= AUTO_MIN_FLOPS
+        and kh * kw * max(c_in, c_out) >= AUTO_MIN_WIDTH):
       return conv_general_dilated(*args)
   return lax.conv_general_dilated(*args)
 
 
 def conv_general_dilated_for(impl: str) -> ConvFn:
-  """The convolution for config.model.conv_impl: 'auto' (on the CPU backend ours for convolutions of at least
-  AUTO_MIN_FLOPS, XLA's for smaller ones; XLA's on every other backend), 'xla' or 'im2col' (ours everywhere)."""
+  """The convolution for config.model.conv_impl: 'auto' (on the CPU backend `conv_general_dilated_auto`: ours for
+  large, wide convolutions, XLA's for the others; XLA's on every other backend), 'xla' or 'im2col' (ours for every
+  convolution it supports, on every backend)."""
   if impl not in CONV_IMPLS:
     raise errors.ConfigError(f'config.model.conv_impl = {impl!r}; expected one of {CONV_IMPLS}')
   if impl == 'im2col':
