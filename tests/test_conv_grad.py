@@ -63,12 +63,28 @@ def tiny_calls():
   return conv.network_conv_calls(config, 2 * config.train.batch_size)
 
 
+def _conv_kernels(module, *inputs) -> int:
+  """How many conv kernels (4-D 'kernel' parameters) `module` has."""
+  params = jax.eval_shape(lambda: module.init(jax.random.key(0), *inputs))['params']
+  return sum(1 for path, x in jax.tree_util.tree_leaves_with_path(params) if path[-1].key == 'kernel' and x.ndim == 4)
+
+
+def test_recorder_sees_every_conv_of_the_networks(tiny_calls):
+  """One recorded call per conv kernel of G, D and D_m (each conv runs once per apply)."""
+  from headgan_jax.nn import discriminator  # pylint: disable=import-outside-toplevel
+  config = tiny.get_config()
+  d, d_m = discriminator.make_discriminators(config)
+  b, s, m = 2 * config.train.batch_size, config.image_size, config.disc.mouth_size
+  expected = {'G': _conv_kernels(generator_lib.make_generator(config), *generator_lib.example_inputs(config, b)),
+              'D': _conv_kernels(d, jnp.zeros((b, s, s, 6))),
+              'D_m': _conv_kernels(d_m, jnp.zeros((b, m, m, 3 + config.model.audio_dim)))}
+  assert {net: len(calls) for net, calls in tiny_calls.items()} == expected
+  assert expected['G'] > 50
+
+
 @pytest.mark.parametrize('net', ['G', 'D', 'D_m'])
 def test_gradients_equal_xla_on_every_tiny_config_shape(tiny_calls, net):
-  distinct = conv.distinct_calls(tiny_calls[net])
-  # The recorder saw the whole network (G: F's and R's encoders, SPADE and AdaIN blocks, heads; D: 2 x 5 layers).
-  assert len(tiny_calls[net]) == {'G': 78, 'D': 10, 'D_m': 10}[net]
-  _check_same([call for call, _ in distinct])
+  _check_same([call for call, _ in conv.distinct_calls(tiny_calls[net])])
 
 
 @pytest.mark.parametrize('call', [
@@ -143,9 +159,9 @@ def test_unsupported_convolutions_fall_back_to_xla():
   assert str(f(conv.conv_general_dilated)) == str(f(lax.conv_general_dilated))
 
 
-@pytest.mark.parametrize('impl, expected', [('im2col', 62), ('xla', 0)])
-def test_config_switch_reaches_every_conv_of_the_generator(impl, expected):
-  """config.model.conv_impl selects the convolution of all 62 convs of the small train config's G (trace only)."""
+@pytest.mark.parametrize('impl', ['im2col', 'xla'])
+def test_config_switch_reaches_every_conv_of_the_generator(impl):
+  """config.model.conv_impl selects the convolution of every conv of the small train config's G (trace only)."""
   config = small_train_config()
   config.model.conv_impl = impl
   g = generator_lib.make_generator(config)
@@ -153,5 +169,5 @@ def test_config_switch_reaches_every_conv_of_the_generator(impl, expected):
   variables = jax.eval_shape(lambda: g.init(jax.random.key(0), *inputs))
   with conv.record_conv_calls() as calls:
     jaxpr = str(jax.make_jaxpr(lambda v: g.apply(v, *inputs))(variables))
-  assert len(calls) == 62
-  assert jaxpr.count('custom_vjp_call') == expected
+  assert len(calls) == _conv_kernels(g, *inputs) > 50
+  assert jaxpr.count('custom_vjp_call') == (len(calls) if impl == 'im2col' else 0)
