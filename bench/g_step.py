@@ -17,8 +17,10 @@ table of bench/train_step.py). Figures are printed for humans, then ONE JSON lin
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
 import pathlib
+import resource
 import sys
 import time
 
@@ -33,6 +35,18 @@ import numpy as np  # noqa: E402
 from headgan_jax.errors import HeadGANError  # noqa: E402
 from headgan_jax.nn import generator as generator_lib  # noqa: E402
 from train_step import compiled_flops, load_config, peak_flops  # noqa: E402
+
+
+def _return_freed_memory_to_the_os() -> None:
+  """glibc: serve every allocation over 1 MiB by mmap, so a buffer XLA or PyTorch frees leaves the process at once;
+  otherwise the heap keeps the larger of the two frameworks' step peaks AND the other's, and the process' memory is
+  their sum rather than their maximum."""
+  try:
+    libc = ctypes.CDLL('libc.so.6')
+  except OSError:
+    return
+  m_mmap_threshold = -3
+  libc.mallopt(m_mmap_threshold, 1 << 20)
 
 
 def _config(args: argparse.Namespace):
@@ -126,17 +140,19 @@ def run_train(args: argparse.Namespace) -> dict:
 
     return jax.jit(step, donate_argnums=(0, 1, 2))
 
-  carry, fns, compile_s = {}, {}, {}
+  # ONE train state, stepped by whichever implementation's turn it is: both compute the same maths, and a second
+  # copy of G's parameters and Adam moments (0.6 GB at the paper size) would only add memory.
+  carry = [jax.tree.map(jnp.copy, variables['params']), jax.tree.map(jnp.copy, variables['batch_stats'])]
+  carry.append(tx.init(carry[0]))
+  fns, compile_s = {}, {}
   for impl, g in nets.items():
-    params = jax.tree.map(jnp.copy, variables['params'])
-    carry[impl] = [params, jax.tree.map(jnp.copy, variables['batch_stats']), tx.init(params)]
     t0 = time.perf_counter()
-    compiled = make_step(g).lower(*carry[impl]).compile()
+    compiled = make_step(g).lower(*carry).compile()
     compile_s[impl] = round(time.perf_counter() - t0, 1)
     print(f'compiled the G step with conv_impl={impl!r} in {compile_s[impl]:.1f} s', flush=True)
 
-    def run_once(impl=impl, compiled=compiled):
-      *carry[impl], loss = compiled(*carry[impl])
+    def run_once(compiled=compiled):
+      *carry[:], loss = compiled(*carry)
       return float(loss)
 
     fns[impl] = run_once
@@ -148,6 +164,7 @@ def run_train(args: argparse.Namespace) -> dict:
     fn()
   times = _summary(_interleaved(fns, args.steps))
   result['times'] = times
+  result['max_rss_gb'] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)
   result['speedup_auto_over_xla'] = round(times['xla']['median_ms'] / times['auto']['median_ms'], 3)
   if args.vs_torch:
     result['ratio_auto_over_torch'] = round(times['auto']['median_ms'] / times['torch']['median_ms'], 3)
@@ -222,6 +239,7 @@ def main(argv=None) -> int:
   parser.add_argument('--vs-torch', action='store_true', help='also time the PyTorch twin of G (CPU torch)')
   parser.add_argument('--inference', action='store_true', help="G's forward pass instead of its train step")
   args = parser.parse_args(argv)
+  _return_freed_memory_to_the_os()
   try:
     result = run_inference(args) if args.inference else run_train(args)
   except HeadGANError as e:
@@ -235,7 +253,8 @@ def main(argv=None) -> int:
   else:
     for name, t in result['times'].items():
       print(f"{name:6} median {t['median_ms']:10.1f} ms  (min {t['min_ms']:.1f}; all {t['all_ms']})")
-    print(f"speed-up of conv_impl 'auto' over 'xla': {result['speedup_auto_over_xla']:.2f}x")
+    print(f"speed-up of conv_impl 'auto' over 'xla': {result['speedup_auto_over_xla']:.2f}x; "
+          f"process peak memory {result['max_rss_gb']:.2f} GiB")
     if 'ratio_auto_over_torch' in result:
       print(f"ours ('auto') / PyTorch time: {result['ratio_auto_over_torch']:.2f}  "
             f"(before, 'xla' / PyTorch: {result['ratio_xla_over_torch']:.2f})")

@@ -209,7 +209,7 @@ def _torch_name_map(model: Generator, config) -> dict[str, str]:
 
 def load_flax_params(model: Generator, config, params, batch_stats) -> None:
   """Copies our G's Flax parameters (and spectral-norm vectors u) into the twin; every tensor must be matched."""
-  flat_params = {path: np.asarray(_get(params, path)) for path in _paths(params)}
+  flat_params = {path: np.array(_get(params, path)) for path in _paths(params)}
   names = _torch_name_map(model, config)
   modules = dict(model.named_modules())
   used = set()
@@ -228,7 +228,7 @@ def load_flax_params(model: Generator, config, params, batch_stats) -> None:
         used.add(f'{flax_prefix}/bias')
       if module.sn:
         block_conv = flax_prefix.rsplit('/', 1)[0]  # .../conv_0 (params under .../conv_0/conv, u under .../sn).
-        module.u.copy_(torch.from_numpy(_get(batch_stats, f'{block_conv}/sn/conv/kernel/u')))
+        module.u.copy_(torch.from_numpy(np.array(_get(batch_stats, f'{block_conv}/sn/conv/kernel/u'))))
   missing = set(_paths(params)) - used
   if missing:
     raise ValueError(f'torch twin: Flax parameters not loaded: {sorted(missing)[:5]} ...')

@@ -137,29 +137,35 @@ def _weight_grad_input_patches(x, g, kernel_shape, strides, padding, precision, 
   return dw_t.T.reshape(kh, kw, c_in, c_out)
 
 
+def _divisor_rows(n: int, max_rows: int) -> int:
+  """The largest divisor of n that is at most max_rows (so chunks tile n exactly, without padding copies)."""
+  return max(d for d in range(1, min(n, max(max_rows, 1)) + 1) if n % d == 0)
+
+
 def _weight_grad_output_patches(x, g, kernel_shape, padding, precision, chunk_bytes) -> jax.Array:
-  """Stride 1: dW[i, j] = sum_p x_pad[p] g[p - (i, j)] over the padded input's pixels p, i.e. P_g^T x_pad where
-  row p of P_g holds g[p - (i, j)] for every (i, j) (zero outside g)."""
+  """Stride 1: dW[i, j] = sum_p x[p] g[p + (pt, pl) - (i, j)] over the input's pixels p (the zero padding of x adds
+  nothing), i.e. P_g^T x where row p of P_g holds g[p + (pt, pl) - (i, j)] for every (i, j), zero outside g. Only
+  g, the side with fewer channels, is padded and copied into patches; x is read in place, in chunks of rows."""
   kh, kw, c_in, c_out = kernel_shape
-  (pt, pb), (pl, pr) = padding
-  b, out_h, out_w, _ = g.shape
-  x = jnp.pad(x, ((0, 0), (pt, pb), (pl, pr), (0, 0)))
-  hp, wp = x.shape[1:3]  # = out_h + kh - 1, out_w + kw - 1.
+  (pt, _), (pl, _) = padding
+  b, h, w, _ = x.shape
+  out_h, out_w = g.shape[1:3]
   itemsize = jnp.dtype(g.dtype).itemsize
-  rows = _chunk_rows(hp, b * wp * kh * kw * c_out * itemsize, chunk_bytes)
-  steps = -(-hp // rows)
-  x = jnp.pad(x, ((0, 0), (0, steps * rows - hp), (0, 0), (0, 0)))
-  # g_pad[p + (kh - 1, kw - 1)] = g[p]; rows of g_pad cover every chunk's window.
-  g = jnp.pad(g, ((0, 0), (kh - 1, steps * rows - out_h), (kw - 1, kw - 1), (0, 0)))
+  rows = _divisor_rows(h, chunk_bytes // max(b * w * kh * kw * c_out * itemsize, 1))
+  # g2[q] = g[q - (kh - 1 - pt, kw - 1 - pl)] (zero outside g), so row p of P_g reads g2[p + (kh - 1 - i, kw - 1 - j)];
+  # lax.pad crops where a padding is negative.
+  top, left = kh - 1 - pt, kw - 1 - pl
+  g2 = lax.pad(g, jnp.zeros((), g.dtype), ((0, 0, 0), (top, h + kh - 1 - top - out_h, 0),
+                                           (left, w + kw - 1 - left - out_w, 0), (0, 0, 0)))
 
   def chunk_grad(x_rows: jax.Array, g_rows: jax.Array) -> jax.Array:
-    cols = [lax.slice(g_rows, (0, kh - 1 - i, kw - 1 - j, 0), (b, kh - 1 - i + rows, kw - 1 - j + wp, c_out))
+    cols = [lax.slice(g_rows, (0, kh - 1 - i, kw - 1 - j, 0), (b, kh - 1 - i + rows, kw - 1 - j + w, c_out))
             for i in range(kh) for j in range(kw)]
     patches = jnp.concatenate(cols, axis=-1).reshape(-1, kh * kw * c_out)
     return lax.dot_general(patches, x_rows.reshape(-1, c_in), (((0,), (0,)), ((), ())), precision=precision,
                            preferred_element_type=jnp.float32)  # (K K C_out, C_in).
 
-  dw = _scan_rows(chunk_grad, [(x, rows, rows), (g, rows, rows + kh - 1)], steps, (kh * kw * c_out, c_in))
+  dw = _scan_rows(chunk_grad, [(x, rows, rows), (g2, rows, rows + kh - 1)], h // rows, (kh * kw * c_out, c_in))
   return dw.reshape(kh, kw, c_out, c_in).transpose(0, 1, 3, 2)
 
 
