@@ -33,7 +33,9 @@ from jax import lax
 from headgan_jax import errors
 
 CONV_IMPLS = ('auto', 'xla', 'im2col')
-CHUNK_BYTES = 32 << 20  # Patches live per scan step; measured on 2 cores: 8-64 MiB are within noise of each other.
+# Patches per scan step. Time: 8-64 MiB are within noise of each other on 2 cores; memory: the paper G step's XLA
+# buffers are 2.55 GB per frame with 8 MiB, 2.61 with 32 MiB (2.31 with XLA's own weight gradient).
+CHUNK_BYTES = 8 << 20
 # 'auto' uses ours for convolutions of at least AUTO_MIN_FLOPS forward FLOPs per call and K_h K_w max(C_in, C_out)
 # >= AUTO_MIN_WIDTH. Measured per shape (bench/conv_grad.py, README): XLA:CPU's weight gradient is 2-6x slower
 # than ours on every such conv of the paper's G and up to 200x on D's stride-1 4x4 256 -> 512 layer; on narrow
