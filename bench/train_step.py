@@ -1,6 +1,13 @@
 """Benchmark of one HeadGAN train step (G, D and D_m updates): compile time, step time, samples/s, FLOPs, MFU.
 
-  python bench/train_step.py --config configs/tiny.py [--batch N] [--dtype bfloat16] [--steps 10]
+  python bench/train_step.py --config configs/tiny.py [--batch N] [--dtype bfloat16] [--steps 10] [--conv-impl xla]
+  python bench/train_step.py --config configs/paper.py --batch 1 --compare-conv   # before / after issue 12
+
+--compare-conv builds the step with config.model.conv_impl 'xla' (before issue 12) and 'auto' (after: the im2col
+weight gradient of headgan_jax/nn/conv.py on CPU, XLA's own elsewhere) and times them interleaved in ONE process
+(xla, auto, xla, auto, ...) on one train state that each step carries forward (both compute the same maths), so
+the ratio of the medians holds on a shared machine. G's training step alone, against a PyTorch twin of G, is
+`bench/g_step.py`; the start-up figures are `bench/startup.py`.
 
 FLOPs are XLA's own count: `cost_analysis()['flops']` of the compiled step (per device program; multiplied by the
 device count for the global figure), divided by the global batch. They cover everything the step executes (G on
@@ -94,6 +101,8 @@ def apply_overrides(config, args: argparse.Namespace):
     config.model.compute_dtype = args.dtype
   if args.image_size:
     config.image_size = args.image_size
+  if args.conv_impl:
+    config.model.conv_impl = args.conv_impl
   if not config.train.steps_per_epoch:
     config.train.steps_per_epoch = 1000  # Only the learning-rate value depends on it, not the cost.
   return config
@@ -101,6 +110,8 @@ def apply_overrides(config, args: argparse.Namespace):
 
 def run(args: argparse.Namespace) -> dict:
   config = apply_overrides(load_config(args.config), args)
+  if args.compare_conv:
+    return run_compare_conv(args, config)
   devices = jax.devices()
   mesh = step_lib.make_mesh(devices)
   batch_size = config.train.batch_size
@@ -145,7 +156,7 @@ def run(args: argparse.Namespace) -> dict:
   if peak and flops_device is not None:
     mfu = flops_device / float(np.mean(times)) / peak  # FLOPs and time both averaged over D cycles.
   return {
-      'bench': 'train_step', 'config': args.config, 'image_size': config.image_size, 'batch': batch_size,
+      'bench': 'train_step', 'mode': 'step', 'conv_impl': config.model.conv_impl, 'config': args.config, 'image_size': config.image_size, 'batch': batch_size,
       'dtype': config.model.compute_dtype, 'devices': len(devices), 'device_kind': devices[0].device_kind,
       'platform': devices[0].platform, 'vgg': vgg_note, 'init_s': round(init_s, 3), 'compile_s': round(compile_s, 3),
       'step_ms_median': round(step_s * 1e3, 3), 'step_ms_min': round(min(times) * 1e3, 3), 'steps_timed': len(times),
@@ -158,6 +169,61 @@ def run(args: argparse.Namespace) -> dict:
   }
 
 
+def run_compare_conv(args: argparse.Namespace, config) -> dict:
+  """The train step with conv_impl 'xla' and 'auto', timed interleaved on one state (see the module docstring)."""
+  import ctypes  # pylint: disable=import-outside-toplevel
+  import resource  # pylint: disable=import-outside-toplevel
+  try:  # glibc: buffers over 1 MiB by mmap, so each step's freed temporaries leave the process (peak = one step's).
+    ctypes.CDLL('libc.so.6').mallopt(-3, 1 << 20)  # M_MMAP_THRESHOLD
+  except OSError:
+    pass
+  mesh = step_lib.make_mesh()
+  optimizers = state_lib.make_optimizers(config)
+  vgg_apply = vgg_params = None
+  if config.loss.use_vgg:  # Random weights: the cost does not depend on them.
+    model = vgg_lib.VGG19(dtype=jnp.dtype(config.model.compute_dtype))
+    vgg_params = jax.device_put(model.init(jax.random.key(1), jnp.zeros((1, 32, 32, 3)))['params'],
+                                step_lib.replicated(mesh))
+    vgg_apply = lambda p, x: model.apply({'params': p}, x)  # noqa: E731
+  models = {}
+  for impl in ('xla', 'auto'):
+    config.model.conv_impl = impl
+    models[impl] = state_lib.make_models(config)
+  state = step_lib.init_state_sharded(jax.random.key(config.seed), config, models['xla'], optimizers, mesh)
+  batch = step_lib.shard_batch(data.synthetic_batch(jax.random.key(0), config), mesh)
+  compiled, compile_s = {}, {}
+  for impl, m in models.items():
+    t0 = time.perf_counter()
+    compiled[impl] = step_lib.make_train_step(config, m, optimizers, mesh, vgg_apply).jitted.lower(
+        state, batch, vgg_params).compile()
+    compile_s[impl] = round(time.perf_counter() - t0, 1)
+    print(f'compiled the step with conv_impl={impl!r} in {compile_s[impl]:.1f} s', flush=True)
+  carry = [state]
+  del state
+
+  def run_once(impl):
+    carry[0], metrics = compiled[impl](carry[0], batch, vgg_params)
+    return jax.device_get(metrics)
+
+  first = {impl: run_once(impl) for impl in compiled}  # Warm-up; consecutive steps, so close but not equal.
+  times = {impl: [] for impl in compiled}
+  for _ in range(args.steps):
+    for impl in compiled:
+      t0 = time.perf_counter()
+      run_once(impl)
+      times[impl].append(time.perf_counter() - t0)
+  med = {impl: float(np.median(v)) for impl, v in times.items()}
+  return {'bench': 'train_step', 'mode': 'compare_conv', 'config': args.config, 'image_size': config.image_size,
+          'batch': config.train.batch_size, 'dtype': config.model.compute_dtype,
+          'device_kind': jax.devices()[0].device_kind, 'platform': jax.devices()[0].platform,
+          'vgg': 'random weights' if config.loss.use_vgg else 'off', 'compile_s': compile_s,
+          'step_ms': {impl: [round(1e3 * t, 1) for t in v] for impl, v in times.items()},
+          'step_ms_median': {impl: round(1e3 * t, 1) for impl, t in med.items()},
+          'speedup_auto_over_xla': round(med['xla'] / med['auto'], 3),
+          'metrics_finite': all(np.isfinite(float(v)) for m in first.values() for v in m.values()),
+          'max_rss_gb': round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)}
+
+
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument('--config', default=str(REPO / 'configs' / 'tiny.py'), help='config file with get_config()')
@@ -166,12 +232,21 @@ def main(argv=None) -> int:
   parser.add_argument('--image-size', type=int, default=0, help='override config.image_size')
   parser.add_argument('--steps', type=int, default=12, help='timed steps (after one warm-up cycle of d_every steps; '
                       'a multiple of config.train.d_every gives a fair mean)')
+  parser.add_argument('--conv-impl', choices=('auto', 'xla', 'im2col'), default='', help='config.model.conv_impl')
+  parser.add_argument('--compare-conv', action='store_true', help="conv_impl 'xla' vs 'auto', interleaved")
   args = parser.parse_args(argv)
   try:
     result = run(args)
   except HeadGANError as e:
     print(f'error: {e}', file=sys.stderr)
     return 2
+  if result['mode'] == 'compare_conv':
+    med = result['step_ms_median']
+    print(f"train step, {result['image_size']}x{result['image_size']}, batch {result['batch']}, "
+          f"{result['device_kind']}: conv_impl 'xla' {med['xla']:.0f} ms, 'auto' {med['auto']:.0f} ms (medians of "
+          f"{args.steps} interleaved) -> {result['speedup_auto_over_xla']:.2f}x; peak memory {result['max_rss_gb']} GiB")
+    print(json.dumps(result))
+    return 0
   print(f"device: {result['devices']} x {result['device_kind']} ({result['platform']}), dtype {result['dtype']}, "
         f"{result['image_size']}x{result['image_size']}, global batch {result['batch']}, VGG: {result['vgg']}")
   print(f"params: G {result['g_params']:,}  D {result['d_params']:,}  D_m {result['dm_params']:,}")

@@ -8,6 +8,12 @@ os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 
 import pytest  # noqa: E402
 
+from headgan_jax import compilation_cache  # noqa: E402
+
+# Tests that build the same network or step again (a resumed Trainer, the same config in two files or workers)
+# load it from disk instead of compiling it again; HEADGAN_JAX_COMPILATION_CACHE=off turns this off.
+compilation_cache.enable()
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / 'shared'
 

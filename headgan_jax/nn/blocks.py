@@ -30,13 +30,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from headgan_jax import errors
+from headgan_jax.nn import conv as conv_lib
 
 Dtype = Any
 
 RESIZE_METHODS = ('nearest_floor', 'nearest', 'bilinear')
 PADDING_MODES = ('zeros', 'reflect')
 NORM_KINDS = ('affine', 'plain')
-CONV_IMPLS = ('xla',)
+CONV_IMPLS = conv_lib.CONV_IMPLS
 IN_EPSILON = 1e-5  # PyTorch's InstanceNorm2d default, as in the authors' code.
 
 
@@ -99,9 +100,7 @@ class PixelShuffle(nn.Module):
 def conv_function(impl: str) -> Callable[..., jax.Array]:
   """The convolution primitive behind every `Conv` of G, D and D_m (config.model.conv_impl), with the signature
   of `jax.lax.conv_general_dilated`."""
-  if impl == 'xla':
-    return jax.lax.conv_general_dilated
-  raise errors.ConfigError(f'config.model.conv_impl = {impl!r}; expected one of {CONV_IMPLS}')
+  return conv_lib.conv_general_dilated_for(impl)  # ConfigError for an unknown one.
 
 
 @dataclasses.dataclass(frozen=True)

@@ -27,6 +27,7 @@ import time
 from absl import flags
 from ml_collections import config_flags
 
+from headgan_jax import compilation_cache
 from headgan_jax.errors import ConfigError, HeadGANError
 
 
@@ -118,6 +119,7 @@ def main(argv: list[str] | None = None) -> int:
   try:
     config, fv = parse(argv)
     initialize_distributed(fv)
+    compilation_cache.enable()  # ~/.cache/headgan-jax/xla or $HEADGAN_JAX_COMPILATION_CACHE ('off': none).
     import jax  # pylint: disable=import-outside-toplevel
     from headgan_jax.train import loop  # pylint: disable=import-outside-toplevel
     workdir = fv.workdir or config.train.workdir

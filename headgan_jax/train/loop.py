@@ -271,7 +271,8 @@ class Trainer:
       vgg_params = jax.device_put(vgg_params, step_lib.replicated(mesh))
     train_step = step_lib.make_train_step(config, models, optimizers, mesh, vgg_apply)
     repl, sharded = step_lib.replicated(mesh), step_lib.batch_sharding(mesh)
-    init_fn = jax.jit(lambda key: state_lib.init_state(key, config, models, optimizers), out_shardings=repl)
+    init_fn = jax.jit(lambda key: state_lib.init_state(key, config, models, optimizers), out_shardings=repl,
+                      compiler_options=state_lib.INIT_COMPILER_OPTIONS)
 
     def generate(state, batch: data.Batch) -> tuple[jax.Array, jax.Array]:
       out = models.generator.apply(generator_variables(state), batch.x_drive, batch.y_ref, batch.x_ref, batch.audio)

@@ -45,7 +45,7 @@ from headgan_jax.errors import ConfigError
 from headgan_jax.face3d.mouth import crop_mouth
 from headgan_jax.nn.discriminator import image_disc_input, mouth_disc_input
 from headgan_jax.train import data, losses
-from headgan_jax.train.state import Models, Optimizers, TrainState, init_state
+from headgan_jax.train.state import INIT_COMPILER_OPTIONS, Models, Optimizers, TrainState, init_state
 
 DATA_AXIS = 'data'
 Metrics = dict[str, jax.Array]
@@ -354,7 +354,8 @@ def make_train_step(config: ml_collections.ConfigDict, models: Models, optimizer
 def init_state_sharded(key: jax.Array, config: ml_collections.ConfigDict, models: Models, optimizers: Optimizers,
                        mesh: Mesh) -> TrainState:
   """`state.init_state`, jit-compiled with its output replicated over `mesh`."""
-  return jax.jit(lambda k: init_state(k, config, models, optimizers), out_shardings=replicated(mesh))(key)
+  return jax.jit(lambda k: init_state(k, config, models, optimizers), out_shardings=replicated(mesh),
+                 compiler_options=INIT_COMPILER_OPTIONS)(key)
 
 
 def shard_batch(batch: data.Batch, mesh: Mesh) -> data.Batch:

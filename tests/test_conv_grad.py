@@ -1,0 +1,173 @@
+"""The im2col-gradient convolution (nn/conv.py) against XLA's: same outputs and gradients (1e-5 relative) on every
+convolution shape G, D and D_m run in a train step of the tiny config, and on paper-size shapes; the selector and
+its wiring into the networks."""
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax import lax
+
+from configs import paper, tiny
+from headgan_jax import errors
+from headgan_jax.nn import conv
+from headgan_jax.nn import generator as generator_lib
+from tests.train_configs import small_train_config
+
+RTOL = 1e-5  # max |ours - xla| / max |xla|, per output.
+
+
+def _rel_err(a, b) -> float:
+  a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+  return float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-30))
+
+
+def _inputs(call: conv.ConvCall, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """Random x, w and output cotangent g (NumPy: XLA:CPU compiles jax.random slowly)."""
+  rng = np.random.default_rng(seed)
+  x = rng.standard_normal(call.input_shape, np.float32)
+  w = rng.standard_normal(call.kernel_shape, np.float32) / np.sqrt(np.prod(call.kernel_shape[:3]))
+  out_shape = jax.eval_shape(lambda x, w: _conv(lax.conv_general_dilated, call, x, w), x, w).shape
+  return x, w, rng.standard_normal(out_shape, np.float32)
+
+
+def _conv(fn, call: conv.ConvCall, x, w):
+  return fn(x, w, call.strides, call.padding, dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+
+
+def _outputs_and_grads(fn, call: conv.ConvCall, x, w, g):
+  """(y, dL/dx, dL/dw) of `fn` at x, w for the output cotangent g."""
+  y, vjp = jax.vjp(functools.partial(_conv, fn, call), x, w)
+  return (y, *vjp(g))
+
+
+def _check_same(calls: list[conv.ConvCall], seed: int = 0) -> None:
+  """Ours vs XLA on each of `calls`; one jit per implementation (one compile for all shapes)."""
+  inputs = [_inputs(call, seed + i) for i, call in enumerate(calls)]
+
+  def all_outputs(fn):
+    return jax.jit(lambda inputs: [_outputs_and_grads(fn, call, *a) for call, a in zip(calls, inputs)])(inputs)
+
+  ours, xla = all_outputs(conv.conv_general_dilated), all_outputs(lax.conv_general_dilated)
+  for call, ours_c, xla_c in zip(calls, ours, xla):
+    for name, a, b in zip(('output', 'input gradient', 'weight gradient'), ours_c, xla_c):
+      assert a.shape == b.shape and a.dtype == b.dtype, (name, call)
+      assert _rel_err(a, b) < RTOL, (name, _rel_err(a, b), call)
+
+
+@pytest.fixture(scope='module')
+def tiny_calls():
+  """Every convolution of G, D and D_m in a tiny-config train step (each network sees 2 x batch examples)."""
+  config = tiny.get_config()
+  return conv.network_conv_calls(config, 2 * config.train.batch_size)
+
+
+def _conv_kernels(module, *inputs) -> int:
+  """How many conv kernels (4-D 'kernel' parameters) `module` has."""
+  params = jax.eval_shape(lambda: module.init(jax.random.key(0), *inputs))['params']
+  return sum(1 for path, x in jax.tree_util.tree_leaves_with_path(params) if path[-1].key == 'kernel' and x.ndim == 4)
+
+
+def test_recorder_sees_every_conv_of_the_networks(tiny_calls):
+  """One recorded call per conv kernel of G, D and D_m (each conv runs once per apply)."""
+  from headgan_jax.nn import discriminator  # pylint: disable=import-outside-toplevel
+  config = tiny.get_config()
+  d, d_m = discriminator.make_discriminators(config)
+  b, s, m = 2 * config.train.batch_size, config.image_size, config.disc.mouth_size
+  expected = {'G': _conv_kernels(generator_lib.make_generator(config), *generator_lib.example_inputs(config, b)),
+              'D': _conv_kernels(d, jnp.zeros((b, s, s, 6))),
+              'D_m': _conv_kernels(d_m, jnp.zeros((b, m, m, 3 + config.model.audio_dim)))}
+  assert {net: len(calls) for net, calls in tiny_calls.items()} == expected
+  assert expected['G'] > 50
+
+
+@pytest.mark.parametrize('net', ['G', 'D', 'D_m'])
+def test_gradients_equal_xla_on_every_tiny_config_shape(tiny_calls, net):
+  _check_same([call for call, _ in conv.distinct_calls(tiny_calls[net])])
+
+
+@pytest.mark.parametrize('call', [
+    conv.ConvCall('input patches, stride 2', (2, 17, 17, 8), (4, 4, 8, 16), (2, 2), ((2, 2), (2, 2))),
+    conv.ConvCall('output patches, C_out < C_in', (2, 9, 11, 16), (3, 3, 16, 4), (1, 1), ((1, 1), (1, 1))),
+    conv.ConvCall('output patches, 4x4, uneven padding', (1, 8, 8, 16), (4, 4, 16, 4), (1, 1), ((1, 2), (2, 1))),
+], ids=lambda c: c.name)
+def test_weight_gradient_over_many_uneven_chunks_equals_xla(call):
+  """The scan path: a chunk size of ~2 rows of patches, so several steps with the last one padded."""
+  x, w, g = _inputs(call, 1)
+  row_bytes = 4 * call.input_shape[0] * call.input_shape[2] * np.prod(call.kernel_shape[:2]) * min(call.kernel_shape[2:])
+  ours = jax.jit(lambda x, g: conv.weight_grad_im2col(x, g, call.kernel_shape, call.strides, call.padding,
+                                                      chunk_bytes=int(2 * row_bytes)))(x, g)
+  xla = jax.jit(lambda x, w, g: _outputs_and_grads(lax.conv_general_dilated, call, x, w, g)[2])(x, w, g)
+  assert _rel_err(ours, xla) < RTOL
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('index', [0, 1])
+def test_gradients_equal_xla_on_paper_size_shapes(index):
+  """Paper-config shapes (one example): R's SPADE gamma conv at 256x256 (256 -> 32 channels; the weight gradient
+  runs in 20 chunks of 13 rows) and D's second layer (4x4, stride 2, 64 -> 128 at 129x129)."""
+  calls = [conv.ConvCall('render_net/spade_2/norm_0/gamma', (1, 256, 256, 256), (3, 3, 256, 32), (1, 1),
+                         ((1, 1), (1, 1))),
+           conv.ConvCall('scale_0/conv_1', (1, 129, 129, 64), (4, 4, 64, 128), (2, 2), ((2, 2), (2, 2)))]
+  call = calls[index]
+  shapes = conv.network_conv_calls(paper.get_config(), 1)
+  assert call.key in {c.key for net in shapes.values() for c in net}, 'not a shape of the paper networks'
+  _check_same([call])
+
+
+def test_bfloat16_gradients_keep_dtypes_and_match_xla():
+  call = conv.ConvCall('c', (2, 16, 16, 32), (3, 3, 32, 64), (1, 1), ((1, 1), (1, 1)))
+  x, w, g = (jnp.asarray(a, jnp.bfloat16) for a in _inputs(call, 2))
+  ours = jax.jit(functools.partial(_outputs_and_grads, conv.conv_general_dilated, call))(x, w, g)
+  xla = jax.jit(functools.partial(_outputs_and_grads, lax.conv_general_dilated, call))(x, w, g)
+  for a, b in zip(ours, xla):
+    assert a.dtype == jnp.bfloat16
+    assert _rel_err(a, b) < 2e-2  # bf16 rounding of the results.
+
+
+def test_selector():
+  assert conv.conv_general_dilated_for('xla') is lax.conv_general_dilated
+  assert conv.conv_general_dilated_for('im2col') is conv.conv_general_dilated
+  assert jax.default_backend() == 'cpu'
+  assert conv.conv_general_dilated_for('auto') is conv.conv_general_dilated_auto
+  with pytest.raises(errors.ConfigError, match='conv_impl'):
+    conv.conv_general_dilated_for('cudnn')
+
+
+def test_auto_uses_ours_from_the_flop_threshold_on():
+  """'auto' on CPU: a paper-size conv (R's 3x3 256 -> 32 at 256x256, 4.8 GFLOP) gets the im2col gradient, a small
+  or narrow one XLA's (trace only)."""
+  def uses_ours(x_shape, w_shape):
+    jaxpr = jax.make_jaxpr(lambda x, w: conv.conv_general_dilated_auto(
+        x, w, (1, 1), ((1, 1), (1, 1)), dimension_numbers=('NHWC', 'HWIO', 'NHWC')))(
+            jax.ShapeDtypeStruct(x_shape, jnp.float32), jax.ShapeDtypeStruct(w_shape, jnp.float32))
+    return 'custom_vjp_call' in str(jaxpr)
+
+  assert conv.forward_flops((1, 256, 256, 256), (3, 3, 256, 32), (1, 1), ((1, 1), (1, 1))) > conv.AUTO_MIN_FLOPS
+  assert uses_ours((1, 256, 256, 256), (3, 3, 256, 32))
+  assert not uses_ours((1, 16, 16, 32), (3, 3, 32, 256))  # Small: 38 MFLOP.
+  assert not uses_ours((1, 256, 256, 32), (3, 3, 32, 32))  # Narrow: 3 x 3 x 32 < 1024.
+
+
+def test_unsupported_convolutions_fall_back_to_xla():
+  """Dilation and feature groups are not ours: passed to lax unchanged (same jaxpr, no custom_vjp)."""
+  x, w = jnp.ones((1, 8, 8, 4)), jnp.ones((3, 3, 2, 4))
+  f = lambda fn: jax.make_jaxpr(lambda x, w: fn(  # noqa: E731
+      x, w, (1, 1), 'SAME', rhs_dilation=(2, 2), dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
+      feature_group_count=2))(x, w)
+  assert str(f(conv.conv_general_dilated)) == str(f(lax.conv_general_dilated))
+
+
+@pytest.mark.parametrize('impl', ['im2col', 'xla'])
+def test_config_switch_reaches_every_conv_of_the_generator(impl):
+  """config.model.conv_impl selects the convolution of every conv of the small train config's G (trace only)."""
+  config = small_train_config()
+  config.model.conv_impl = impl
+  g = generator_lib.make_generator(config)
+  inputs = generator_lib.example_inputs(config, 2)
+  variables = jax.eval_shape(lambda: g.init(jax.random.key(0), *inputs))
+  with conv.record_conv_calls() as calls:
+    jaxpr = str(jax.make_jaxpr(lambda v: g.apply(v, *inputs))(variables))
+  assert len(calls) == _conv_kernels(g, *inputs) > 50
+  assert jaxpr.count('custom_vjp_call') == (len(calls) if impl == 'im2col' else 0)
