@@ -179,7 +179,7 @@ def _build(args):
   variables = g_step.random_variables(g, inputs)
   tx = optax.adam(config.train.lr, b1=config.train.b1, b2=config.train.b2)
 
-  def step(params, stats, opt_state):
+  def step(params, stats, opt_state, inputs, target):  # Frames as arguments: closed over, XLA would fold them.
     def loss_fn(params):
       out, new = g.apply({'params': params, 'batch_stats': stats}, *inputs, update_stats=True,
                          mutable=['batch_stats'])
@@ -189,8 +189,8 @@ def _build(args):
     return optax.apply_updates(params, updates), new, opt_state
 
   carry = (variables['params'], variables['batch_stats'], tx.init(variables['params']))
-  compiled = jax.jit(step).lower(*carry).compile()
-  fn = lambda: jax.block_until_ready(compiled(*carry))  # noqa: E731
+  compiled = jax.jit(step).lower(*carry, inputs, target).compile()
+  fn = lambda: jax.block_until_ready(compiled(*carry, inputs, target))  # noqa: E731
   return fn, compiled.as_text(), f'G step, {b} frame(s) of {size}x{size}, conv_impl {config.model.conv_impl}'
 
 
