@@ -4,16 +4,17 @@ im2col weight gradient (headgan_jax/nn/conv.py), and in PyTorch (`torch.nn.funct
   python bench/conv_grad.py --config configs/paper.py [--config configs/tiny.py] [--batch 1] [--reps 3]
                             [--step-ms 12345]
 
-For every distinct convolution shape that G, D and D_m run in a train step at global batch B (each network sees 2B
-examples: G frames t-1 and t, D and D_m fake and real), it prints the median time of each part, measured in ONE
+For every distinct convolution shape that G, D and D_m run in a train step at global batch B (D and D_m see 2B
+examples, fake and real; G's F 2B, frames t-1 and t; G's R B, frame t only, with config.train.shared_passes), it
+prints the median time of each part, measured in ONE
 process with the implementations interleaved (rep 1: XLA fwd, XLA dx, XLA dw, ours dw, torch fwd, torch dx,
 torch dw; rep 2: ...). Ours computes the forward pass and the input gradient with XLA's own ops, so only its weight
 gradient differs.
 
 Share of the train step: `flop %` is the shape's forward + input gradient + weight gradient FLOPs, times the number
-of such convs and how often the step runs them (G: once each; D and D_m: forward and input gradient twice - in L_G
-and in L_D - and weight gradient once), over the step's total FLOPs from XLA's cost analysis of the lowered train
-step. `est ms` is the same count times the measured times: the convolutions' share of the step's time when
+of such convs and how often the average step runs them (G: once each; D and D_m: forward and input gradient once in
+L_G, and all three once more on the 1 in config.train.d_every steps that update them), over the average step's
+FLOPs from XLA's cost analysis of the lowered train steps (without and with the D update). `est ms` is the same count times the measured times: the convolutions' share of the step's time when
 compared with the step time of `bench/train_step.py` (pass it with --step-ms to get `time %`).
 Figures are printed for humans, then ONE JSON line with all of them.
 """
@@ -40,7 +41,23 @@ from headgan_jax.nn import conv  # noqa: E402
 DN = ('NHWC', 'HWIO', 'NHWC')
 PARTS = ('xla_fwd', 'xla_dx', 'xla_dw', 'ours_dw', 'torch_fwd', 'torch_dx', 'torch_dw')
 # How often a train step runs each part of a network's convs (see the module docstring).
-STEP_USES = {'G': {'fwd': 1, 'dx': 1, 'dw': 1}, 'D': {'fwd': 2, 'dx': 2, 'dw': 1}, 'D_m': {'fwd': 2, 'dx': 2, 'dw': 1}}
+# G: once each. D and D_m: forward and input gradient once in L_G (on fake and real together), and on the steps that
+# update them (1 in config.train.d_every) forward, input and weight gradient once more.
+def step_uses(config) -> dict[str, dict[str, float]]:
+  k = 1.0 / int(config.train.d_every)
+  d = {'fwd': 1 + k, 'dx': 1 + k, 'dw': k}
+  return {'G': {'fwd': 1, 'dx': 1, 'dw': 1}, 'D': d, 'D_m': d}
+
+
+def step_conv_calls(config, batch: int) -> dict[str, list[conv.ConvCall]]:
+  """The convolutions of one train step at global batch `batch`: D and D_m see 2 x batch examples (fake and real),
+  G's F sees 2 x batch (frames t-1 and t), R 2 x batch too, or only frame t (batch) with config.train.shared_passes."""
+  calls = conv.network_conv_calls(config, 2 * batch)
+  if config.train.shared_passes:
+    r_calls = conv.network_conv_calls(config, batch, nets=('G',))['G']
+    calls['G'] = ([c for c in calls['G'] if not c.name.startswith('render_net/')]
+                  + [c for c in r_calls if c.name.startswith('render_net/')])
+  return calls
 
 
 def load_config(path: str):
@@ -64,7 +81,8 @@ def conv_impl_auto_picks_ours(call: conv.ConvCall) -> bool:
 
 
 def step_flops(config, batch: int) -> float | None:
-  """Total FLOPs of one train step (XLA cost analysis of the lowered, not compiled, step; VGG off)."""
+  """FLOPs of the average train step (XLA cost analysis of the lowered, not compiled, steps without and with the D
+  update, weighted 1 - 1/d_every and 1/d_every; VGG off)."""
   from headgan_jax.train import data, state as state_lib, step as step_lib  # pylint: disable=import-outside-toplevel
   config = config.copy_and_resolve_references()
   config.loss.use_vgg = False
@@ -73,11 +91,17 @@ def step_flops(config, batch: int) -> float | None:
   models, optimizers = state_lib.make_models(config), state_lib.make_optimizers(config)
   state = jax.eval_shape(lambda k: state_lib.init_state(k, config, models, optimizers), jax.random.key(0))
   spec = data.batch_spec(config, batch)
-  fn = step_lib.train_step_fn(config, models, optimizers)
-  cost = jax.jit(fn).lower(state, spec, None).cost_analysis()
-  if isinstance(cost, (list, tuple)):
-    cost = cost[0] if cost else None
-  return float(cost['flops']) if cost and 'flops' in cost else None
+  flops = {}
+  for update_d in (False, True):
+    fn = step_lib.train_step_fn(config, models, optimizers, update_d=update_d)
+    cost = jax.jit(fn).lower(state, spec, None).cost_analysis()
+    if isinstance(cost, (list, tuple)):
+      cost = cost[0] if cost else None
+    if not cost or 'flops' not in cost:
+      return None
+    flops[update_d] = float(cost['flops'])
+  k = 1.0 / int(config.train.d_every)
+  return (1 - k) * flops[False] + k * flops[True]
 
 
 def make_timers(call: conv.ConvCall) -> dict:
@@ -159,7 +183,8 @@ def run(args: argparse.Namespace) -> dict:
   results['torch_threads'] = torch.get_num_threads()
   for path, step_ms in zip(args.config, args.step_ms or [None] * len(args.config)):
     config = load_config(path)
-    calls = conv.network_conv_calls(config, 2 * args.batch)
+    calls = step_conv_calls(config, args.batch)
+    uses_by_net = step_uses(config)
     total_flops = None if args.no_step_flops else step_flops(config, args.batch)
     rows = []
     print(f'\n== {path}: {config.image_size}x{config.image_size}, train-step batch {args.batch} '
@@ -168,7 +193,7 @@ def run(args: argparse.Namespace) -> dict:
           f"{'ours dw':>8} | {'torch fwd':>9} {'dx':>8} {'dw':>8} | {'dw x':>5} {'step x':>6} {'flop %':>6} "
           f"{'est ms XLA':>10} {'ours':>8} {'auto':>5}")
     for net in args.nets:
-      uses = STEP_USES[net]
+      uses = uses_by_net[net]
       for call, count in conv.distinct_calls(calls[net]):
         t = bench_shape(call, args.reps)
         flops = conv_flops(call) * count * (uses['fwd'] + uses['dx'] + uses['dw'])
