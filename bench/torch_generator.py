@@ -20,11 +20,12 @@ SN_EPS = 1e-12
 
 
 class Conv(nn.Module):
-  """k x k conv, symmetric zero padding k // 2 (or `padding`), optional bias and spectral norm."""
+  """k x k conv, symmetric zero (or `reflect`) padding k // 2 (or `padding`), optional bias and spectral norm."""
 
   def __init__(self, c_in: int, c_out: int, k: int, stride: int = 1, bias: bool = True, sn: bool = False,
-               padding: int | None = None):
+               padding: int | None = None, reflect: bool = False):
     super().__init__()
+    self.reflect = reflect
     self.weight = nn.Parameter(torch.zeros(c_out, c_in, k, k))
     self.bias = nn.Parameter(torch.zeros(c_out)) if bias else None
     self.stride, self.padding = stride, k // 2 if padding is None else padding
@@ -45,6 +46,9 @@ class Conv(nn.Module):
     return self.weight / torch.where(sigma != 0, sigma, torch.ones_like(sigma))
 
   def forward(self, x: torch.Tensor) -> torch.Tensor:
+    if self.reflect and self.padding:
+      p = self.padding
+      return F.conv2d(F.pad(x, (p, p, p, p), mode='reflect'), self.kernel(), self.bias, self.stride, 0)
     return F.conv2d(x, self.kernel(), self.bias, self.stride, self.padding)
 
 
@@ -52,14 +56,31 @@ def instance_norm(x: torch.Tensor) -> torch.Tensor:
   return F.instance_norm(x, eps=IN_EPS)
 
 
+class AffineInstanceNorm(nn.Module):
+  """Instance norm with a learnable per-channel scale and shift (blocks.instance_norm(affine=True))."""
+
+  def __init__(self, c: int):
+    super().__init__()
+    self.weight, self.bias = nn.Parameter(torch.ones(c)), nn.Parameter(torch.zeros(c))
+
+  def forward(self, x: torch.Tensor) -> torch.Tensor:
+    return F.instance_norm(x, weight=self.weight, bias=self.bias, eps=IN_EPS)
+
+
+# config.model.spade_resize -> F.interpolate's mode (see blocks.resize_to).
+TORCH_RESIZE = {'nearest_floor': 'nearest', 'nearest': 'nearest-exact', 'bilinear': 'bilinear'}
+
+
 class SpadeNorm(nn.Module):
+  resize = 'nearest'  # Set from the config by Generator.
+
   def __init__(self, c: int, c_cond: int, hidden: int):
     super().__init__()
     self.shared, self.gamma, self.beta = Conv(c_cond, hidden, 3), Conv(hidden, c, 3), Conv(hidden, c, 3)
 
   def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
     if cond.shape[-2:] != x.shape[-2:]:
-      cond = F.interpolate(cond, size=x.shape[-2:], mode='nearest-exact')  # = jax.image.resize 'nearest'.
+      cond = F.interpolate(cond, size=x.shape[-2:], mode=self.resize)
     actv = F.relu(self.shared(cond))
     return instance_norm(x) * (1 + self.gamma(actv)) + self.beta(actv)
 
@@ -102,14 +123,17 @@ class AdainBlock(nn.Module):
 class Encoder(nn.Module):
   def __init__(self, c_in: int, ngf: int, num_down: int):
     super().__init__()
+    # The paper config's encoder (authors' code): spectral-norm convs without bias, reflection padding before the
+    # 7x7, affine instance norms.
     widths = [ngf * 4**i for i in range(num_down + 1)]
-    self.convs = nn.ModuleList([Conv(c_in, ngf, 7, bias=False)] + [
-        Conv(widths[i - 1], widths[i], 3, stride=2, bias=False) for i in range(1, num_down + 1)])
+    self.convs = nn.ModuleList([Conv(c_in, ngf, 7, bias=False, sn=True, reflect=True)] + [
+        Conv(widths[i - 1], widths[i], 3, stride=2, bias=False, sn=True) for i in range(1, num_down + 1)])
+    self.norms = nn.ModuleList([AffineInstanceNorm(w) for w in widths])
 
   def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
     feats = []
-    for conv in self.convs:
-      x = F.relu(instance_norm(conv(x)))
+    for conv, norm in zip(self.convs, self.norms):
+      x = F.relu(norm(conv(x)))
       feats.append(x)
     return feats[::-1]
 
@@ -130,6 +154,11 @@ class Generator(nn.Module):
   def __init__(self, config):
     super().__init__()
     m = config.model
+    built = {'encoder_spectral_norm': True, 'encoder_norm': 'affine', 'padding_7x7': 'reflect',
+             'block_spectral_norm': True, 'dead_conv_biases': False}
+    for field, value in built.items():
+      if m[field] != value:
+        raise ValueError(f'torch twin: built for config.model.{field} = {value!r}, not {m[field]!r}')
     ngf, nd, hidden, c_drive = m.ngf, m.num_down, m.spade_hidden, 3 * (m.num_past_frames + 1)
     widths = [ngf * 4**i for i in range(nd + 1)][::-1]  # Lowest resolution first: 512, 128, 32.
     self.num_down, self.low_blocks, self.slope = nd, m.flow_low_blocks, m.lrelu_slope
@@ -139,14 +168,18 @@ class Generator(nn.Module):
                                 for _ in range(m.flow_low_blocks)])
     self.f_up = nn.ModuleList([SpadeBlock(widths[level + 1], c_drive, hidden, m.block_shortcut, m.lrelu_slope)
                                for level in range(nd - 1)])
-    self.f_head = Conv(widths[-1], 3, 7)
+    self.f_flow_head = Conv(widths[-1], 2, 7, reflect=True)
+    self.f_mask_head = Conv(widths[-1], 1, 7, reflect=True)
     # R.
     self.r_encoder = Encoder(c_drive, ngf, nd)
     self.r_spade = nn.ModuleList([SpadeBlock(widths[level], widths[level], hidden, m.block_shortcut, m.lrelu_slope)
                                   for level in range(nd + 1)] +
                                  [SpadeBlock(widths[-1], 3, hidden, m.block_shortcut, m.lrelu_slope)])
     self.r_adain = nn.ModuleList([AdainBlock(widths[level], m.audio_dim, m.lrelu_slope) for level in range(nd + 1)])
-    self.r_head = Conv(widths[-1], 3, 7)
+    self.r_head = Conv(widths[-1], 3, 7, reflect=True)
+    for module in self.modules():
+      if isinstance(module, SpadeNorm):
+        module.resize = TORCH_RESIZE[m.spade_resize]
 
   def forward(self, x_drive, y_ref, x_ref, audio):
     feats = self.f_encoder(torch.cat([y_ref, x_ref], 1))
@@ -157,9 +190,8 @@ class Generator(nn.Module):
       h = F.pixel_shuffle(h, 2)
       if level < self.num_down - 1:
         h = self.f_up[level](h, x_drive)
-    out = self.f_head(h)
-    mask = (torch.tanh(out[:, 2:]) + 1) / 2
-    flow = out[:, :2] * mask
+    mask = (torch.tanh(self.f_mask_head(h)) + 1) / 2
+    flow = self.f_flow_head(h) * mask
     warped_ref = warp(y_ref, flow)
     flows, f = {flow.shape[-1]: flow}, flow
     while f.shape[-1] > feats[0].shape[-1]:
@@ -194,11 +226,13 @@ def _torch_name_map(model: Generator, config) -> dict[str, str]:
   for net, t_enc in (('flow_net', 'f_encoder'), ('render_net', 'r_encoder')):
     for i in range(m.num_down + 1):
       out[f'{net}/encoder/conv_{i}/conv/conv'] = f'{t_enc}.convs.{i}'
+      out[f'{net}/encoder/conv_{i}/norm'] = f'{t_enc}.norms.{i}'
   for i in range(m.flow_low_blocks):
     block(f'flow_net/spade_low_{i}', f'f_low.{i}')
   for level in range(m.num_down - 1):
     block(f'flow_net/spade_up_{level}', f'f_up.{level}')
-  out['flow_net/head/conv'] = 'f_head'
+  out['flow_net/flow_head/conv'] = 'f_flow_head'
+  out['flow_net/mask_head/conv'] = 'f_mask_head'
   for level in range(m.num_down + 2):
     block(f'render_net/spade_{level}', f'r_spade.{level}')
   for level in range(m.num_down + 1):
@@ -216,6 +250,11 @@ def load_flax_params(model: Generator, config, params, batch_stats) -> None:
   for flax_prefix, torch_name in names.items():
     module = modules[torch_name]
     with torch.no_grad():
+      if isinstance(module, AffineInstanceNorm):
+        module.weight.copy_(torch.from_numpy(flat_params[f'{flax_prefix}/scale']))
+        module.bias.copy_(torch.from_numpy(flat_params[f'{flax_prefix}/bias']))
+        used.update({f'{flax_prefix}/scale', f'{flax_prefix}/bias'})
+        continue
       if isinstance(module, nn.Linear):
         module.weight.copy_(torch.from_numpy(flat_params[f'{flax_prefix}/kernel'].T))
         module.bias.copy_(torch.from_numpy(flat_params[f'{flax_prefix}/bias']))
