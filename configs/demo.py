@@ -36,7 +36,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   t = c.train
   t.batch_size = 4
   t.lr_schedule = 'linear'
-  t.steps_per_epoch = 60  # An epoch of the schedule is 60 steps: 6 at the full rate, then 4 decaying to 0.
+  t.steps_per_epoch = 30  # An epoch of the schedule is 30 steps: 6 at the full rate, then 4 decaying to 0.
   t.epochs = 6
   t.decay_epochs = 4
   t.num_steps = 0  # = (epochs + decay_epochs) * steps_per_epoch.

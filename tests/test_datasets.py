@@ -20,7 +20,7 @@ from headgan_jax import errors
 from headgan_jax.data import building, clips as clips_lib
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-SECONDS = 0.7  # Length of each short cut: 15-21 frames.
+SECONDS = 0.7  # Length of each short cut of the VoxCeleb tree: 15-21 frames (the demo build: conftest.py).
 
 
 def dataset_config(data_dir: pathlib.Path):
@@ -32,31 +32,6 @@ def dataset_config(data_dir: pathlib.Path):
 def read_split(builder, split: str) -> dict[str, dict]:
   source = builder.as_data_source()[split]
   return {r['key']: r for r in (source[i] for i in range(len(source)))}
-
-
-@pytest.fixture(scope='session')
-def demo_build(tmp_path_factory, fixtures_dir, worker_id):
-  """headgan_demo at 64 px from two short cuts (driving; talk-05 = the test identity), built once per test run:
-  under pytest-xdist the first worker builds and the others open its build (a file lock in the run's folder)."""
-  from filelock import FileLock
-  from headgan_jax.data import build
-  base = tmp_path_factory.getbasetemp()
-  root = (base if worker_id == 'master' else base.parent) / 'demo-build'
-  config = dataset_config(root / 'tfds')
-  config.data.demo_dir = str(root / 'clips')
-  printed = root / 'printed.txt'
-  with FileLock(str(root) + '.lock'):
-    if not printed.exists():
-      dataset_helpers.cut_clip(fixtures_dir / 'driving.mp4', root / 'clips' / 'driving.mp4', SECONDS)
-      dataset_helpers.cut_clip(fixtures_dir / 'demo' / 'talk-05.mp4', root / 'clips' / 'demo' / 'talk-05.mp4',
-                               SECONDS)
-      out = io.StringIO()
-      with contextlib.redirect_stdout(out):
-        build.build('headgan_demo', config)
-      clips_lib.write_atomic(printed, out.getvalue().encode())
-  builder = build.make_builder('headgan_demo', config)
-  assert builder.is_prepared()
-  return config, builder, printed.read_text()
 
 
 @pytest.fixture(scope='session')

@@ -4,8 +4,10 @@
 
 On the held-out frames of the run's data source (split 'test'; by default only the identities that the training
 split has, i.e. self-reenactment on frames never trained on), with every frame's reference = the first tracked
-frame of its clip (the pipeline's `eval_examples` protocol), four numbers, each the mean absolute difference to the
-ground truth y_t over the face pixels (the 3D face x_t's mask of the L1 loss, eq. 6; images in [-1, 1]):
+frame of its clip (the paper's self-reenactment protocol; for a training identity of the demo that frame is in the
+train split, the held-out frames are the clip's last 20%; `--reference record` takes the held-out record's own
+first frame instead), four numbers, each the mean absolute difference to the ground truth y_t over the face pixels
+(the 3D face x_t's mask of the L1 loss, eq. 6; images in [-1, 1]):
 
   trained           G's output y~_t with the checkpoint's parameters (latest, or --step)
   untrained         G's output with the initial parameters of the same run (config.seed)
@@ -46,32 +48,36 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
 
 @jax.jit
 def _face_sums(images: jax.Array, batch: data.Batch, threshold: float) -> jax.Array:
-  """(len(images),) sums of |image - y| over face pixels and channels, and (last) the face-pixel count x 3."""
+  """(B, len(images) + 1): per example, the sums of |image - y| over face pixels and channels of each of `images`,
+  and (last) the face-pixel count x 3."""
   mask = losses.face_mask(batch.x_t, threshold)
-  sums = [jnp.sum(jnp.abs(im.astype(jnp.float32) - batch.y) * mask) for im in images]
-  return jnp.stack(sums + [3.0 * jnp.sum(mask)])
+  sums = [jnp.sum(jnp.abs(im.astype(jnp.float32) - batch.y) * mask, axis=(1, 2, 3)) for im in images]
+  return jnp.stack(sums + [3.0 * jnp.sum(mask, axis=(1, 2, 3))], axis=1)
 
 
 def face_l1(trainer, trained: Any, untrained: Any, batches) -> dict[str, float]:
-  """The four face L1 numbers of BASELINES over `batches` (global Batches), plus 'frames'."""
+  """The four face L1 numbers of BASELINES over `batches` (global Batches; of a padded EvalBatches, the first
+  `batches.num_frames` rows only), plus 'frames'."""
   threshold = float(trainer.config.loss.face_mask_threshold)
-  total, frames = np.zeros(len(BASELINES) + 1), 0
+  rows = []
   for batch in batches:
     image, warped = trainer.generate_fn(trained, batch)
     image0, _ = trainer.generate_fn(untrained, batch)
-    total += np.asarray(_face_sums((image, image0, batch.y_ref, warped), batch, threshold))
-    frames += batch.batch_size
-  if not frames:
+    rows.append(np.asarray(jax.device_get(_face_sums((image, image0, batch.y_ref, warped), batch, threshold))))
+  if not rows:
     raise ConfigError('no held-out batches to evaluate')
+  rows = np.concatenate(rows)[:getattr(batches, 'num_frames', None)]
+  total = rows.sum(axis=0)
   out = {name: float(total[i] / total[-1]) for i, name in enumerate(BASELINES)}
-  out['frames'] = frames
+  out['frames'] = len(rows)
   return out
 
 
-def held_out_batches(config: ml_collections.ConfigDict, mesh, identities: str = 'seen', split: str = 'test'):
-  """Every held-out frame of `split` of config.data.source (num_batches 0) for `identities`."""
+def held_out_batches(config: ml_collections.ConfigDict, mesh, identities: str = 'seen', split: str = 'test',
+                     reference: str = 'clip_start'):
+  """Every held-out frame of `split` of config.data.source for `identities` (the last batch padded)."""
   from headgan_jax.data import sources  # pylint: disable=import-outside-toplevel
-  spec = ml_collections.ConfigDict(dict(num_batches=0, identities=identities))
+  spec = ml_collections.ConfigDict(dict(num_batches=0, identities=identities, pad=True, reference=reference))
   return sources.make_eval_batches(config, mesh, split, spec)
 
 
@@ -104,16 +110,16 @@ def write_png(path: str, image: np.ndarray, scale: int = 2) -> None:
 
 
 def evaluate_workdir(workdir: str, step: int | None = None, identities: str = 'seen',
-                     grid_path: str | None = None) -> dict[str, Any]:
+                     grid_path: str | None = None, reference: str = 'clip_start') -> dict[str, Any]:
   """The numbers of `face_l1` for the checkpoint `step` (default the latest) of the run in `workdir`."""
   from headgan_jax.train import loop  # pylint: disable=import-outside-toplevel
   config = load_config(workdir)
   config.loss.use_vgg = False  # Generating needs no VGG (and no weight file).
   trainer = loop.Trainer.create(config)
   state, step = trainer.restore(workdir, step)
-  batches = held_out_batches(config, trainer.mesh, identities)
+  batches = held_out_batches(config, trainer.mesh, identities, reference=reference)
   result = face_l1(trainer, state, trainer.init_state(), batches)
-  result.update(step=step, identities=identities, source=config.data.source)
+  result.update(step=step, identities=identities, reference=reference, source=config.data.source)
   if grid_path:
     write_png(grid_path, grid(trainer, state, batches))
   return result
@@ -125,15 +131,17 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument('--step', type=int, default=None, help='checkpoint step (default: the latest)')
   parser.add_argument('--identities', choices=('seen', 'unseen', 'all'), default='seen',
                       help="held-out frames of the training identities ('seen', default), the others, or all")
+  parser.add_argument('--reference', choices=('clip_start', 'record'), default='clip_start',
+                      help="each frame's reference: its clip's first frame (default) or its held-out record's")
   parser.add_argument('--grid', default='', help='write an image grid of held-out frames to this .png')
   args = parser.parse_args(argv)
   try:
-    r = evaluate_workdir(args.workdir, args.step, args.identities, args.grid or None)
+    r = evaluate_workdir(args.workdir, args.step, args.identities, args.grid or None, args.reference)
   except HeadGANError as e:
     print(f'error: {e}', file=sys.stderr)
     return 2
-  print(f"face L1 on {r['frames']} held-out frames ({r['identities']} identities) of {r['source']}, step {r['step']} "
-        '(mean |. - y_t| over face pixels, images in [-1, 1]; lower is better):')
+  print(f"face L1 on {r['frames']} held-out frames ({r['identities']} identities, reference: {r['reference']}) of "
+        f"{r['source']}, step {r['step']} (mean |. - y_t| over face pixels, images in [-1, 1]; lower is better):")
   for name in BASELINES:
     print(f'  {name:17s} {r[name]:.4f}')
   learned = all(r['trained'] < r[name] for name in BASELINES[1:])
