@@ -294,9 +294,7 @@ class TrainIterator:
     self._iter = ds.to_iter_dataset(options).__iter__()
     self._prefetch = max(0, int(config.data.prefetch))
     self._queue: collections.deque = collections.deque()
-    # The training set's size for the loop's epochs (config.train.steps_per_epoch = 0): its usable target frames.
-    counts = (self.dataset.metadata.get('counts') or {}).get(split, {})
-    self.num_examples = int(counts.get('usable_frames') or len(self.dataset.split(split)))
+    self.num_examples = split_size(self.dataset, split)
 
   def __iter__(self):
     return self
@@ -418,6 +416,17 @@ class EvalBatches:
                                self.references.get(i, (None,))[0]) for i, t, ref in rows]
       host = {f: np.stack([e[f] for e in examples]) for f in HOST_FIELDS}
       yield self.assembler(host)
+
+
+def split_size(dataset: Dataset, split: str = 'train') -> int:
+  """The size of a split for the loop's epochs (config.train.steps_per_epoch = 0): its usable target frames."""
+  counts = (dataset.metadata.get('counts') or {}).get(split, {})
+  return int(counts.get('usable_frames') or len(dataset.split(split)))
+
+
+def train_size(config) -> int:
+  """The data-source contract's `size(config)`: examples in an epoch of the train split."""
+  return split_size(open_dataset(config))
 
 
 def train_iterator(config, mesh: Mesh) -> TrainIterator:

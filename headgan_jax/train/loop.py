@@ -248,8 +248,8 @@ class Trainer:
              num_examples: int | None = None) -> 'Trainer':
     """Checks the config (VGG weights first: refusing early costs nothing) and builds the step.
 
-    `num_examples` (the training set's size) defines an epoch of the learning-rate schedule when
-    config.train.steps_per_epoch is 0.
+    `num_examples` (the training set's size; default: what the data source says, `sources.train_size`) defines an
+    epoch of the learning-rate schedule when config.train.steps_per_epoch is 0.
     """
     vgg = vgg_lib.vgg19_from_config(config)  # ConfigError / WeightFileError when VGG is on and unusable.
     t = config.train
@@ -264,6 +264,8 @@ class Trainer:
       raise ConfigError(f'config.train.batch_size = {t.batch_size} is not a multiple of the '
                         f'{mesh.devices.size} devices')
     models = state_lib.make_models(config)
+    if num_examples is None and not t.steps_per_epoch:  # Epochs over the training set: ask the source its size.
+      num_examples = sources.train_size(config)
     optimizers = state_lib.make_optimizers(config, num_examples)
     vgg_apply, vgg_params = vgg if vgg is not None else (None, None)
     if vgg_params is not None:
