@@ -4,16 +4,20 @@
   python train.py --config configs/demo.py --workdir RUN --config.data.data_dir=DATA
   python -m headgan_jax.train.baselines --workdir RUN                           # did it learn? (4 numbers)
 
-Every network, loss and data path of the paper's config, smaller: the sizes below were chosen by measurement so that
-training, compile included, fits the README main job's budget on a 2-core machine (see README, "Demo training").
+Every network, loss and data path of the paper's config, smaller, sized by measurement (README, "Demo training")
+so that training, compile included, takes about 8 minutes on an idle 2-core machine, within the README main job's
+budget. Measured on this (shared) machine: one step of this config costs 2.4 CPU-seconds (~1.3 s of wall time on 2
+idle cores), start-up (init + compiling both D-update variants of the step + the pipeline's assembly) ~160
+CPU-seconds; 250 steps -> ~5.5 min of steps plus ~2.5 min of start-up.
 - 64x64 images (the demo set is built at 64): a step costs ~1/16 of 256x256.
-- Widths / 4 for G (ngf 8: 8 -> 32 -> 128 channels; SPADE hidden 64) and / 4 for D and D_m (ndf 16, at most 128):
-  the paper's widths at 64 px would still be ~50 M parameters for 587 training frames.
+- Widths / 4: G ngf 8 (8 -> 32 -> 128 channels; SPADE hidden 64), D and D_m ndf 16 (at most 128 channels). The
+  paper's widths would be 50 M parameters of G for 587 training frames and ~16x the step cost.
 - No VGG19 perceptual terms (loss.use_vgg = False): torchvision's VGG19 weights cannot be downloaded here, and a
   randomly initialised VGG is no perceptual loss. With a weight file, `--config.loss.use_vgg=True
-  --config.loss.vgg_weights=/path/vgg19-dcbb9e9d.pth` turns them on (the step then costs about twice as much).
-- Batch 4, a fixed number of steps, and the learning rate decayed linearly to 0 over the second half (the paper's
-  6 + 4 epochs, as a fraction of the run: t.epochs / t.decay_epochs below, with steps_per_epoch fixing the epoch).
+  --config.loss.vgg_weights=/path/vgg19-dcbb9e9d.pth` turns them on (the step then costs more).
+- Batch 4 and 250 steps (1000 examples, ~1.7 passes over the 587 training frames); the paper's schedule shape:
+  6 "epochs" (of 25 steps) at the full rate, then 4 with the rate decaying linearly to 0.
+- The mouth window is the paper's share of the frame (64 of 256: 16 px here), resized to 64x64 for D_m.
 """
 from __future__ import annotations
 
@@ -36,13 +40,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   t = c.train
   t.batch_size = 4
   t.lr_schedule = 'linear'
-  t.steps_per_epoch = 30  # An epoch of the schedule is 30 steps: 6 at the full rate, then 4 decaying to 0.
+  t.steps_per_epoch = 25  # An epoch of the schedule is 25 steps: 6 at the full rate, then 4 decaying to 0.
   t.epochs = 6
   t.decay_epochs = 4
   t.num_steps = 0  # = (epochs + decay_epochs) * steps_per_epoch.
   t.log_every = 20
-  t.checkpoint_every = 250
-  t.image_every = 250
+  t.checkpoint_every = 50
+  t.image_every = 50
   t.image_examples = 4
 
   c.data.source = 'headgan_demo'
