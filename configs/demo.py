@@ -6,12 +6,12 @@
 
 Every network, loss and data path of the paper's config, smaller, sized by measurement (README, "Demo training")
 so that training, compile included, takes about 8 minutes on an idle 2-core machine, within the README main job's
-budget. Measured on this (shared) machine: one step of this config costs 2.4 CPU-seconds (~1.3 s of wall time on 2
-idle cores), start-up (init + compiling both D-update variants of the step + the pipeline's assembly) ~160
+budget. Measured on this (shared, overloaded) machine: one step of this config costs 2.4 CPU-seconds (estimated
+~1.3 s wall on 2 idle cores), start-up (init + compiling both D-update variants of the step + the pipeline's assembly) ~160
 CPU-seconds; 250 steps -> ~5.5 min of steps plus ~2.5 min of start-up.
 - 64x64 images (the demo set is built at 64): a step costs ~1/16 of 256x256.
 - Widths / 4: G ngf 8 (8 -> 32 -> 128 channels; SPADE hidden 64), D and D_m ndf 16 (at most 128 channels). The
-  paper's widths would be 50 M parameters of G for 587 training frames and ~16x the step cost.
+  paper's widths would be 50 M parameters of G for 587 training frames.
 - No VGG19 perceptual terms (loss.use_vgg = False): torchvision's VGG19 weights cannot be downloaded here, and a
   randomly initialised VGG is no perceptual loss. With a weight file, `--config.loss.use_vgg=True
   --config.loss.vgg_weights=/path/vgg19-dcbb9e9d.pth` turns them on (the step then costs more).
