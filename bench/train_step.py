@@ -9,6 +9,12 @@ weight gradient of headgan_jax/nn/conv.py on CPU, XLA's own elsewhere) and times
 the ratio of the medians holds on a shared machine. G's training step alone, against a PyTorch twin of G, is
 `bench/g_step.py`; the start-up figures are `bench/startup.py`.
 
+--source NAME feeds the step from the data source NAME (config.data.source: 'synthetic', 'headgan_demo', ...;
+--data-dir for a built dataset) and times it side by side with the same compiled step on one fixed, already
+assembled batch (no input pipeline), interleaved in blocks of d_every steps on one carried state, so the ratio of
+the two examples/s says whether the input pipeline slows the step (1.0: it keeps up):
+  python bench/train_step.py --config configs/demo.py --source headgan_demo --data-dir DATA
+
 FLOPs are XLA's own count: `cost_analysis()['flops']` of the compiled step (per device program; multiplied by the
 device count for the global figure), divided by the global batch. They cover everything the step executes (G on
 frames t-1 and t, D and D_m on fake and real, VGG when enabled, backward passes and Adam). MFU = achieved FLOP/s
@@ -112,6 +118,8 @@ def run(args: argparse.Namespace) -> dict:
   config = apply_overrides(load_config(args.config), args)
   if args.compare_conv:
     return run_compare_conv(args, config)
+  if args.source:
+    return run_source(args, config)
   devices = jax.devices()
   mesh = step_lib.make_mesh(devices)
   batch_size = config.train.batch_size
@@ -167,6 +175,49 @@ def run(args: argparse.Namespace) -> dict:
       'g_params': state_lib.count_params(state.g.params), 'd_params': state_lib.count_params(state.d.params),
       'dm_params': state_lib.count_params(state.dm.params), 'metrics_finite': finite,
   }
+
+
+def run_source(args: argparse.Namespace, config) -> dict:
+  """The step fed by data source args.source vs the same step on one fixed batch, interleaved (module docstring)."""
+  from headgan_jax.data import sources  # pylint: disable=import-outside-toplevel
+  config.data.source = args.source
+  if args.data_dir:
+    config.data.data_dir = args.data_dir
+  mesh = step_lib.make_mesh()
+  models = state_lib.make_models(config)
+  optimizers = state_lib.make_optimizers(config)
+  vgg_apply, vgg_params, vgg_note = setup_vgg(config, mesh)
+  t0 = time.perf_counter()
+  iterator = sources.make_train_iterator(config, mesh)
+  fixed = next(iterator)  # Also compiles the source's device-side assembly.
+  jax.block_until_ready(fixed)
+  source_setup_s = time.perf_counter() - t0
+  state = step_lib.init_state_sharded(jax.random.key(config.seed), config, models, optimizers, mesh)
+  train_step = step_lib.make_train_step(config, models, optimizers, mesh, vgg_apply)
+  d_every = config.train.d_every
+  for s in range(d_every):  # Compile (both D-update variants) and warm up.
+    state, metrics = train_step(state, fixed, vgg_params, step=s)
+  jax.block_until_ready(metrics)
+  step = d_every
+  rates = {'fixed_batch': [], 'source': []}
+  for _ in range(args.steps):  # Blocks of one D cycle each, alternating.
+    for mode in rates:
+      t0 = time.perf_counter()
+      for _ in range(d_every):
+        batch = fixed if mode == 'fixed_batch' else next(iterator)
+        state, metrics = train_step(state, batch, vgg_params, step=step)
+        step += 1
+      jax.block_until_ready(metrics)
+      rates[mode].append(d_every * config.train.batch_size / (time.perf_counter() - t0))
+  med = {mode: float(np.median(v)) for mode, v in rates.items()}
+  return {'bench': 'train_step', 'mode': 'source', 'source': args.source, 'config': args.config,
+          'image_size': config.image_size, 'batch': config.train.batch_size, 'devices': len(jax.devices()),
+          'device_kind': jax.devices()[0].device_kind, 'platform': jax.devices()[0].platform, 'vgg': vgg_note,
+          'blocks': args.steps, 'steps_per_block': d_every, 'source_setup_s': round(source_setup_s, 2),
+          'examples_per_s': {mode: [round(r, 3) for r in v] for mode, v in rates.items()},
+          'examples_per_s_median': {mode: round(r, 3) for mode, r in med.items()},
+          'ratio_source_over_fixed': round(med['source'] / med['fixed_batch'], 3),
+          'metrics_finite': all(np.isfinite(float(v)) for v in metrics.values())}
 
 
 def run_compare_conv(args: argparse.Namespace, config) -> dict:
@@ -234,12 +285,23 @@ def main(argv=None) -> int:
                       'a multiple of config.train.d_every gives a fair mean)')
   parser.add_argument('--conv-impl', choices=('auto', 'xla', 'im2col'), default='', help='config.model.conv_impl')
   parser.add_argument('--compare-conv', action='store_true', help="conv_impl 'xla' vs 'auto', interleaved")
+  parser.add_argument('--source', default='', help='data source to feed the step from (config.data.source), timed '
+                      'against one fixed batch; e.g. headgan_demo or synthetic')
+  parser.add_argument('--data-dir', default='', help='config.data.data_dir of a built dataset')
   args = parser.parse_args(argv)
   try:
     result = run(args)
   except HeadGANError as e:
     print(f'error: {e}', file=sys.stderr)
     return 2
+  if result['mode'] == 'source':
+    med = result['examples_per_s_median']
+    print(f"train step, {result['image_size']}x{result['image_size']}, batch {result['batch']}, {result['devices']} x "
+          f"{result['device_kind']}: fed by {result['source']} {med['source']:.2f} examples/s, one fixed batch "
+          f"{med['fixed_batch']:.2f} examples/s (medians of {result['blocks']} interleaved blocks of "
+          f"{result['steps_per_block']} steps) -> ratio {result['ratio_source_over_fixed']:.3f}")
+    print(json.dumps(result))
+    return 0
   if result['mode'] == 'compare_conv':
     med = result['step_ms_median']
     print(f"train step, {result['image_size']}x{result['image_size']}, batch {result['batch']}, "

@@ -55,3 +55,39 @@ def make_speech(tmp_path_factory):
     return x, sr
 
   return speak
+
+
+DEMO_CUT_SECONDS = 0.7  # Length of each short cut of the demo build: 15-21 frames.
+
+
+@pytest.fixture(scope='session')
+def demo_build(tmp_path_factory, fixtures_dir, worker_id):
+  """headgan_demo at 64 px from two short cuts (driving; talk-05 = the test identity), built once per test run:
+  under pytest-xdist the first worker builds and the others open its build (a file lock in the run's folder).
+  (config with data.data_dir set, builder, what the build printed); used by the dataset and train-loop tests."""
+  import contextlib
+  import io
+
+  from filelock import FileLock
+
+  import dataset_config
+  import dataset_helpers
+  from headgan_jax.data import build, clips as clips_lib
+  base = tmp_path_factory.getbasetemp()
+  root = (base if worker_id == 'master' else base.parent) / 'demo-build'
+  config = dataset_config.get_config()
+  config.data.data_dir = str(root / 'tfds')
+  config.data.demo_dir = str(root / 'clips')
+  printed = root / 'printed.txt'
+  with FileLock(str(root) + '.lock'):
+    if not printed.exists():
+      dataset_helpers.cut_clip(fixtures_dir / 'driving.mp4', root / 'clips' / 'driving.mp4', DEMO_CUT_SECONDS)
+      dataset_helpers.cut_clip(fixtures_dir / 'demo' / 'talk-05.mp4', root / 'clips' / 'demo' / 'talk-05.mp4',
+                               DEMO_CUT_SECONDS)
+      out = io.StringIO()
+      with contextlib.redirect_stdout(out):
+        build.build('headgan_demo', config)
+      clips_lib.write_atomic(printed, out.getvalue().encode())
+  builder = build.make_builder('headgan_demo', config)
+  assert builder.is_prepared()
+  return config, builder, printed.read_text()

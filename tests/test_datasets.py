@@ -20,7 +20,7 @@ from headgan_jax import errors
 from headgan_jax.data import building, clips as clips_lib
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-SECONDS = 0.7  # Length of each short cut: 15-21 frames.
+SECONDS = 0.7  # Length of each short cut of the VoxCeleb tree: 15-21 frames (the demo build: conftest.py).
 
 
 def dataset_config(data_dir: pathlib.Path):
@@ -32,31 +32,6 @@ def dataset_config(data_dir: pathlib.Path):
 def read_split(builder, split: str) -> dict[str, dict]:
   source = builder.as_data_source()[split]
   return {r['key']: r for r in (source[i] for i in range(len(source)))}
-
-
-@pytest.fixture(scope='session')
-def demo_build(tmp_path_factory, fixtures_dir, worker_id):
-  """headgan_demo at 64 px from two short cuts (driving; talk-05 = the test identity), built once per test run:
-  under pytest-xdist the first worker builds and the others open its build (a file lock in the run's folder)."""
-  from filelock import FileLock
-  from headgan_jax.data import build
-  base = tmp_path_factory.getbasetemp()
-  root = (base if worker_id == 'master' else base.parent) / 'demo-build'
-  config = dataset_config(root / 'tfds')
-  config.data.demo_dir = str(root / 'clips')
-  printed = root / 'printed.txt'
-  with FileLock(str(root) + '.lock'):
-    if not printed.exists():
-      dataset_helpers.cut_clip(fixtures_dir / 'driving.mp4', root / 'clips' / 'driving.mp4', SECONDS)
-      dataset_helpers.cut_clip(fixtures_dir / 'demo' / 'talk-05.mp4', root / 'clips' / 'demo' / 'talk-05.mp4',
-                               SECONDS)
-      out = io.StringIO()
-      with contextlib.redirect_stdout(out):
-        build.build('headgan_demo', config)
-      clips_lib.write_atomic(printed, out.getvalue().encode())
-  builder = build.make_builder('headgan_demo', config)
-  assert builder.is_prepared()
-  return config, builder, printed.read_text()
 
 
 @pytest.fixture(scope='session')
@@ -401,3 +376,30 @@ def test_eval_batches_are_fixed_and_use_the_first_frame(demo_build):
       np.testing.assert_array_equal(u, v)
   seen = pipeline.EvalBatches(c, mesh, 'test', ml_collections.ConfigDict(dict(num_batches=0, identities='seen')))
   assert {src[i]['identity'] for i, _, _ in seen.items} == {b'driving'}
+
+
+def test_eval_batches_clip_start_reference_padding_and_train_size(demo_build):
+  """reference='clip_start': every held-out frame of the training identity is driven from its clip's first frame
+  (in the train split); pad=True fills the last batch by repeating the last frame and counts the real ones."""
+  import ml_collections
+  from headgan_jax.data import pipeline, sources
+  c = pipeline_config(demo_build, **{'train.batch_size': 4, 'train.steps_per_epoch': 0})
+  mesh = two_device_mesh()
+  plain = pipeline.EvalBatches(c, mesh, 'test', ml_collections.ConfigDict(dict(num_batches=0, identities='seen',
+                                                                                pad=True)))
+  ev = pipeline.EvalBatches(c, mesh, 'test', ml_collections.ConfigDict(dict(num_batches=0, identities='seen',
+                                                                             pad=True, reference='clip_start')))
+  assert ev.num_frames == plain.num_frames == 3 and len(ev.items) == 4 and ev.items[3] == ev.items[2]
+  train = ev.dataset.split('train')
+  first = min((train[i] for i in range(len(train))), key=lambda r: int(r['start']))
+  assert first['clip'] == b'driving' and int(first['start']) == 0
+  assert all(ref == 0 and ev.references[i][0]['key'] == first['key'] for i, _, ref in ev.items)
+  fields = next(ev.iter_fields())
+  want = (clips_lib.decode_image(first['frames'][0]).astype(np.float32) - 127.5) / 127.5
+  np.testing.assert_array_equal(np.asarray(fields['y_ref'])[0], want)
+  other = np.asarray(next(plain.iter_fields())['y_ref'])[0]  # The held-out record's own first frame differs.
+  assert np.abs(other - want).mean() > 1e-3
+  with pytest.raises(errors.ConfigError, match="reference = 'last'"):
+    pipeline.EvalBatches(c, mesh, 'test', ml_collections.ConfigDict(dict(identities='seen', pad=True, reference='last')))
+  counts = ev.dataset.metadata['counts']['train']
+  assert sources.train_size(c) == counts['usable_frames'] > 0  # The epoch of the schedule (steps_per_epoch 0).

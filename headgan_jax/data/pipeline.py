@@ -137,20 +137,22 @@ def frame_indices(t: int, k: int) -> np.ndarray:
 
 
 def make_example(record: dict[str, Any], t: int, ref: int, k: int, audio_stats: stats_lib.FeatureStats | None,
-                 standardise: str = 'lowlevel') -> dict[str, np.ndarray]:
+                 standardise: str = 'lowlevel', ref_record: dict[str, Any] | None = None) -> dict[str, np.ndarray]:
   """The host arrays of one training example (target frame t, reference frame ref) of a record; the audio scaled
-  by `audio.stats.normalise` (config.audio.standardise)."""
-  idx = np.concatenate([frame_indices(t, k), [ref]])
+  by `audio.stats.normalise` (config.audio.standardise). ref_record: the record holding frame `ref` when it is
+  another record of the same clip (evaluation with the clip's first frame as reference)."""
+  rr = record if ref_record is None else ref_record
+  idx = frame_indices(t, k)
   y = clips_lib.decode_image(record['frames'][t])
-  y_ref = clips_lib.decode_image(record['frames'][ref])
+  y_ref = clips_lib.decode_image(rr['frames'][ref])
   fg = np.maximum(clips_lib.decode_image(record['masks'][t])[..., 0],
-                  clips_lib.decode_image(record['masks'][ref])[..., 0])
+                  clips_lib.decode_image(rr['masks'][ref])[..., 0])
   audio = np.asarray(record['audio'][[t, max(t - 1, 0)]], np.float32)
   audio = stats_lib.normalise(audio, audio_stats, standardise)
+  coef = lambda name: np.concatenate([np.asarray(record[name])[idx], np.asarray(rr[name])[[ref]]])  # noqa: E731
   return dict(y=y, y_ref=y_ref, fg=(fg >= 128).astype(np.uint8), p_id=np.asarray(record['p_id'], np.float32),
-              p_exp=np.asarray(record['p_exp'][idx], np.float32), rotation=np.asarray(record['rotation'][idx]),
-              translation=np.asarray(record['translation'][idx]), scale=np.asarray(record['scale'][idx]),
-              audio=audio[0], audio_prev=audio[1])
+              p_exp=coef('p_exp').astype(np.float32), rotation=coef('rotation'), translation=coef('translation'),
+              scale=coef('scale'), audio=audio[0], audio_prev=audio[1])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -292,9 +294,7 @@ class TrainIterator:
     self._iter = ds.to_iter_dataset(options).__iter__()
     self._prefetch = max(0, int(config.data.prefetch))
     self._queue: collections.deque = collections.deque()
-    # The training set's size for the loop's epochs (config.train.steps_per_epoch = 0): its usable target frames.
-    counts = (self.dataset.metadata.get('counts') or {}).get(split, {})
-    self.num_examples = int(counts.get('usable_frames') or len(self.dataset.split(split)))
+    self.num_examples = split_size(self.dataset, split)
 
   def __iter__(self):
     return self
@@ -322,6 +322,23 @@ class TrainIterator:
     self._iter.set_state(state)
 
 
+def clip_starts(dataset: Dataset) -> dict[bytes, tuple[dict[str, Any], int]]:
+  """clip -> (the record of any split that starts it, its first tracked frame): the reference of the paper's
+  self-reenactment protocol (the video's first frame), which for a training identity lies in the train split."""
+  first: dict[bytes, tuple[int, dict[str, Any]]] = {}
+  for source in dataset.sources.values():
+    for i in range(len(source)):
+      r = source[i]
+      if r['clip'] not in first or int(r['start']) < first[r['clip']][0]:
+        first[r['clip']] = (int(r['start']), r)
+  out = {}
+  for clip, (_, r) in first.items():
+    valid = np.flatnonzero(np.asarray(r['valid'], bool))
+    if len(valid):
+      out[clip] = (r, int(valid[0]))
+  return out
+
+
 def eval_examples(dataset: Dataset, split: str, identities: str = 'all') -> list[tuple[int, int, int]]:
   """(record index, t, ref) of every held-out frame of `split` in a fixed order (records by key): reference = the
   record's first tracked frame, targets = every frame t whose t-1 is tracked. identities: 'all', 'seen' (those with
@@ -345,7 +362,12 @@ def eval_examples(dataset: Dataset, split: str, identities: str = 'all') -> list
 
 class EvalBatches:
   """Re-iterable global Batches of a held-out split: the same batches, in the same order, every time.
-  spec fields: num_batches (0 = every frame; otherwise that many batches of evenly spaced frames), identities."""
+  spec fields: num_batches (0 = every frame; otherwise that many batches of evenly spaced frames), identities,
+  reference ('record', default: the held-out record's first tracked frame, as `eval_examples`; 'clip_start': the
+  first tracked frame of the whole clip, the paper's self-reenactment reference, in the train split for a training
+  identity, so that copying it is not a near-perfect answer on the few held-out frames right after it),
+  pad (default False: frames past the last whole batch are left out; True: the last batch is filled up by repeating
+  its last frame, and `num_frames` counts only the real ones, the first rows in order)."""
 
   def __init__(self, config, mesh: Mesh, split: str, spec: ml_collections.ConfigDict | None = None,
                name: str | None = None):
@@ -359,12 +381,25 @@ class EvalBatches:
     want = int(spec.get('num_batches', 2)) * self.batch_size
     if want and want < len(items):
       items = [items[i] for i in np.linspace(0, len(items) - 1, want).round().astype(int)]
+    if spec.get('pad', False) and items:
+      self.num_frames = len(items)
+      items = items + items[-1:] * (-len(items) % self.batch_size)
     n = len(items) - len(items) % self.batch_size
     if n == 0:
-      raise errors.DatasetError(f'{self.dataset.path}: split {split!r} has {len(items)} held-out frames, fewer '
-                                f'than one batch of {self.batch_size}.')
+      raise errors.DatasetError(f'{self.dataset.path}: split {split!r} has {len(items)} held-out frames '
+                                f'({spec.get("identities", "all")} identities), fewer than one batch of '
+                                f'{self.batch_size}.')
     self.items = items[:n]
+    self.num_frames = min(getattr(self, 'num_frames', n), n)
     self.source = self.dataset.split(split)
+    reference = str(spec.get('reference', 'record'))
+    if reference not in ('record', 'clip_start'):
+      raise errors.ConfigError(f"eval spec reference = {reference!r}: expected 'record' or 'clip_start'")
+    self.references: dict[int, tuple[dict[str, Any], int]] = {}  # record index -> (reference record, frame).
+    if reference == 'clip_start':
+      starts = clip_starts(self.dataset)
+      self.references = {i: starts[self.source[i]['clip']] for i in {i for i, _, _ in self.items}}
+      self.items = [(i, t, self.references[i][1]) for i, t, _ in self.items]
 
   def __len__(self) -> int:
     return len(self.items) // self.batch_size
@@ -377,10 +412,21 @@ class EvalBatches:
     lo, hi = self.assembler.rows
     for b in range(len(self)):
       rows = self.items[b * self.batch_size + lo: b * self.batch_size + hi]
-      examples = [make_example(self.source[i], t, ref, self.k, self.dataset.audio_stats, self.standardise)
-                  for i, t, ref in rows]
+      examples = [make_example(self.source[i], t, ref, self.k, self.dataset.audio_stats, self.standardise,
+                               self.references.get(i, (None,))[0]) for i, t, ref in rows]
       host = {f: np.stack([e[f] for e in examples]) for f in HOST_FIELDS}
       yield self.assembler(host)
+
+
+def split_size(dataset: Dataset, split: str = 'train') -> int:
+  """The size of a split for the loop's epochs (config.train.steps_per_epoch = 0): its usable target frames."""
+  counts = (dataset.metadata.get('counts') or {}).get(split, {})
+  return int(counts.get('usable_frames') or len(dataset.split(split)))
+
+
+def train_size(config) -> int:
+  """The data-source contract's `size(config)`: examples in an epoch of the train split."""
+  return split_size(open_dataset(config))
 
 
 def train_iterator(config, mesh: Mesh) -> TrainIterator:

@@ -14,6 +14,10 @@ The iterator contract (the training loop, headgan_jax/train/loop.py, relies on e
     iterator.num_examples (optional attribute): the size of the training set, which defines an epoch when
         config.train.steps_per_epoch is 0.
 
+  size(config) -> int (optional): the training set's size (examples in an epoch), read without building the
+    iterator, so that the learning-rate schedule can be built before training starts when
+    config.train.steps_per_epoch is 0.
+
   make_eval(config, mesh, split, spec) -> a re-iterable of global Batches (sharded as above): the held-out frames of
     `split` for in-loop evaluation (train/evals.py), the same batches, in the same order, each time it is iterated.
     `spec` is the config.evals entry asking (it may carry options such as a batch count).
@@ -65,16 +69,31 @@ EVAL_SOURCES: dict[str, EvalFn | str] = {
     'headgan_voxceleb': 'headgan_jax.data.pipeline:eval_batches',
 }
 
+SIZES: dict[str, Callable[[ml_collections.ConfigDict], int] | str] = {
+    'headgan_demo': 'headgan_jax.data.pipeline:train_size',
+    'headgan_voxceleb': 'headgan_jax.data.pipeline:train_size',
+}
+
+
+def _resolve(fn: Any) -> Callable[..., Any]:
+  if isinstance(fn, str):
+    module, attr = fn.split(':')
+    fn = getattr(importlib.import_module(module), attr)
+  return fn
+
+
+def train_size(config: ml_collections.ConfigDict) -> int | None:
+  """The training set's size of source `config.data.source`, or None when the source has none (synthetic)."""
+  fn = SIZES.get(config.data.source)
+  return None if fn is None else int(_resolve(fn)(config))
+
 
 def _lookup(table: dict[str, Any], config: ml_collections.ConfigDict, mesh: Mesh, what: str) -> Callable[..., Any]:
   name = config.data.source
   if name not in table:
     raise ConfigError(f'config.data.source = {name!r} has no {what} (known sources: {", ".join(sorted(table))}); '
                       '--config.data.source=synthetic trains on synthetic batches')
-  fn = table[name]
-  if isinstance(fn, str):
-    module, attr = fn.split(':')
-    fn = getattr(importlib.import_module(module), attr)
+  fn = _resolve(table[name])
   if config.train.batch_size % mesh.devices.size:
     raise ConfigError(f'config.train.batch_size = {config.train.batch_size} is not a multiple of the '
                       f'{mesh.devices.size} devices of the mesh')

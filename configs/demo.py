@@ -1,0 +1,54 @@
+"""The demo: HeadGAN trained on the demo set (the six real clips of ../shared/fixtures) on 2 CPU cores in minutes.
+
+  python -m headgan_jax.data.build demo --image_size 64 --data_dir DATA        # once (about 2 min of CPU)
+  python train.py --config configs/demo.py --workdir RUN --config.data.data_dir=DATA
+  python -m headgan_jax.train.baselines --workdir RUN                           # did it learn? (4 numbers)
+
+Every network, loss and data path of the paper's config, smaller, sized by measurement (README, "Demo training")
+so that training, compile included, takes about 8 minutes on an idle 2-core machine, within the README main job's
+budget. Measured on this (shared, overloaded) machine: one step of this config costs 2.4 CPU-seconds (estimated
+~1.3 s wall on 2 idle cores), start-up (init + compiling both D-update variants of the step + the pipeline's assembly) ~160
+CPU-seconds; 250 steps -> ~5.5 min of steps plus ~2.5 min of start-up.
+- 64x64 images (the demo set is built at 64): a step costs ~1/16 of 256x256.
+- Widths / 4: G ngf 8 (8 -> 32 -> 128 channels; SPADE hidden 64), D and D_m ndf 16 (at most 128 channels). The
+  paper's widths would be 50 M parameters of G for 587 training frames.
+- No VGG19 perceptual terms (loss.use_vgg = False): torchvision's VGG19 weights cannot be downloaded here, and a
+  randomly initialised VGG is no perceptual loss. With a weight file, `--config.loss.use_vgg=True
+  --config.loss.vgg_weights=/path/vgg19-dcbb9e9d.pth` turns them on (the step then costs more).
+- Batch 4 and 250 steps (1000 examples, ~1.7 passes over the 587 training frames); the paper's schedule shape:
+  6 "epochs" (of 25 steps) at the full rate, then 4 with the rate decaying linearly to 0.
+- The mouth window is the paper's share of the frame (64 of 256: 16 px here), resized to 64x64 for D_m.
+"""
+from __future__ import annotations
+
+import ml_collections
+
+from configs import paper
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  """paper.py's config (and its ablations: configs/demo.py:ablation=no_flow) at the demo's size."""
+  c = paper.get_config(arg)
+  c.image_size = 64
+  c.model.ngf = 8
+  c.model.spade_hidden = 64
+  c.disc.ndf = 16
+  c.disc.max_channels = 128
+  c.disc.mouth_size = 64  # The paper's: a 64 px window of 256 (16 px here), resized to 64x64 for D_m.
+  c.loss.use_vgg = False
+
+  t = c.train
+  t.batch_size = 4
+  t.lr_schedule = 'linear'
+  t.steps_per_epoch = 25  # An epoch of the schedule is 25 steps: 6 at the full rate, then 4 decaying to 0.
+  t.epochs = 6
+  t.decay_epochs = 4
+  t.num_steps = 0  # = (epochs + decay_epochs) * steps_per_epoch.
+  t.log_every = 20
+  t.checkpoint_every = 50
+  t.image_every = 50
+  t.image_examples = 4
+
+  c.data.source = 'headgan_demo'
+  c.data.data_dir = ''  # TFDS's default unless given: --config.data.data_dir=DATA (where the build wrote it).
+  return c
