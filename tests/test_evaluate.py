@@ -1,5 +1,8 @@
 """evaluate.py end to end on a tiny checkpoint trained for 2 steps on the demo source (the 64 px demo build of
-test_datasets.py, read at 16 px), the in-loop evaluation through the same evaluator interface, and bad input."""
+test_datasets.py, read at 16 px), the in-loop evaluation through the same evaluator interface, and bad input.
+
+Training and evaluating dominate the cost, so they run once, in ONE test function (pytest-xdist would otherwise do
+them in two workers), and each behaviour is checked by its own check_* function."""
 import contextlib
 import io
 import json
@@ -34,7 +37,7 @@ def demo_train_config(data_config) -> ml_collections.ConfigDict:
   c.evals.image.every = 1
   c.evals.image.num_batches = 1
   c.evals.csim.min_size = 128
-  c.evals.fvd.size = 64
+  c.evals.fvd.size = 32
   c.evals.fvd.clip_length = 4
   c.evals.fvd.batch_size = 2
   return c
@@ -47,10 +50,8 @@ def run_evaluate(argv):
   return code, out.getvalue(), err.getvalue()
 
 
-@pytest.fixture(scope='session')
-def evaluated(demo_build, tmp_path_factory):  # noqa: F811
-  config = demo_train_config(demo_build[0])
-  workdir = tmp_path_factory.mktemp('eval-run')
+def train_and_evaluate(data_config, workdir):
+  config = demo_train_config(data_config)
   trainer = loop.Trainer.create(config, devices=jax.devices()[:config.train.batch_size])
   trainer.run(workdir, progress=False)
   code, stdout, stderr = run_evaluate(['--config', str(workdir / 'config.json'), '--workdir', str(workdir), '--out',
@@ -60,7 +61,14 @@ def evaluated(demo_build, tmp_path_factory):  # noqa: F811
   return workdir, stdout
 
 
-def test_in_loop_evaluation_writes_the_unified_evaluators_scalars(evaluated):
+def test_train_with_in_loop_evals_then_evaluate(demo_build, tmp_path):  # noqa: F811
+  evaluated = train_and_evaluate(demo_build[0], tmp_path / 'run')
+  check_in_loop_evaluation_writes_the_unified_evaluators_scalars(evaluated)
+  check_evaluate_writes_eval_json_and_the_table(evaluated)
+  check_bad_input_exits_2_with_a_message(evaluated, tmp_path)
+
+
+def check_in_loop_evaluation_writes_the_unified_evaluators_scalars(evaluated):
   workdir, _ = evaluated
   scalars = metric_writer.read_events(workdir / 'tensorboard')['scalars']
   for key in ('l1', 'psnr', 'ssim', 'l1_face', 'image_frames'):
@@ -72,11 +80,12 @@ def test_in_loop_evaluation_writes_the_unified_evaluators_scalars(evaluated):
   assert not any(k.startswith(('eval/csim', 'eval/fvd', 'eval/aed')) for k in scalars)  # every = 0: not in the loop.
 
 
-def test_evaluate_writes_eval_json_and_the_table(evaluated):
+def check_evaluate_writes_eval_json_and_the_table(evaluated):
   workdir, stdout = evaluated
   doc = json.loads((workdir / 'eval.json').read_text())
   assert doc['meta']['checkpoint_step'] == STEPS and set(doc['protocols']) == {'self', 'cross'}
-  assert doc['meta']['counts']['self']['clips'] == 3 and 0 < doc['meta']['counts']['self']['frames'] <= 18
+  # The build's test split: one record of each test identity (driving's last frames, talk-05's clip), <= 6 frames.
+  assert doc['meta']['counts']['self']['clips'] == 2 and 0 < doc['meta']['counts']['self']['frames'] <= 12
   assert len(doc['meta']['identities']) == 2 and '128 px' in doc['meta']['tracking']
   for protocol, per_eval in doc['protocols'].items():
     assert set(per_eval) == {'csim', 'fid', 'fvd', 'image', 'aed'}, protocol
@@ -99,7 +108,7 @@ def test_evaluate_writes_eval_json_and_the_table(evaluated):
     assert line in stdout, line
 
 
-def test_bad_input_exits_2_with_a_message(evaluated, tmp_path):
+def check_bad_input_exits_2_with_a_message(evaluated, tmp_path):
   workdir, _ = evaluated
   code, out, err = run_evaluate(['--workdir', str(tmp_path / 'nothing')])
   assert code == 2 and 'does not exist' in err and 'Traceback' not in err + out
@@ -110,4 +119,6 @@ def test_bad_input_exits_2_with_a_message(evaluated, tmp_path):
   (tmp_path / 'other.json').write_text(json.dumps(other))
   code, _, err = run_evaluate(['--config', str(tmp_path / 'other.json'), '--workdir', str(workdir)])
   assert code == 2 and 'does not match the run' in err and 'model.ngf: 8 -> 16' in err
+  code, _, err = run_evaluate(['--workdir', str(workdir), '--max_frames', '-1'])
+  assert code == 2 and '--max_frames = -1 must be >= 0' in err
   assert not (tmp_path / 'e.json').exists()

@@ -90,6 +90,8 @@ def restore_generator(config, workdir: str, step: int | None):
     raise ConfigError(f'{folder} does not exist: {workdir} holds no checkpoint')
   eval_config = config.copy_and_resolve_references()
   eval_config.loss.use_vgg = False  # VGG is a training loss only; its weight file is not needed to evaluate.
+  if not eval_config.train.steps_per_epoch:  # The schedule needs the training set's size; the state's structure
+    eval_config.train.steps_per_epoch = 1  # (what a restore needs) does not depend on it.
   n = math.gcd(int(config.train.batch_size), jax.device_count())  # The eval batch splits evenly over the mesh.
   trainer = loop.Trainer.create(eval_config, devices=jax.devices()[:n])
   with trainer.checkpoint_manager(workdir) as manager:
