@@ -61,6 +61,7 @@ def train_and_evaluate(data_config, workdir):
   return workdir, stdout
 
 
+@pytest.mark.slow
 def test_train_with_in_loop_evals_then_evaluate(demo_build, tmp_path):  # noqa: F811
   evaluated = train_and_evaluate(demo_build[0], tmp_path / 'run')
   check_in_loop_evaluation_writes_the_unified_evaluators_scalars(evaluated)
@@ -122,3 +123,28 @@ def check_bad_input_exits_2_with_a_message(evaluated, tmp_path):
   code, _, err = run_evaluate(['--workdir', str(workdir), '--max_frames', '-1'])
   assert code == 2 and '--max_frames = -1 must be >= 0' in err
   assert not (tmp_path / 'e.json').exists()
+
+
+def test_aed_counts_only_frames_fitted_on_both_sides_and_reset_forgets():
+  from headgan_jax.errors import ConfigError
+  from headgan_jax.face3d import camera as cam_lib
+  from headgan_jax.metrics import evaluators
+  rng = np.random.default_rng(0)
+  exp_d = rng.normal(size=(1, 5, 4)).astype(np.float32)
+  exp_g = exp_d + np.float32([[[0.1], [0.2], [9.0], [0.3], [9.0]]])  # Frames 2 and 4: failed fits (large values).
+  valid = np.array([[True, True, False, True, False]])
+  eye = np.tile(np.float32([1, 0, 0, 0, 1, 0]), (1, 5, 1))
+  cam = cam_lib.Camera(eye, np.zeros((1, 5, 2), np.float32), np.ones((1, 5), np.float32))
+  moved = cam_lib.Camera(eye, np.full((1, 5, 2), 2.0, np.float32), np.ones((1, 5), np.float32))
+  ev = evaluators.AEDEvaluator('aed')
+  batch = dict(generated=np.zeros((1, 5, 16, 16, 3), np.uint8), exp_generated=exp_g, exp_driving=exp_d,
+               camera_generated=moved, camera_driving=cam, exp_valid=valid)
+  ev.update(batch)
+  res = ev.result()
+  assert res['aed'] == pytest.approx(4 * (0.1 + 0.2 + 0.3) / 3, rel=1e-5)
+  assert res['aed_frames'] == 3 and res['aed_unfit_frames'] == 2 and res['apd_translation_px'] == pytest.approx(2.0)
+  ev.reset()
+  ev.update({**batch, 'exp_valid': np.zeros((1, 5), bool)})
+  assert ev.result() == {} and 'no frame of 5 had a valid 3DMM fit' in ev.skipped
+  with pytest.raises(ConfigError, match="config.evals.x.type = 'no_such_module:Thing' cannot be loaded"):
+    evaluators.from_config(ml_collections.ConfigDict({'x': {'type': 'no_such_module:Thing'}}))
