@@ -204,6 +204,7 @@ class _FrechetEvaluator(Evaluator):
   def _reset(self) -> None:
     self.generated = RunningStats(self.dim)
     self.real_stats = RunningStats(self.dim)
+    self._pending: dict[str, list[np.ndarray]] = {'generated': [], 'real': []}  # Samples waiting for a full batch.
 
   def _samples(self, x) -> np.ndarray:
     raise NotImplementedError
@@ -217,18 +218,32 @@ class _FrechetEvaluator(Evaluator):
     super().update(batch)
 
   def _update(self, batch) -> None:
-    gen = self._samples(batch['generated'])
-    self.generated.update(batched(self.features, gen, self.batch_size))
+    self._pending['generated'].append(self._samples(batch['generated']))
     if self._fixed_real is None:
-      self.real_stats.update(batched(self.features, self._samples(batch[self._real_key]), self.batch_size))
+      self._pending['real'].append(self._samples(batch[self._real_key]))
+    self._flush(final=False)
+
+  def _flush(self, final: bool) -> None:
+    """Features of the pending samples in full batches (a few samples per clip, e.g. one FVD clip, would otherwise
+    each be padded to a whole batch); at the end also the rest, padded."""
+    for key, stats in (('generated', self.generated), ('real', self.real_stats)):
+      if not self._pending[key]:
+        continue
+      x = np.concatenate(self._pending[key])
+      n = len(x) if final else len(x) - len(x) % self.batch_size
+      if n:
+        stats.update(batched(self.features, x[:n], self.batch_size))
+      self._pending[key] = [x[n:]] if n < len(x) else []
 
   @property
   def skipped(self) -> str | None:
+    self._flush(final=True)
     if self._missing is None and 0 < self.generated.count < 2:
       return f'needs at least 2 samples on each side, got {self.generated.count}'
     return self._missing
 
   def result(self) -> dict[str, float]:
+    self._flush(final=True)
     if self._fixed_real is not None:
       mu_r, sigma_r = self._fixed_real
       n_real = -1  # Precomputed statistics: the count is not known.
