@@ -206,13 +206,15 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   #                             characters stay 0/1), 'none' (authors: raw values) or 'all' (every dimension).
 
   # Evaluation (Sec. 4.2): named evaluators in big_vision's style, built by headgan_jax.metrics.evaluators and used
-  # by evaluate.py and the training loop alike. `every`: train steps between runs in the loop (0 = evaluate.py only).
+  # by evaluate.py and the training loop alike. `every`: train steps between runs in the loop (0 = evaluate.py only);
+  # in the loop an entry also reads `split` ('test') and `num_batches` (2; 0 = every held-out frame).
   # Networks without offline weights (ArcFace, InceptionV3) are skipped with the reason until a file is given.
   e = c.evals = ml_collections.ConfigDict()
   e.csim = dict(type='csim', every=0,
                 embedder='dlib',  # 'dlib' (offline stand-in) or 'arcface' (the paper's; needs arcface_model).
                 arcface_model='',  # An insightface recognition .onnx file, e.g. w600k_r50.onnx.
-                against='auto')  # 'auto': ground truth when the protocol has it (self), else the reference.
+                against='auto',  # 'auto': ground truth when the protocol has it (self), else the reference.
+                min_size=128)  # Frames smaller than this are upsampled before face detection (the demo's 64 px).
   e.fid = dict(type='fid', every=0,
                inception_weights='',  # pytorch-fid's pt_inception-2015-12-05-6726825d.pth.
                sha256_prefix='6726825d',  # The file's sha256 must start with this ('' = any InceptionV3 file).
