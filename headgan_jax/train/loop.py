@@ -70,19 +70,18 @@ HPARAM_METRICS = ('train/g_total', 'train/g_l1', 'train/f_l1', 'train/d_total')
 
 
 def total_steps(config: ml_collections.ConfigDict, num_examples: int | None = None) -> int:
-  """config.train.num_steps, or when it is 0, (epochs + decay_epochs) epochs of config.train.steps_per_epoch steps
-  (or, when that is 0 too, of num_examples // batch_size: one pass over a training set of `num_examples`)."""
+  """config.train.num_steps, or when it is 0, (epochs + decay_epochs) epochs of `state.steps_per_epoch` steps
+  (config.train.steps_per_epoch, or one pass over a training set of `num_examples`): the schedule's own epochs."""
   t = config.train
+  if t.num_steps < 0:
+    raise ConfigError(f'config.train.num_steps = {t.num_steps} must be >= 0')
   if t.num_steps:
-    if t.num_steps < 0:
-      raise ConfigError(f'config.train.num_steps = {t.num_steps} must be >= 0')
     return int(t.num_steps)
-  per_epoch = t.steps_per_epoch or (num_examples // t.batch_size if num_examples else 0)
-  if per_epoch <= 0:
+  if not t.steps_per_epoch and not num_examples:
     raise ConfigError(f'config.train.num_steps = 0 and steps_per_epoch = {t.steps_per_epoch} ask for epochs over the '
                       f'training set, but data source {config.data.source!r} does not give its size: set '
                       '--config.train.num_steps or --config.train.steps_per_epoch')
-  return int((t.epochs + t.decay_epochs) * per_epoch)
+  return int((t.epochs + t.decay_epochs) * state_lib.steps_per_epoch(config, num_examples))
 
 
 # --- The resolved config in the work folder ------------------------------------------------------------------
@@ -303,6 +302,16 @@ class Trainer:
     abstract = jax.eval_shape(self.init_fn, self.init_key)
     sharding = step_lib.replicated(self.mesh)
     return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding), abstract)
+
+  def restore(self, workdir: str | os.PathLike, step: int | None = None) -> tuple[Any, int]:
+    """(state, step) of checkpoint `step` (default the latest) of the run in `workdir`, replicated on the mesh."""
+    with self.checkpoint_manager(workdir) as manager:
+      step = manager.latest_step() if step is None else step
+      if step is None or step not in manager.all_steps():
+        raise ConfigError(f'{manager.directory} has no checkpoint ' + ('' if step is None else f'at step {step} ') +
+                          f'(steps: {list(manager.all_steps()) or "none"})')
+      restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(self.abstract_state())))
+    return restored.state, int(step)
 
   def checkpoint_manager(self, workdir: str | os.PathLike) -> ocp.CheckpointManager:
     # No save_interval_steps: orbax would also save the first step of a fresh run; `run` decides when to save.

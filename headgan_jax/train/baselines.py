@@ -1,0 +1,146 @@
+"""Did the model learn? The face L1 of a trained run against the untrained model and two trivial baselines.
+
+  python -m headgan_jax.train.baselines --workdir RUN [--identities seen|unseen|all] [--grid docs/grid.png]
+
+On the held-out frames of the run's data source (split 'test'; by default only the identities that the training
+split has, i.e. self-reenactment on frames never trained on), with every frame's reference = the first tracked
+frame of its clip (the pipeline's `eval_examples` protocol), four numbers, each the mean absolute difference to the
+ground truth y_t over the face pixels (the 3D face x_t's mask of the L1 loss, eq. 6; images in [-1, 1]):
+
+  trained           G's output y~_t with the checkpoint's parameters (latest, or --step)
+  untrained         G's output with the initial parameters of the same run (config.seed)
+  copy_reference    y_ref itself: a model that ignores the driving 3D face
+  warped_reference  the trained flow network F's warped reference alone (what R adds is the rest)
+
+A model that learned beats all three. `--grid` writes an image of held-out frames, one row per clip
+(x_t | reference | warped reference | generated | target).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from headgan_jax.errors import ConfigError, HeadGANError
+from headgan_jax.train import data, losses
+
+BASELINES = ('trained', 'untrained', 'copy_reference', 'warped_reference')
+
+
+def load_config(workdir: str) -> ml_collections.ConfigDict:
+  """The config a run saved in WORKDIR/config.json (ConfigError when there is none)."""
+  from headgan_jax.train import loop  # pylint: disable=import-outside-toplevel
+  path = os.path.join(workdir, loop.CONFIG_FILE)
+  if not os.path.isfile(path):
+    raise ConfigError(f'{path} does not exist: {workdir} is not the work folder of a train.py run')
+  with open(path, encoding='utf-8') as f:
+    return ml_collections.ConfigDict(json.load(f))
+
+
+@jax.jit
+def _face_sums(images: jax.Array, batch: data.Batch, threshold: float) -> jax.Array:
+  """(len(images),) sums of |image - y| over face pixels and channels, and (last) the face-pixel count x 3."""
+  mask = losses.face_mask(batch.x_t, threshold)
+  sums = [jnp.sum(jnp.abs(im.astype(jnp.float32) - batch.y) * mask) for im in images]
+  return jnp.stack(sums + [3.0 * jnp.sum(mask)])
+
+
+def face_l1(trainer, trained: Any, untrained: Any, batches) -> dict[str, float]:
+  """The four face L1 numbers of BASELINES over `batches` (global Batches), plus 'frames'."""
+  threshold = float(trainer.config.loss.face_mask_threshold)
+  total, frames = np.zeros(len(BASELINES) + 1), 0
+  for batch in batches:
+    image, warped = trainer.generate_fn(trained, batch)
+    image0, _ = trainer.generate_fn(untrained, batch)
+    total += np.asarray(_face_sums((image, image0, batch.y_ref, warped), batch, threshold))
+    frames += batch.batch_size
+  if not frames:
+    raise ConfigError('no held-out batches to evaluate')
+  out = {name: float(total[i] / total[-1]) for i, name in enumerate(BASELINES)}
+  out['frames'] = frames
+  return out
+
+
+def held_out_batches(config: ml_collections.ConfigDict, mesh, identities: str = 'seen', split: str = 'test'):
+  """Every held-out frame of `split` of config.data.source (num_batches 0) for `identities`."""
+  from headgan_jax.data import sources  # pylint: disable=import-outside-toplevel
+  spec = ml_collections.ConfigDict(dict(num_batches=0, identities=identities))
+  return sources.make_eval_batches(config, mesh, split, spec)
+
+
+def grid(trainer, state: Any, batches, rows: int = 5) -> np.ndarray:
+  """(H, W, 3) uint8: one held-out frame per clip (the middle one), x_t | reference | warped | generated | target."""
+  from headgan_jax.train import loop  # pylint: disable=import-outside-toplevel
+  items = getattr(batches, 'items', None)
+  out = []
+  for b, batch in enumerate(batches):
+    image, warped = trainer.generate_fn(state, batch)
+    host = [np.asarray(jax.device_get(x)) for x in (batch.x_t, batch.y_ref, warped, image, batch.y)]
+    for r in range(batch.batch_size):
+      out.append((items[b * batch.batch_size + r][0] if items else b, [h[r] for h in host]))
+  by_clip: dict[Any, list] = {}
+  for clip, cols in out:
+    by_clip.setdefault(clip, []).append(cols)
+  chosen = [frames[len(frames) // 2] for frames in list(by_clip.values())[:rows]]
+  to01 = [lambda x: x] + [lambda x: (x + 1) / 2] * 4
+  columns = [np.stack([f(c[i]) for c in chosen]) for i, f in enumerate(to01)]
+  return loop.image_grid(columns)
+
+
+def write_png(path: str, image: np.ndarray, scale: int = 2) -> None:
+  """`image` (H, W, 3) uint8 enlarged `scale` times (nearest), written atomically."""
+  from PIL import Image  # pylint: disable=import-outside-toplevel
+  big = np.repeat(np.repeat(image, scale, axis=0), scale, axis=1)
+  tmp = f'{path}.tmp-{os.getpid()}.png'
+  Image.fromarray(big).save(tmp)
+  os.replace(tmp, path)
+
+
+def evaluate_workdir(workdir: str, step: int | None = None, identities: str = 'seen',
+                     grid_path: str | None = None) -> dict[str, Any]:
+  """The numbers of `face_l1` for the checkpoint `step` (default the latest) of the run in `workdir`."""
+  from headgan_jax.train import loop  # pylint: disable=import-outside-toplevel
+  config = load_config(workdir)
+  config.loss.use_vgg = False  # Generating needs no VGG (and no weight file).
+  trainer = loop.Trainer.create(config)
+  state, step = trainer.restore(workdir, step)
+  batches = held_out_batches(config, trainer.mesh, identities)
+  result = face_l1(trainer, state, trainer.init_state(), batches)
+  result.update(step=step, identities=identities, source=config.data.source)
+  if grid_path:
+    write_png(grid_path, grid(trainer, state, batches))
+  return result
+
+
+def main(argv: list[str] | None = None) -> int:
+  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument('--workdir', required=True, help='the work folder of a train.py run')
+  parser.add_argument('--step', type=int, default=None, help='checkpoint step (default: the latest)')
+  parser.add_argument('--identities', choices=('seen', 'unseen', 'all'), default='seen',
+                      help="held-out frames of the training identities ('seen', default), the others, or all")
+  parser.add_argument('--grid', default='', help='write an image grid of held-out frames to this .png')
+  args = parser.parse_args(argv)
+  try:
+    r = evaluate_workdir(args.workdir, args.step, args.identities, args.grid or None)
+  except HeadGANError as e:
+    print(f'error: {e}', file=sys.stderr)
+    return 2
+  print(f"face L1 on {r['frames']} held-out frames ({r['identities']} identities) of {r['source']}, step {r['step']} "
+        '(mean |. - y_t| over face pixels, images in [-1, 1]; lower is better):')
+  for name in BASELINES:
+    print(f'  {name:17s} {r[name]:.4f}')
+  learned = all(r['trained'] < r[name] for name in BASELINES[1:])
+  print('the trained model beats ' + ('all three baselines' if learned else 'NOT all baselines'))
+  print(json.dumps(r))
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())
