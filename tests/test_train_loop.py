@@ -23,25 +23,29 @@ import pytest
 import train_configs
 from headgan_jax.data import sources
 from headgan_jax.errors import ConfigError, NonFiniteLossError
+from headgan_jax.metrics import evaluators
 from headgan_jax.train import cli, loop, losses, metric_writer
 from headgan_jax.train.step import METRIC_NAMES
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
-class MaskedL1Probe:
-  """A FrameEvaluator for the in-loop evaluation hook: face-masked L1 of G's frames and the number of frames."""
+class MaskedL1Probe(evaluators.Evaluator):
+  """An evaluator of the one interface (metrics.evaluators), as a user's 'module:Name' type: face-masked L1 of G's
+  frames and the number of frames, from the batch dict the loop's eval hook builds."""
 
-  def __init__(self, config, spec):
-    self.threshold = config.loss.face_mask_threshold
+  def __init__(self, name, spec):
+    super().__init__(name, spec.every)
+    self._reset()
 
-  def reset(self):
+  def _reset(self):
     self.sum, self.frames = 0.0, 0
 
-  def update(self, generated, batch):
-    mask = losses.face_mask(batch.x_t, self.threshold)
-    self.sum += float(losses.masked_l1(generated, batch.y, mask)) * batch.batch_size
-    self.frames += batch.batch_size
+  def _update(self, batch):
+    gen, y, mask = (jnp.asarray(batch[k][:, 0]) for k in ('generated', 'target', 'face_mask'))
+    n = gen.shape[0]
+    self.sum += float(losses.masked_l1(gen, y, mask[..., None])) * n
+    self.frames += n
 
   def result(self):
     return {'l1': self.sum / self.frames, 'frames': self.frames}

@@ -4,9 +4,13 @@
 
   config.evals.fid = dict(type='fid', inception_weights='/path/pt_inception-2015-12-05-6726825d.pth', every=0)
 
-`from_config(config.evals)` builds one evaluator per entry. A caller streams batches in with `update(batch)` and
-reads `result()` at the end, so memory stays bounded over a whole test split (features are folded into running
-statistics as they come). A batch is a dict of numpy / jax arrays:
+This is the ONE evaluator interface of the project: evaluate.py (headgan_jax/metrics/evaluate.py) and the training
+loop's in-loop evaluation (headgan_jax/train/evals.py, entries with `every` > 0) both build their evaluators here.
+`from_config(config.evals)` builds one evaluator per entry. A caller calls `reset()`, streams batches in with
+`update(batch)` and reads `result()` at the end, so memory stays bounded over a whole test split (features are folded
+into running statistics as they come). `type` is a key of `REGISTRY` or, for an evaluator of your own,
+'package.module:Name' where Name(name, spec) (or Name.from_config(name, spec)) returns an `Evaluator`.
+A batch is a dict of numpy / jax arrays:
 
   generated         (B, T, H, W, 3)  generated frames, uint8 or float in [-1, 1]
   target            (B, T, H, W, 3)  ground-truth frames (self-reenactment only)
@@ -15,6 +19,7 @@ statistics as they come). A batch is a dict of numpy / jax arrays:
   face_mask         (B, T, H, W)     optional face region for the masked image metrics
   exp_generated, exp_driving          (B, T, K) fitted expression coefficients
   camera_generated, camera_driving    face3d.camera.Camera with (B, T, ...) leaves
+  exp_valid         (B, T) bool      optional: frames whose two fits are both valid (AED / APD use only those)
 
 An evaluator whose network has no weight file configured (ArcFace, InceptionV3) is built as `Skipped`, which
 says why in the results: never a silent gap. One whose inputs are absent from a protocol (e.g. image metrics
@@ -22,10 +27,12 @@ without ground truth) says so in `skipped` too.
 """
 from __future__ import annotations
 
+import importlib
 import warnings
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import jax
 import numpy as np
 
 from headgan_jax.errors import ConfigError, MetricInputError
@@ -70,6 +77,14 @@ class Evaluator:
   def skipped(self) -> str | None:
     return self._missing
 
+  def reset(self) -> None:
+    """Forgets every sample (before each in-loop evaluation, or each protocol)."""
+    self._missing = None
+    self._reset()
+
+  def _reset(self) -> None:
+    raise NotImplementedError
+
   def update(self, batch: Mapping[str, Any]) -> None:
     missing = [k for k in self.requires if batch.get(k) is None]
     if missing:
@@ -91,6 +106,9 @@ class Skipped(Evaluator):
     super().__init__(name, every)
     self._missing = reason
 
+  def reset(self) -> None:
+    pass
+
   def update(self, batch) -> None:
     del batch
 
@@ -101,14 +119,35 @@ class Skipped(Evaluator):
 class CSIMEvaluator(Evaluator):
   """Mean cosine similarity of identity embeddings: generated vs ground truth (self) or vs the reference (cross)."""
 
-  def __init__(self, name: str, embedder: csim_lib.Embedder, against: str = 'auto', every: int = 0):
+  def __init__(self, name: str, embedder: csim_lib.Embedder, against: str = 'auto', every: int = 0,
+               min_size: int = 0):
     super().__init__(name, every)
     if against not in ('auto', 'target', 'reference'):
       raise ConfigError(f"config.evals.{name}.against must be 'auto', 'target' or 'reference', got {against!r}")
     self.against = against
     self.embedder = embedder
     self.network = embedder.name
+    self.min_size = int(min_size)
+    if self.min_size:
+      self.network += f' (frames under {self.min_size} px upsampled to it, bilinear)'
+    self._reset()
+
+  def _reset(self) -> None:
     self._sum, self._pairs, self._no_face = 0.0, 0, 0
+
+  @property
+  def skipped(self) -> str | None:
+    if self._missing is None and not self._pairs and self._no_face:
+      return f'{self.network} found no face in any of {self._no_face} frame pairs'
+    return self._missing
+
+  def _embed(self, images) -> np.ndarray:
+    """Embeddings of uint8 images; small frames (the demo's 64 px) upsampled first: face detectors need ~80 px."""
+    images = image_lib.to_uint8(images)
+    h, w = images.shape[1:3]
+    if self.min_size and min(h, w) < self.min_size:
+      images = image_lib.upsample_uint8(images, self.min_size)
+    return csim_lib.embeddings(images, self.embedder)
 
   @classmethod
   def from_config(cls, name: str, cfg) -> Evaluator:
@@ -116,7 +155,8 @@ class CSIMEvaluator(Evaluator):
       return Skipped(name, 'ArcFace (the paper\'s CSIM network) has no offline weights: set '
                      f'config.evals.{name}.arcface_model to an insightface recognition .onnx file',
                      cfg.get('every', 0))
-    return cls(name, csim_lib.embedder_from_config(cfg), cfg.get('against', 'auto'), cfg.get('every', 0))
+    return cls(name, csim_lib.embedder_from_config(cfg), cfg.get('against', 'auto'), cfg.get('every', 0),
+               cfg.get('min_size', 0))
 
   def update(self, batch) -> None:
     against = self.against
@@ -126,15 +166,14 @@ class CSIMEvaluator(Evaluator):
     super().update(batch)
 
   def _update(self, batch) -> None:
-    gen = image_lib.to_uint8(_frames(batch['generated']))
     t = np.shape(batch['generated'])[1]
-    emb_gen = csim_lib.embeddings(gen, self.embedder)
+    emb_gen = self._embed(_frames(batch['generated']))
     if batch.get('target') is not None and self.requires[1] == 'target':
-      emb_other = csim_lib.embeddings(image_lib.to_uint8(_frames(batch['target'])), self.embedder)
+      emb_other = self._embed(_frames(batch['target']))
     else:
       ref = batch['reference']
       image_lib.check_images(ref, 'reference images')
-      emb_ref = csim_lib.embeddings(image_lib.to_uint8(ref), self.embedder)  # One per clip, not per frame.
+      emb_ref = self._embed(ref)  # One per clip, not per frame.
       emb_other = np.repeat(emb_ref, t, axis=0)
     res = csim_lib.csim(emb_gen, emb_other)
     if res['pairs']:
@@ -159,9 +198,12 @@ class _FrechetEvaluator(Evaluator):
       raise ConfigError(f"config.evals.{name}.real must be 'auto', 'target' or 'driving', got {real!r}")
     self.features, self.dim, self.network = features, int(dim), network
     self.real, self.batch_size = real, int(batch_size)
-    self.generated = RunningStats(dim)
-    self.real_stats = RunningStats(dim)
     self._fixed_real = load_stats(real_stats) if real_stats else None
+    self._reset()
+
+  def _reset(self) -> None:
+    self.generated = RunningStats(self.dim)
+    self.real_stats = RunningStats(self.dim)
 
   def _samples(self, x) -> np.ndarray:
     raise NotImplementedError
@@ -179,6 +221,12 @@ class _FrechetEvaluator(Evaluator):
     self.generated.update(batched(self.features, gen, self.batch_size))
     if self._fixed_real is None:
       self.real_stats.update(batched(self.features, self._samples(batch[self._real_key]), self.batch_size))
+
+  @property
+  def skipped(self) -> str | None:
+    if self._missing is None and 0 < self.generated.count < 2:
+      return f'needs at least 2 samples on each side, got {self.generated.count}'
+    return self._missing
 
   def result(self) -> dict[str, float]:
     if self._fixed_real is not None:
@@ -246,6 +294,9 @@ class ImageEvaluator(Evaluator):
 
   def __init__(self, name: str, every: int = 0):
     super().__init__(name, every)
+    self._reset()
+
+  def _reset(self) -> None:
     self._sums = {k: 0.0 for k in self._KEYS}
     self._counts = {k: 0 for k in self._KEYS}
     self._frames_seen = 0
@@ -279,25 +330,45 @@ class AEDEvaluator(Evaluator):
   def __init__(self, name: str, every: int = 0):
     super().__init__(name, every)
     self.network = '3DMM fit (face3d.fitting)'
+    self._reset()
+
+  def _reset(self) -> None:
     self._sums: dict[str, float] = {}
     self._frames = 0
+    self._unfit = 0
+
+  @property
+  def skipped(self) -> str | None:
+    if self._missing is None and not self._frames and self._unfit:
+      return f'no frame of {self._unfit} had a valid 3DMM fit of both the generated and the driving frame'
+    return self._missing
 
   @classmethod
   def from_config(cls, name: str, cfg) -> Evaluator:
     return cls(name, cfg.get('every', 0))
 
   def _update(self, batch) -> None:
-    d = aed_lib.expression_distances(batch['exp_generated'], batch['exp_driving'])
+    bt = tuple(np.shape(batch['exp_generated'])[:-1])
+    valid = np.ones(bt, bool) if batch.get('exp_valid') is None else np.asarray(batch['exp_valid'], bool)
+    if valid.shape != bt:
+      raise MetricInputError(f'batch["exp_valid"] has shape {valid.shape}, the coefficients {bt}')
+    self._unfit += int((~valid).sum())
+    if not valid.any():
+      return
+    pick = lambda x: np.asarray(x)[valid]  # noqa: E731  (N, ...) of the frames fitted on both sides.
+    d = aed_lib.expression_distances(pick(batch['exp_generated']), pick(batch['exp_driving']))
     self._sums['aed'] = self._sums.get('aed', 0.0) + float(d.sum())
     if batch.get('camera_generated') is not None and batch.get('camera_driving') is not None:
-      for k, v in aed_lib.pose_distances(batch['camera_generated'], batch['camera_driving']).items():
+      cams = [jax.tree.map(pick, c) for c in (batch['camera_generated'], batch['camera_driving'])]
+      for k, v in aed_lib.pose_distances(*cams).items():
         self._sums[f'apd_{k}'] = self._sums.get(f'apd_{k}', 0.0) + float(v.sum())
     self._frames += len(d)
 
   def result(self) -> dict[str, float]:
     if not self._frames:
       return {}
-    return {**{k: v / self._frames for k, v in self._sums.items()}, 'aed_frames': self._frames}
+    return {**{k: v / self._frames for k, v in self._sums.items()}, 'aed_frames': self._frames,
+            'aed_unfit_frames': self._unfit}
 
 
 REGISTRY: dict[str, Any] = {
@@ -307,6 +378,20 @@ REGISTRY: dict[str, Any] = {
     'image': ImageEvaluator,
     'aed': AEDEvaluator,
 }
+
+
+def resolve_type(kind: str, name: str) -> Any:
+  """The evaluator class of `config.evals.<name>.type`: a REGISTRY key or 'package.module:Name'."""
+  if kind in REGISTRY:
+    return REGISTRY[kind]
+  module, sep, attr = str(kind).partition(':')
+  if not sep:
+    raise ConfigError(f"config.evals.{name}.type is {kind!r}; known types: {sorted(REGISTRY)} or "
+                      "'package.module:Name'")
+  try:
+    return getattr(importlib.import_module(module), attr)
+  except (ImportError, AttributeError) as e:
+    raise ConfigError(f'config.evals.{name}.type = {kind!r} cannot be loaded: {e}') from e
 
 
 def from_config(evals_cfg, names=None) -> dict[str, Evaluator]:
@@ -319,10 +404,11 @@ def from_config(evals_cfg, names=None) -> dict[str, Evaluator]:
     if name not in evals_cfg:
       raise ConfigError(f'config.evals has no entry {name!r} (it has {sorted(evals_cfg.keys())})')
     cfg = evals_cfg[name]
-    kind = cfg.get('type', name)
-    if kind not in REGISTRY:
-      raise ConfigError(f'config.evals.{name}.type is {kind!r}; known types: {sorted(REGISTRY)}')
-    ev = REGISTRY[kind].from_config(name, cfg)
+    factory = resolve_type(cfg.get('type', name), name)
+    ev = factory.from_config(name, cfg) if hasattr(factory, 'from_config') else factory(name, cfg)
+    if not isinstance(ev, Evaluator):
+      raise ConfigError(f'config.evals.{name}.type = {cfg.get("type", name)!r} built a {type(ev).__name__}, not a '
+                        'headgan_jax.metrics.evaluators.Evaluator')
     if isinstance(ev, Skipped):
       warnings.warn(f'Evaluator {name} is skipped: {ev.skipped}', UserWarning, stacklevel=2)
     out[name] = ev

@@ -8,6 +8,8 @@ over the face pixels (the map covers the valid window positions, so the mask is 
 """
 from __future__ import annotations
 
+import functools
+
 import dm_pix
 import jax
 import jax.numpy as jnp
@@ -124,6 +126,26 @@ def image_metrics(generated, target, mask=None) -> dict[str, np.ndarray]:
   res['mse'] = out['mse']
   res['mse_face'] = np.where(empty, np.nan, out['mse_face'])
   return res
+
+
+def upsample_uint8(images, min_size: int) -> np.ndarray:
+  """(N, H, W, 3) uint8 resized (bilinear, aspect kept) so that the shorter side is `min_size`; as is when larger.
+
+  Face detectors miss faces under ~80 px (dlib's HOG, MediaPipe's BlazeFace at 64 px crops): the demo's 64 px frames
+  are upsampled before embedding or tracking."""
+  images = np.asarray(images)
+  n, h, w, c = images.shape
+  if min(h, w) >= min_size:
+    return images
+  f = min_size / min(h, w)
+  shape = (n, int(round(h * f)), int(round(w * f)), c)
+  out = _resize(jnp.asarray(images, jnp.float32), shape)
+  return np.asarray(jnp.clip(jnp.round(out), 0, 255)).astype(np.uint8)
+
+
+@functools.partial(jax.jit, static_argnames=('shape',))
+def _resize(images: jax.Array, shape: tuple[int, ...]) -> jax.Array:
+  return jax.image.resize(images, shape, 'bilinear', antialias=False)
 
 
 def face_mask(face_images, threshold: float = 0.01) -> jax.Array:

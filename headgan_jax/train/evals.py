@@ -1,81 +1,81 @@
-"""In-loop evaluation: the evaluators named in `config.evals` run every N steps on held-out batches.
+"""In-loop evaluation: the entries of `config.evals` with `every` > 0 run every N steps on held-out batches.
 
-  config.evals.<name> = ml_collections.ConfigDict(dict(type='package.module:factory', every=1000, split='test', ...))
+There is one evaluator interface in the project, `headgan_jax.metrics.evaluators.Evaluator` (reset / update(batch
+dict) / result, built by `evaluators.from_config`); evaluate.py uses the same entries. An entry
 
-`type` names a factory `factory(config, spec) -> FrameEvaluator` (spec is the entry's ConfigDict, so an evaluator
-reads its own options from it). A FrameEvaluator consumes generated and ground-truth frames batch by batch:
+  config.evals.<name> = dict(type='image', every=1000, split='test', num_batches=2, ...)
 
-  reset()                                   before each evaluation
-  update(generated, batch)                  generated: (B, H, W, 3) float32 in [-1, 1], G's output for `batch`
-                                            (a train.data.Batch; batch.y is the ground truth, batch.x_t the 3D face
-                                            for face masks); global arrays sharded over the mesh, as in training
-  result() -> Mapping[str, float]           the scalars, written to TensorBoard as eval/<name>/<key>
+runs in the loop when `every` > 0 (0 = evaluate.py only), on the held-out batches of `split` of config.data.source
+(data.sources.make_eval_batches; `num_batches` and `identities` are read there). `type` is a registered metric
+('image', 'csim', 'fid', 'fvd', 'aed') or 'package.module:Name' for an evaluator of your own.
 
-The loop owns the data (the held-out split of config.data.source, see data.sources.make_eval_batches) and the
-generation (G's forward pass with its spectral-norm statistics read only), so an evaluator sees frames only and the
-same evaluator can serve evaluate.py. On several hosts every process calls update() with the same global arrays:
-compute with jax on them (jit inserts the collectives), or gather with jax.experimental.multihost_utils.
+The loop owns the data and the generation (G's forward pass); `frames_batch` turns G's frames for one training
+`Batch` into the evaluators' batch dict: one frame per example (T = 1), the ground truth y_t as target and driving
+frame, y_ref as reference and the face mask of x_t (the training loss's). Metrics that need more than one frame
+(FVD) or a face fit (AED) are for evaluate.py; in the loop they report themselves skipped (a warning, no scalar).
+Results are written to TensorBoard as eval/<name>/<key>.
 """
 from __future__ import annotations
 
 import dataclasses
-import importlib
-from collections.abc import Callable, Iterable, Mapping
-from typing import Any, Protocol
+import warnings
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import jax
 import ml_collections
+import numpy as np
+from jax.experimental import multihost_utils
 
 from headgan_jax.errors import ConfigError
-from headgan_jax.train import data
-
-
-class FrameEvaluator(Protocol):
-
-  def reset(self) -> None: ...
-
-  def update(self, generated: jax.Array, batch: data.Batch) -> None: ...
-
-  def result(self) -> Mapping[str, float]: ...
+from headgan_jax.metrics import evaluators as ev_lib
+from headgan_jax.train import data, losses
 
 
 @dataclasses.dataclass
 class Eval:
-  """One entry of config.evals, resolved."""
+  """One entry of config.evals that the loop runs, resolved."""
   name: str
   every: int
   split: str
   spec: ml_collections.ConfigDict
-  evaluator: FrameEvaluator
+  evaluator: ev_lib.Evaluator
+  face_mask_threshold: float = 0.01
 
   def due(self, step: int, last_step: int) -> bool:
     return step % self.every == 0 or step == last_step
 
 
-def _resolve(type_name: str, name: str) -> Callable[..., FrameEvaluator]:
-  module, sep, attr = type_name.partition(':')
-  if not sep:
-    raise ConfigError(f"config.evals.{name}.type = {type_name!r}: expected 'package.module:factory'")
-  try:
-    return getattr(importlib.import_module(module), attr)
-  except (ImportError, AttributeError) as e:
-    raise ConfigError(f'config.evals.{name}.type = {type_name!r} cannot be loaded: {e}') from e
-
-
 def make_evals(config: ml_collections.ConfigDict) -> list[Eval]:
-  """The evaluators of config.evals (ConfigError naming the entry and field when one is malformed)."""
-  out = []
-  for name, spec in config.get('evals', ml_collections.ConfigDict()).items():
-    for field in ('type', 'every'):
-      if field not in spec:
-        raise ConfigError(f'config.evals.{name} has no {field!r} field')
+  """The in-loop evaluators of config.evals (ConfigError naming the entry and field when one is malformed)."""
+  evals_cfg = config.get('evals', ml_collections.ConfigDict())
+  names = []
+  for name, spec in evals_cfg.items():
+    if 'every' not in spec:
+      raise ConfigError(f'config.evals.{name} has no \'every\' field')
     if int(spec.every) < 0:
       raise ConfigError(f'config.evals.{name}.every = {spec.every} must be >= 0')
-    if int(spec.every) == 0:  # evaluate.py only.
-      continue
-    factory = _resolve(spec.type, name)
-    out.append(Eval(name, int(spec.every), spec.get('split', 'test'), spec, factory(config, spec)))
-  return out
+    if int(spec.every) > 0:
+      names.append(name)
+  built = ev_lib.from_config(evals_cfg, names)
+  threshold = float(config.loss.get('face_mask_threshold', 0.01))
+  return [Eval(name, int(evals_cfg[name].every), evals_cfg[name].get('split', 'test'), evals_cfg[name], ev, threshold)
+          for name, ev in built.items()]
+
+
+def _host(x: jax.Array) -> np.ndarray:
+  """A global array on the host (every process gets all of it)."""
+  if getattr(x, 'is_fully_addressable', True):
+    return np.asarray(x)
+  return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+
+
+def frames_batch(generated: jax.Array, batch: data.Batch, face_mask_threshold: float = 0.01) -> dict[str, Any]:
+  """The evaluators' batch dict of G's frames for a training Batch (T = 1 frame per example)."""
+  mask = losses.face_mask(batch.x_t, face_mask_threshold)[..., 0]
+  y = _host(batch.y)[:, None]
+  return {'generated': _host(generated)[:, None], 'target': y, 'driving': y, 'reference': _host(batch.y_ref),
+          'face_mask': _host(mask)[:, None]}
 
 
 def run_eval(ev: Eval, generate: Callable[[data.Batch], jax.Array], batches: Iterable[data.Batch]) -> dict[str, Any]:
@@ -83,8 +83,12 @@ def run_eval(ev: Eval, generate: Callable[[data.Batch], jax.Array], batches: Ite
   ev.evaluator.reset()
   count = 0
   for batch in batches:
-    ev.evaluator.update(generate(batch), batch)
+    ev.evaluator.update(frames_batch(generate(batch), batch, ev.face_mask_threshold))
     count += 1
   if not count:
     raise ConfigError(f'config.evals.{ev.name}: the {ev.split!r} split gave no batches')
-  return {f'eval/{ev.name}/{key}': float(value) for key, value in ev.evaluator.result().items()}
+  values = ev.evaluator.result()
+  if not values and ev.evaluator.skipped:
+    warnings.warn(f'config.evals.{ev.name} measured nothing in the loop: {ev.evaluator.skipped}', UserWarning,
+                  stacklevel=2)
+  return {f'eval/{ev.name}/{key}': float(value) for key, value in values.items()}

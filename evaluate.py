@@ -1,0 +1,12 @@
+"""Evaluates a trained HeadGAN checkpoint (CSIM, FID, FVD, AED / APD, L1 / PSNR / SSIM; self- and cross-reenactment).
+
+  python evaluate.py --config W/config.json --workdir W --out W/eval.json [--checkpoint STEP]
+
+See headgan_jax/metrics/evaluate.py for the protocols, flags and exit statuses.
+"""
+import sys
+
+from headgan_jax.metrics import evaluate
+
+if __name__ == '__main__':
+  sys.exit(evaluate.main())
