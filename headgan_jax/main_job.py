@@ -25,6 +25,8 @@ import sys
 import time
 from typing import Sequence
 
+from headgan_jax import errors
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_CONFIG = os.path.join(REPO, 'configs', 'demo.py')
 DEFAULT_REFERENCE = os.path.normpath(os.path.join(REPO, '..', 'shared', 'fixtures', 'reference.png'))
@@ -82,13 +84,13 @@ def main(argv: Sequence[str] | None = None) -> int:
   parser.add_argument('--reference', default=None, help='default ../shared/fixtures/reference.png')
   parser.add_argument('--driving', default=None, help='default: the held-out demo clip (<demo_dir>/demo/<id>.mp4)')
   parser.add_argument('--batch', type=int, default=8, help='reenactment: frames per G call')
+  parser.add_argument('--eval_max_frames', type=int, default=0, help='evaluate.py --max_frames (0 = every frame)')
   args = parser.parse_args(argv)
   py = sys.executable
   workdir = os.path.abspath(args.workdir)
   os.makedirs(workdir, exist_ok=True)
   log: list[dict] = []
   start = time.perf_counter()
-  from headgan_jax import errors
   try:
     config = load(args.config)
     data_dir = os.path.abspath(args.data_dir or os.path.join(workdir, 'tfds'))
@@ -111,7 +113,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     overrides = [f'--config.data.data_dir={data_dir}', '--config.data.source=headgan_demo']
     if args.steps:
       overrides.append(f'--config.train.num_steps={args.steps}')
-    target = args.steps or int(config.train.num_steps)
+    target = args.steps or _total_steps(config)
     latest = latest_checkpoint(workdir)
     if latest is not None and target and latest[0] >= target:
       skip('train', f'checkpoint at step {latest[0]} in {workdir}/checkpoints', log)
@@ -129,7 +131,8 @@ def main(argv: Sequence[str] | None = None) -> int:
       if not os.path.isfile(os.path.join(REPO, 'evaluate.py')):
         raise StageFailed(f'{REPO}/evaluate.py is missing from this checkout.')
       run_stage('evaluate', [py, 'evaluate.py', '--config', os.path.join(workdir, 'config.json'), '--workdir',
-                             workdir, '--out', eval_json], log)
+                             workdir, '--out', eval_json] + (
+                                 ['--max_frames', str(args.eval_max_frames)] if args.eval_max_frames else []), log)
     # 4. Reenactment of the reference with the held-out clip.
     mp4s = [os.path.join(workdir, n) for n in OUTPUTS[1:]]
     if fresh(mp4s, when):
@@ -153,6 +156,15 @@ def main(argv: Sequence[str] | None = None) -> int:
   for k, v in where.items():
     print(f'  {k:50s} {v}')
   return 0
+
+
+def _total_steps(config) -> int:
+  """The run's step count (0 when it depends on the dataset's size: then train.py decides and is always run)."""
+  from headgan_jax.train import loop
+  try:
+    return loop.total_steps(config)
+  except errors.ConfigError:
+    return 0
 
 
 def _write_log(workdir: str, log: list[dict], start: float, failed: str | None = None) -> None:
