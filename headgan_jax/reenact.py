@@ -231,6 +231,7 @@ class Reenactor:
     self.config = config.copy_and_resolve_references()
     # Frames without a face are bridged (last good x_t), so a long gap does not reject the driving video.
     self.config.track.max_missing_run = 1 << 30
+    self.config.track.masks = False  # The person masks are for training losses only.
     self.size = int(config.image_size)
     self.k = int(config.model.num_past_frames)
     self.batch_size = int(batch_size)
