@@ -134,6 +134,8 @@ def test_reference_without_a_face_is_refused(reenactor, clips, tmp_path, capsys)
 
 
 def test_checkpoint_of_another_config_is_refused(workdir, tmp_path, capsys):
+  folder, config_json, step = reenact.find_checkpoint(workdir / 'checkpoints' / '1')  # One checkpoint's folder.
+  assert (step, config_json) == (1, str(workdir / 'config.json'))
   other = tmp_path / 'other'
   shutil.copytree(workdir / 'checkpoints', other / 'checkpoints')
   config = json.loads((workdir / 'config.json').read_text())
