@@ -2,6 +2,7 @@
 4 evaluated frames per clip, the session's demo build and its 0.7 s cut of the held-out clip talk-05 as the driving
 video), then run again: every stage is skipped. `bash scripts/setup.sh` itself is what set up this environment."""
 import json
+import os
 import pathlib
 import re
 import shlex
@@ -36,7 +37,8 @@ def test_readme_first_command_main_job(demo_build, tmp_path):  # noqa: F811
   cmd[0] = sys.executable
   driving = pathlib.Path(config.data.demo_dir) / 'demo' / 'talk-05.mp4'
   cmd += ['--steps', '1', '--data_dir', config.data.data_dir, '--eval_max_frames', '4', '--driving', str(driving)]
-  proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=1800)
+  env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}  # One CPU device, as on a user's machine.
+  proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=1800, env=env)
   assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
   out = proc.stdout
   for name in ('eval.json', 'reenacted.mp4', 'reenacted_side_by_side.mp4', 'grid.png'):
@@ -54,7 +56,7 @@ def test_readme_first_command_main_job(demo_build, tmp_path):  # noqa: F811
   assert video_lib.read_image(work / 'grid.png').shape == (4 * 64, 4 * 64, 3)
   stages = json.loads((work / 'main_job.json').read_text())['stages']
   assert [s['stage'] for s in stages] == ['build', 'train', 'evaluate', 'reenact']
-  again = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)  # Resumes: nothing to do.
+  again = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600, env=env)  # Resumes: nothing to do.
   assert again.returncode == 0, again.stderr[-3000:]
   for stage in ('build', 'train', 'evaluate', 'reenact'):
     assert f'== {stage}: skipped' in again.stdout
