@@ -80,6 +80,8 @@ def main(argv: Sequence[str] | None = None) -> int:
   parser.add_argument('--workdir', required=True, help='where everything is written (checkpoints, eval.json, mp4s)')
   parser.add_argument('--config', default=DEFAULT_CONFIG, help='the training config (default configs/demo.py)')
   parser.add_argument('--data_dir', default=None, help='TFDS data dir of the demo set (default WORKDIR/tfds)')
+  parser.add_argument('--clips_dir', default=None, help='demo clips folder to build from (default '
+                      'config.data.demo_dir: ../shared/fixtures)')
   parser.add_argument('--steps', type=int, default=0, help='train steps (default: the config\'s)')
   parser.add_argument('--reference', default=None, help='default ../shared/fixtures/reference.png')
   parser.add_argument('--driving', default=None, help='default: the held-out demo clip (<demo_dir>/demo/<id>.mp4)')
@@ -108,7 +110,8 @@ def main(argv: Sequence[str] | None = None) -> int:
       skip('build', f'the demo set is built in {os.path.dirname(built)}', log)
     else:
       run_stage('build', [py, '-m', 'headgan_jax.data.build', 'demo', '--config', args.config, '--image_size',
-                          str(size), '--data_dir', data_dir], log)
+                          str(size), '--data_dir', data_dir] + (['--clips_dir', args.clips_dir] if args.clips_dir
+                                                                else []), log)
     # 2. Training (train.py resumes by itself; skipped when the last checkpoint is at the step count).
     overrides = [f'--config.data.data_dir={data_dir}', '--config.data.source=headgan_demo']
     if args.steps:
