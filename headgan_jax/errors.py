@@ -59,3 +59,7 @@ class NonFiniteLossError(HeadGANError, FloatingPointError):
 class DatasetError(HeadGANError):
   """A prepared dataset (TFDS builder output, clip cache, statistics) is missing, corrupt or built with other
   settings than the config asks for."""
+
+
+class CheckpointError(HeadGANError):
+  """A checkpoint is missing, unreadable, or was written for another config than the one saved beside it."""

@@ -3,7 +3,8 @@
 Frames are RGB uint8 (T, H, W, 3), C-contiguous (decoders can hand out strided planes, which dlib and LiteRT reject).
 Every failure to read raises `VideoError` naming the file (and the frame where it applies): missing or empty file,
 corrupt or unknown header, no video stream, a stream that decodes to no frames, a decode error mid-stream.
-`write_video` writes H.264 (yuv420p, even sizes) atomically: a temporary file in the same folder, then a rename.
+`write_video` / `VideoWriter` (streaming, with AAC audio) write H.264 (yuv420p, even sizes) atomically: a temporary
+file in the same folder, then a rename.
 """
 from __future__ import annotations
 
@@ -132,32 +133,118 @@ def _atomic_target(path: str, suffix: str) -> str:
   return tmp
 
 
+class VideoWriter:
+  """Streams frames (and optionally mono audio) into an .mp4, atomically: H.264 (yuv420p, crf) + AAC, written to a
+  temporary file in the same folder and renamed to `path` by `close()`; an exception inside `with` removes it.
+
+    with VideoWriter(out, fps, audio_rate=44100) as w:
+      w.write(frames, audio)        # (n, H, W, 3) uint8 chunks; the audio samples that go with them (any length)
+
+  Odd sizes are padded by one black row / column. Audio is interleaved with the video chunk by chunk (the muxer
+  then buffers one chunk, not the whole video), in AAC frames of the encoder's frame size.
+  """
+
+  def __init__(self, path: str | os.PathLike, fps: float, crf: int = 18, audio_rate: int | None = None,
+               audio_bitrate: int = 128_000):
+    self.path = os.fspath(path)
+    self.fps = float(fps)
+    self.crf = int(crf)
+    self.audio_rate = None if audio_rate is None else int(audio_rate)
+    self.audio_bitrate = int(audio_bitrate)
+    self.num_frames = 0
+    self.num_samples = 0
+    self._tmp = None
+    self._out = None
+    self._video = None
+    self._audio = None
+    self._pending = np.zeros(0, np.float32)
+
+  def __enter__(self) -> 'VideoWriter':
+    self._tmp = _atomic_target(self.path, '.mp4')
+    self._out = av.open(self._tmp, mode='w', format='mp4')
+    return self
+
+  def _open_streams(self, height: int, width: int) -> None:
+    self._video = self._out.add_stream('libx264', rate=Fraction(self.fps).limit_denominator(1001))
+    self._video.width, self._video.height = width + width % 2, height + height % 2
+    self._video.pix_fmt = 'yuv420p'
+    self._video.options = {'crf': str(self.crf)}
+    if self.audio_rate is not None:
+      self._audio = self._out.add_stream('aac', rate=self.audio_rate)
+      self._audio.layout = 'mono'
+      self._audio.bit_rate = self.audio_bitrate
+
+  def write(self, frames: np.ndarray, audio: np.ndarray | None = None) -> None:
+    """Appends frames (n, H, W, 3) uint8 (every chunk the same size) and the mono float32 samples that follow."""
+    frames = np.asarray(frames)
+    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+      raise VideoError(f'{self.path}: frames to write must be (T, H, W, 3) uint8, got {frames.shape} {frames.dtype}.')
+    if self._video is None:
+      self._open_streams(frames.shape[1], frames.shape[2])
+    pad_h, pad_w = self._video.height - frames.shape[1], self._video.width - frames.shape[2]
+    if pad_h not in (0, 1) or pad_w not in (0, 1):
+      raise VideoError(f'{self.path}: frames of size {frames.shape[2]}x{frames.shape[1]} after frames of '
+                       f'{self._video.width}x{self._video.height}.')
+    if pad_h or pad_w:
+      frames = np.pad(frames, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)))
+    for image in frames:
+      frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format='rgb24')
+      frame.pts = self.num_frames
+      for packet in self._video.encode(frame):
+        self._out.mux(packet)
+      self.num_frames += 1
+    if audio is not None and len(audio):
+      if self._audio is None:
+        raise VideoError(f'{self.path}: audio given to a writer made without audio_rate.')
+      self._write_audio(np.asarray(audio, np.float32), final=False)
+
+  def _write_audio(self, samples: np.ndarray, final: bool) -> None:
+    x = np.concatenate([self._pending, samples])
+    size = self._audio.codec_context.frame_size or 1024
+    n = len(x) if final else len(x) - len(x) % size
+    for i in range(0, n, size):
+      frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(x[None, i:min(i + size, n)]), format='fltp',
+                                         layout='mono')
+      frame.sample_rate = self.audio_rate
+      frame.pts = self.num_samples
+      self.num_samples += frame.samples
+      for packet in self._audio.encode(frame):
+        self._out.mux(packet)
+    self._pending = x[n:]
+
+  def close(self) -> None:
+    """Flushes the encoders and renames the temporary file to `path`."""
+    if self._video is None:
+      raise VideoError(f'{self.path}: no frames were written.')
+    for packet in self._video.encode():
+      self._out.mux(packet)
+    if self._audio is not None:
+      self._write_audio(np.zeros(0, np.float32), final=True)
+      for packet in self._audio.encode():
+        self._out.mux(packet)
+    self._out.close()
+    self._out = None
+    os.replace(self._tmp, self.path)
+
+  def __exit__(self, exc_type, exc, tb) -> None:
+    try:
+      if exc_type is None:
+        self.close()
+    finally:
+      if self._out is not None:
+        self._out.close()
+      if self._tmp and os.path.exists(self._tmp):
+        os.remove(self._tmp)
+
+
 def write_video(path: str | os.PathLike, frames: np.ndarray, fps: float, crf: int = 18) -> None:
   """Writes (T, H, W, 3) uint8 frames as H.264 .mp4, atomically. Odd sizes are padded by one black row/column."""
   path = os.fspath(path)
   frames = np.asarray(frames)
   if frames.ndim != 4 or frames.shape[-1] != 3 or frames.shape[0] == 0 or frames.dtype != np.uint8:
     raise VideoError(f'{path}: frames to write must be (T >= 1, H, W, 3) uint8, got {frames.shape} {frames.dtype}.')
-  pad_h, pad_w = frames.shape[1] % 2, frames.shape[2] % 2
-  if pad_h or pad_w:
-    frames = np.pad(frames, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)))
-  tmp = _atomic_target(path, '.mp4')
-  try:
-    with av.open(tmp, mode='w', format='mp4') as out:
-      stream = out.add_stream('libx264', rate=Fraction(fps).limit_denominator(1001))
-      stream.width, stream.height = frames.shape[2], frames.shape[1]
-      stream.pix_fmt = 'yuv420p'
-      stream.options = {'crf': str(crf)}
-      for image in frames:
-        for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format='rgb24')):
-          out.mux(packet)
-      for packet in stream.encode():
-        out.mux(packet)
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise
+  with VideoWriter(path, fps, crf) as writer:
+    writer.write(frames)
 
 
 def write_image(path: str | os.PathLike, image: np.ndarray) -> None:

@@ -1,0 +1,182 @@
+"""The main job: the whole system on the embedded demo clips, from a fresh clone, in one command.
+
+  .venv/bin/python -m headgan_jax.main_job --workdir runs/demo [--steps N] [--data_dir DIR] [--config FILE]
+
+Stages (each one a project command, run as its own process, so each frees its memory when done):
+  1. build    python -m headgan_jax.data.build demo: the demo set (../shared/fixtures: driving.mp4 + demo/talk-*.mp4;
+              talk-05 = config.data.demo_test_identity is held out) into DIR (default WORKDIR/tfds)
+  2. train    train.py --config configs/demo.py --workdir WORKDIR (resumes from its checkpoints)
+  3. evaluate evaluate.py --config WORKDIR/config.json --workdir WORKDIR --out WORKDIR/eval.json
+  4. reenact  reenact.py: ../shared/fixtures/reference.png driven by the held-out clip (talk-05, its own sound)
+              -> WORKDIR/reenacted.mp4, WORKDIR/reenacted_side_by_side.mp4 (driving | x_t | generated) and
+              WORKDIR/grid.png (reference | driving | x_t | generated, 4 frames)
+Run it again and it resumes: a built dataset is not built again, training continues from its last checkpoint (or is
+skipped when it reached its step count), and evaluation / reenactment are skipped when their outputs are newer than
+the latest checkpoint. It ends by saying where each output is; WORKDIR/main_job.json records the stages' times.
+Exit status: 0 done; 2 a stage failed (its message is above).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from typing import Sequence
+
+from headgan_jax import errors
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEFAULT_CONFIG = os.path.join(REPO, 'configs', 'demo.py')
+DEFAULT_REFERENCE = os.path.normpath(os.path.join(REPO, '..', 'shared', 'fixtures', 'reference.png'))
+OUTPUTS = ('eval.json', 'reenacted.mp4', 'reenacted_side_by_side.mp4', 'grid.png')
+
+
+class StageFailed(Exception):
+  pass
+
+
+def latest_checkpoint(workdir: str) -> tuple[int, float] | None:
+  """(step, modification time) of the latest checkpoint in workdir, or None."""
+  root = os.path.join(workdir, 'checkpoints')
+  if not os.path.isdir(root):
+    return None
+  steps = sorted(int(n) for n in os.listdir(root) if n.isdigit() and os.path.isdir(os.path.join(root, n, 'state')))
+  if not steps:
+    return None
+  return steps[-1], os.path.getmtime(os.path.join(root, str(steps[-1])))
+
+
+def fresh(paths: Sequence[str], than: float) -> bool:
+  """Every path exists and is newer than `than`."""
+  return all(os.path.exists(p) and os.path.getmtime(p) >= than for p in paths)
+
+
+def run_stage(name: str, cmd: list[str], log: list[dict]) -> None:
+  print(f'\n== {name}: {" ".join(cmd)}', flush=True)
+  start = time.perf_counter()
+  proc = subprocess.run(cmd, cwd=REPO)
+  seconds = round(time.perf_counter() - start, 1)
+  log.append(dict(stage=name, seconds=seconds, status=proc.returncode, command=cmd))
+  if proc.returncode != 0:
+    raise StageFailed(f'stage {name} failed (exit status {proc.returncode}): {" ".join(cmd)}')
+  print(f'== {name}: done in {seconds:.0f} s', flush=True)
+
+
+def skip(name: str, why: str, log: list[dict]) -> None:
+  print(f'\n== {name}: skipped ({why})', flush=True)
+  log.append(dict(stage=name, seconds=0.0, status='skipped', reason=why))
+
+
+def load(config_file: str):
+  from headgan_jax.nn.summary import load_config
+  return load_config(config_file)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+  parser = argparse.ArgumentParser(prog='python -m headgan_jax.main_job', description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument('--workdir', required=True, help='where everything is written (checkpoints, eval.json, mp4s)')
+  parser.add_argument('--config', default=DEFAULT_CONFIG, help='the training config (default configs/demo.py)')
+  parser.add_argument('--data_dir', default=None, help='TFDS data dir of the demo set (default WORKDIR/tfds)')
+  parser.add_argument('--clips_dir', default=None, help='demo clips folder to build from (default '
+                      'config.data.demo_dir: ../shared/fixtures)')
+  parser.add_argument('--steps', type=int, default=0, help='train steps (default: the config\'s)')
+  parser.add_argument('--reference', default=None, help='default ../shared/fixtures/reference.png')
+  parser.add_argument('--driving', default=None, help='default: the held-out demo clip (<demo_dir>/demo/<id>.mp4)')
+  parser.add_argument('--batch', type=int, default=8, help='reenactment: frames per G call')
+  parser.add_argument('--eval_max_frames', type=int, default=0, help='evaluate.py --max_frames (0 = every frame)')
+  args = parser.parse_args(argv)
+  py = sys.executable
+  workdir = os.path.abspath(args.workdir)
+  os.makedirs(workdir, exist_ok=True)
+  log: list[dict] = []
+  start = time.perf_counter()
+  try:
+    config = load(args.config)
+    data_dir = os.path.abspath(args.data_dir or os.path.join(workdir, 'tfds'))
+    size = int(config.data.stored_size or config.image_size)
+    demo_dir = config.data.demo_dir
+    reference = args.reference or DEFAULT_REFERENCE
+    driving = args.driving or os.path.join(demo_dir, 'demo', f'{config.data.demo_test_identity}.mp4')
+    for what, path in (('reference image', reference), ('held-out driving clip', driving)):
+      if not os.path.isfile(path):
+        raise errors.DatasetError(f'{path}: the {what} is missing (the demo needs ../shared/fixtures beside the '
+                                  'repository, or pass --reference / --driving).')
+    # 1. The demo set.
+    built = os.path.join(data_dir, 'headgan_demo', f'{size}px', '1.0.0', 'dataset_info.json')
+    if os.path.isfile(built):
+      skip('build', f'the demo set is built in {os.path.dirname(built)}', log)
+    else:
+      run_stage('build', [py, '-m', 'headgan_jax.data.build', 'demo', '--config', args.config, '--image_size',
+                          str(size), '--data_dir', data_dir] + (['--clips_dir', args.clips_dir] if args.clips_dir
+                                                                else []), log)
+    # 2. Training (train.py resumes by itself; skipped when the last checkpoint is at the step count).
+    overrides = [f'--config.data.data_dir={data_dir}', '--config.data.source=headgan_demo']
+    if args.steps:
+      overrides.append(f'--config.train.num_steps={args.steps}')
+    target = args.steps or _total_steps(config)
+    latest = latest_checkpoint(workdir)
+    if latest is not None and target and latest[0] >= target:
+      skip('train', f'checkpoint at step {latest[0]} in {workdir}/checkpoints', log)
+    else:
+      run_stage('train', [py, 'train.py', '--config', args.config, '--workdir', workdir] + overrides, log)
+    latest = latest_checkpoint(workdir)
+    if latest is None:
+      raise StageFailed(f'training wrote no checkpoint in {workdir}/checkpoints.')
+    step, when = latest
+    # 3. Evaluation.
+    eval_json = os.path.join(workdir, 'eval.json')
+    if fresh([eval_json], when):
+      skip('evaluate', f'{eval_json} is newer than the checkpoint at step {step}', log)
+    else:
+      if not os.path.isfile(os.path.join(REPO, 'evaluate.py')):
+        raise StageFailed(f'{REPO}/evaluate.py is missing from this checkout.')
+      run_stage('evaluate', [py, 'evaluate.py', '--config', os.path.join(workdir, 'config.json'), '--workdir',
+                             workdir, '--out', eval_json] + (
+                                 ['--max_frames', str(args.eval_max_frames)] if args.eval_max_frames else []), log)
+    # 4. Reenactment of the reference with the held-out clip.
+    mp4s = [os.path.join(workdir, n) for n in OUTPUTS[1:]]
+    if fresh(mp4s, when):
+      skip('reenact', f'{mp4s[0]} is newer than the checkpoint at step {step}', log)
+    else:
+      run_stage('reenact', [py, 'reenact.py', '--checkpoint', workdir, '--reference', reference, '--driving',
+                            driving, '--out', mp4s[0], '--side-by-side-out', mp4s[1], '--grid', mp4s[2],
+                            '--batch', str(args.batch)], log)
+  except (StageFailed, errors.HeadGANError) as e:
+    print(f'error: {e}', file=sys.stderr)
+    _write_log(workdir, log, start, failed=str(e))
+    return 2
+  _write_log(workdir, log, start)
+  print(f'\nmain job done in {time.perf_counter() - start:.0f} s (checkpoint step {step}). Outputs:')
+  where = {'checkpoints': os.path.join(workdir, 'checkpoints', str(step)),
+           'TensorBoard logs': os.path.join(workdir, 'tensorboard'),
+           'evaluation': os.path.join(workdir, 'eval.json'),
+           'reenacted video': mp4s[0], 'side-by-side video (driving | x_t | generated)': mp4s[1],
+           'image grid (reference | driving | x_t | generated)': mp4s[2],
+           'demo dataset': os.path.dirname(built), 'stage times': os.path.join(workdir, 'main_job.json')}
+  for k, v in where.items():
+    print(f'  {k:50s} {v}')
+  return 0
+
+
+def _total_steps(config) -> int:
+  """The run's step count (0 when it depends on the dataset's size: then train.py decides and is always run)."""
+  from headgan_jax.train import loop
+  try:
+    return loop.total_steps(config)
+  except errors.ConfigError:
+    return 0
+
+
+def _write_log(workdir: str, log: list[dict], start: float, failed: str | None = None) -> None:
+  data = dict(stages=log, seconds=round(time.perf_counter() - start, 1), failed=failed)
+  tmp = os.path.join(workdir, f'.main_job.json.tmp-{os.getpid()}')
+  with open(tmp, 'w', encoding='utf-8') as f:
+    json.dump(data, f, indent=2)
+  os.replace(tmp, os.path.join(workdir, 'main_job.json'))
+
+
+if __name__ == '__main__':
+  sys.exit(main())

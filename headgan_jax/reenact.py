@@ -1,0 +1,428 @@
+"""Reenactment: one image of a person + a driving video (or another audio track) -> a video of that person with the
+driver's pose, expression and mouth, with sound (Sec. 3, Fig. 1 of the paper).
+
+  python reenact.py --checkpoint W --reference IMG --driving VIDEO --out OUT.mp4 [--audio FILE] [--side-by-side]
+  python -m headgan_jax.reenact ...                                                   (the same)
+
+W is a training work folder (its latest checkpoint and its config.json are used) or one checkpoint's folder
+(W/checkpoints/<N>). The pipeline, all of it the training code's own pieces:
+  reference image --Tracker.track_image--> p_ref^id, p_ref^exp, camera; y_ref = its crop, x_ref its 3D face image
+  driving video --Tracker.iter_video (chunks)--> p_t^exp, camera_t; eq. 1: x_t = render(p_ref^id, p_t^exp, c_t)
+  driving audio (or --audio) --audio.features + the training set's statistics--> h_t^(a)
+  G(x_{t-k:t}, y_ref, x_ref, h_t^(a)) --> y~_t, the image_size x image_size crop (nothing is pasted back, as the paper)
+  --> H.264 + AAC (PyAV) at the driving fps; --side-by-side writes driving crop | x_t | y~_t.
+The first frames' past x are the first frame repeated (as the training pipeline pads). Frames are decoded, tracked,
+generated and encoded in chunks of config.track.chunk_frames, so memory does not grow with the video's length (what
+does grow: the per-frame detections and audio features, a few hundred bytes a frame, and the audio track, 176 kB
+per second at 44.1 kHz). The output is written to a temporary name and renamed when complete.
+
+Frames where no usable face is found keep the last good x_t (the first such frames, before any face, the first good
+one) and are counted in the summary; a driving video without sound gives a silent video (said once). The 3DMM and
+the audio statistics are the training set's (`face_model.npz` and its metadata, found through the saved config), so
+x_t and h^(a) are what G was trained on.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import time
+from typing import Callable, Sequence
+
+import numpy as np
+
+from headgan_jax import errors
+
+OUTPUT_AUDIO_RATE = 44_100  # AAC sample rate of the output's sound track.
+NO_AUDIO_NOTE = 'has no audio stream: the output is silent and the mouth is driven by silence.'
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The checkpoint: config + G's variables.
+
+@dataclasses.dataclass
+class Checkpoint:
+  """G's variables ('params', 'batch_stats') restored from a training checkpoint, with the run's config."""
+  config: object  # ml_collections.ConfigDict
+  variables: dict
+  step: int
+  path: str  # The checkpoint's folder (WORKDIR/checkpoints/<step>).
+  config_path: str
+
+
+def find_checkpoint(path: str | os.PathLike) -> tuple[str, str, int]:
+  """(checkpoint folder, config.json, step) for a training work folder (its latest checkpoint) or one checkpoint's
+  folder (WORKDIR/checkpoints/<N>, the config two levels up)."""
+  from headgan_jax.train import loop
+  path = os.path.abspath(os.fspath(path))
+  if not os.path.isdir(path):
+    raise errors.CheckpointError(f'{path}: no such folder (--checkpoint takes a training work folder or one of its '
+                                 'checkpoints/<step> folders).')
+  if os.path.isdir(os.path.join(path, 'state')):  # One checkpoint.
+    folder, workdir = path, os.path.dirname(os.path.dirname(path))
+    name = os.path.basename(path)
+    if not name.isdigit():
+      raise errors.CheckpointError(f'{path}: a checkpoint folder is named after its step (checkpoints/<step>).')
+    step = int(name)
+  else:
+    workdir = path
+    root = os.path.join(path, loop.CHECKPOINT_DIR)
+    steps = sorted(int(n) for n in os.listdir(root) if n.isdigit()) if os.path.isdir(root) else []
+    steps = [s for s in steps if os.path.isdir(os.path.join(root, str(s), 'state'))]
+    if not steps:
+      raise errors.CheckpointError(f'{path}: holds no checkpoint ({root}/<step>/state); train first with '
+                                   f'train.py --workdir {path}.')
+    step = steps[-1]
+    folder = os.path.join(root, str(step))
+  config_path = os.path.join(workdir, loop.CONFIG_FILE)
+  if not os.path.isfile(config_path):
+    raise errors.CheckpointError(f'{config_path}: not found; a checkpoint is read with the config of its run, saved '
+                                 'there by train.py.')
+  return folder, config_path, step
+
+
+def load_config_json(path: str):
+  import ml_collections
+  try:
+    with open(path, encoding='utf-8') as f:
+      return ml_collections.ConfigDict(json.load(f))
+  except (OSError, json.JSONDecodeError) as e:
+    raise errors.CheckpointError(f'{path}: not a readable config.json: {e}') from e
+
+
+def _flat(tree) -> dict[str, tuple]:
+  import jax
+  return {'/'.join(str(getattr(k, 'key', getattr(k, 'name', k))) for k in p): tuple(getattr(v, 'shape', ()))
+          for p, v in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+
+def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
+  """G's variables of a checkpoint (only G's part of the train state is read), checked against its config: a
+  checkpoint written for another config is refused naming the first parameters that differ."""
+  import jax
+  import orbax.checkpoint as ocp
+  from headgan_jax.nn import generator as gen_lib
+  folder, config_path, step = find_checkpoint(path)
+  config = load_config_json(config_path)
+  try:
+    generator = gen_lib.make_generator(config)
+    abstract = jax.eval_shape(lambda k: generator.init(k, *gen_lib.example_inputs(config)), jax.random.key(0))
+  except (errors.HeadGANError, KeyError, AttributeError, TypeError, ValueError) as e:
+    raise errors.CheckpointError(f'{config_path}: not a usable HeadGAN config: {e}') from e
+  want = {'params': abstract['params'], 'stats': abstract.get('batch_stats', {})}
+  state_dir = os.path.join(folder, 'state')
+  checkpointer = ocp.PyTreeCheckpointer()
+  try:
+    meta = checkpointer.metadata(state_dir)
+    meta = getattr(meta, 'item_metadata', meta) or meta
+    saved_g = meta['g'] if isinstance(meta, dict) else meta.tree['g']
+    saved = _flat({'params': saved_g['params'], 'stats': saved_g['stats']})
+  except (KeyError, TypeError, FileNotFoundError, ValueError, AttributeError) as e:
+    raise errors.CheckpointError(f'{state_dir}: not a readable HeadGAN train-state checkpoint: {e}') from e
+  expected = _flat(want)
+  differ = [f'{k}: {saved.get(k, "absent")} in the checkpoint, {expected.get(k, "absent")} for the config'
+            for k in sorted(set(saved) | set(expected)) if saved.get(k) != expected.get(k)]
+  if differ:
+    raise errors.CheckpointError(
+        f'{folder} was written for another config than {config_path} (image_size {config.image_size}, model.ngf '
+        f'{config.model.ngf}): {len(differ)} of G\'s arrays differ, e.g.\n  ' + '\n  '.join(differ[:4]) +
+        '\nUse the config.json of the run that wrote the checkpoint.')
+  sharding = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  item = {'g': jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding), want)}
+  try:
+    restored = checkpointer.restore(state_dir, args=ocp.args.PyTreeRestore(
+        item=item, restore_args=ocp.checkpoint_utils.construct_restore_args(item), partial_restore=True))
+  except (ValueError, KeyError, FileNotFoundError) as e:
+    raise errors.CheckpointError(f'{state_dir}: cannot restore G from it: {e}') from e
+  g = restored['g']
+  return Checkpoint(config=config, variables={'params': g['params'], 'batch_stats': g['stats']}, step=step,
+                    path=folder, config_path=config_path)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# What G was trained with: the 3DMM of x_t and the audio statistics.
+
+def training_assets(config):
+  """(3DMM, detector point indices, audio FeatureStats or None) of the run's training set. For a run on synthetic
+  data: the tracker's own model and no statistics (h^(a) is then given raw)."""
+  from headgan_jax.data import facemesh as fm
+  from headgan_jax.face3d import morphable
+  source = str(config.data.source)
+  if source == 'synthetic':
+    return None, None, None
+  from headgan_jax.data import pipeline
+  ds = pipeline.open_dataset(config, source)
+  if ds.model.num_landmarks != fm.NUM_POINTS and not config.track.landmark_map:
+    raise errors.FaceModelError(f'{ds.path}/face_model.npz: {ds.model.num_landmarks} landmark vertices, the detector '
+                                f'gives {fm.NUM_POINTS} points and config.track.landmark_map is not set.')
+  if config.track.landmark_map:
+    from headgan_jax.data import face_model
+    table = face_model.read_landmark_map(config.track.landmark_map, ds.model.num_vertices)
+    model, points = face_model.apply_landmark_map(ds.model, table)
+    return model, points, ds.audio_stats
+  assert isinstance(ds.model, morphable.MorphableModel)
+  return ds.model, np.arange(fm.NUM_POINTS, dtype=np.int32), ds.audio_stats
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The reenactor.
+
+@dataclasses.dataclass
+class Summary:
+  out: str
+  num_frames: int
+  fps: float
+  image_size: int
+  frame_size: tuple[int, int]  # (height, width) of the written frames.
+  audio: str | None  # The file the sound (and h^(a)) came from, None when silent.
+  no_face_frames: int  # Frames without a usable face (they kept the last good x_t).
+  no_face_first: list[int]  # The first few of them.
+  seconds: float
+  notes: list[str]
+
+  def to_json(self) -> dict:
+    return dataclasses.asdict(self)
+
+
+def to_uint8(images: np.ndarray) -> np.ndarray:
+  """[-1, 1] float -> uint8."""
+  return np.clip(np.round((np.asarray(images, np.float32) + 1.0) * 127.5), 0, 255).astype(np.uint8)
+
+
+def drive_windows(x: np.ndarray, history: np.ndarray) -> np.ndarray:
+  """x_{t-k:t} for every frame of a chunk: x (n, S, S, 3) and the k frames before it (k, S, S, 3) -> (n, S, S, 3(k+1)),
+  oldest first along the channels (the training pipeline's order)."""
+  k = len(history)
+  xs = np.concatenate([history, x])
+  return np.concatenate([xs[i:i + len(x)] for i in range(k + 1)], axis=-1)
+
+
+def keep_last_good(track, last: dict | None) -> tuple[dict, np.ndarray, dict | None]:
+  """The driving coefficients of a chunk with every frame without a usable face replaced by the last good frame's
+  (carried across chunks in `last`; before the first good frame, the tracker's nearest good frame). Returns
+  (p_exp / rotation / translation / scale arrays, the replaced frames (n,) bool, the new `last`)."""
+  names = ('p_exp', 'rotation', 'translation', 'scale')
+  arrays = {n: np.array(getattr(track, n), np.float32) for n in names}
+  bad = ~np.asarray(track.valid, bool)
+  good = np.flatnonzero(~bad)
+  idx = np.maximum.accumulate(np.where(bad, -1, np.arange(len(bad))))  # Last good frame in this chunk, or -1.
+  for n in names:
+    a = arrays[n]
+    if last is not None:
+      a[idx < 0] = last[n]
+    elif len(good):  # No good frame yet in the video: the chunk's first good one.
+      a[idx < 0] = a[good[0]]
+    a[idx >= 0] = a[idx[idx >= 0]]
+  new_last = {n: arrays[n][good[-1]].copy() for n in names} if len(good) else last
+  return arrays, bad, new_last
+
+
+class Reenactor:
+  """G, the tracker and the audio front end of one run, built once; `run` reenacts one reference with one video."""
+
+  def __init__(self, config, variables, model=None, points=None, audio_stats=None, batch_size: int = 8):
+    import jax
+    import jax.numpy as jnp
+    from headgan_jax.audio import asr
+    from headgan_jax.data import track as track_lib
+    from headgan_jax.nn import generator as gen_lib
+    self.config = config.copy_and_resolve_references()
+    # Frames without a face are bridged (last good x_t), so a long gap does not reject the driving video.
+    self.config.track.max_missing_run = 1 << 30
+    self.config.track.masks = False  # The person masks are for training losses only.
+    self.size = int(config.image_size)
+    self.k = int(config.model.num_past_frames)
+    self.batch_size = int(batch_size)
+    if self.batch_size < 1:
+      raise errors.ConfigError(f'--batch {batch_size}: must be >= 1.')
+    self.audio_stats = audio_stats
+    self.standardise = str(config.audio.standardise) if audio_stats is not None else 'none'
+    self.tracker = track_lib.Tracker(self.config, model, points)
+    self.asr = asr.make_backend(self.config)
+    self.variables = variables
+    generator = gen_lib.make_generator(config)
+
+    def generate(variables, x_drive, y_ref, x_ref, audio):
+      b = x_drive.shape[0]
+      ref = lambda a: jnp.broadcast_to(a, (b,) + a.shape)  # noqa: E731
+      return generator.apply(variables, x_drive, ref(y_ref), ref(x_ref), audio).image
+
+    self._generate = jax.jit(generate)
+
+  def generate(self, x_drive: np.ndarray, y_ref: np.ndarray, x_ref: np.ndarray, audio: np.ndarray) -> np.ndarray:
+    """G over n frames in batches of batch_size (the last one padded: one compile): (n, S, S, 3) in [-1, 1]."""
+    n, b = len(x_drive), self.batch_size
+    out = []
+    for i in range(0, n, b):
+      xs, hs = x_drive[i:i + b], audio[i:i + b]
+      m = len(xs)
+      if m < b:
+        xs = np.concatenate([xs, np.repeat(xs[-1:], b - m, 0)])
+        hs = np.concatenate([hs, np.repeat(hs[-1:], b - m, 0)])
+      out.append(np.asarray(self._generate(self.variables, xs, y_ref, x_ref, hs))[:m])
+    return np.concatenate(out)
+
+  def track_reference(self, reference: str):
+    from headgan_jax.data import track as track_lib
+    from headgan_jax.data import video as video_lib
+    from headgan_jax.face3d import camera as cam_lib
+    ref = self.tracker.track_image(video_lib.read_image(reference), reference)  # NoFaceFoundError when none.
+    if not ref.valid[0]:
+      raise errors.NoFaceFoundError(f'{reference} ({ref.reasons[0]})')
+    cam = cam_lib.Camera(ref.rotation[:1], ref.translation[:1], ref.scale[:1])
+    x_ref = track_lib.render_x(self.tracker.model, ref.p_id, ref.p_exp[:1], cam, self.size,
+                               self.config.face3d.x_image_mode, bucket=1)[0]
+    y_ref = ref.crops[0].astype(np.float32) / 127.5 - 1.0
+    return ref, y_ref, x_ref
+
+  def audio(self, driving: str, audio: str | None, fps: float, num_frames: int, notes: list[str],
+            say: Callable[[str], None]):
+    """(h^(a) (T, D) as G takes it, the output's mono samples at OUTPUT_AUDIO_RATE cut / padded to the video's
+    length or None when silent, the file they came from)."""
+    from headgan_jax.audio import features, io as audio_io, stats as stats_lib
+    source = audio or driving
+    try:
+      wave = audio_io.load_audio(source, OUTPUT_AUDIO_RATE)
+    except errors.AudioError as e:
+      if audio is not None or 'has no audio stream' not in str(e):
+        raise
+      note = f'{driving} {NO_AUDIO_NOTE}'
+      notes.append(note)
+      say(f'note: {note}')
+      wave, source = None, None
+    silent = np.zeros(int(audio_io.part_bounds(fps, num_frames, OUTPUT_AUDIO_RATE)[-1]), np.float32)
+    clipped = silent if wave is None else audio_io.clip_to_frames(wave, fps, num_frames, OUTPUT_AUDIO_RATE)
+    h = features.audio_features(clipped, fps, num_frames, self.config, sample_rate=OUTPUT_AUDIO_RATE,
+                                backend=self.asr)
+    h = stats_lib.normalise(h, self.audio_stats, self.standardise)
+    return h, (None if wave is None else clipped), source
+
+  def run(self, reference: str, driving: str, out: str, audio: str | None = None, side_by_side: bool = False,
+          progress: bool = True, say: Callable[[str], None] | None = None, side_by_side_out: str | None = None,
+          grid_out: str | None = None, grid_rows: int = 4) -> Summary:
+    """Writes `out` (and, in the same pass, the side-by-side video `side_by_side_out` and an image grid `grid_out`:
+    reference crop | driving crop | x_t | generated, for `grid_rows` evenly spaced frames)."""
+    import contextlib
+    import tqdm
+    from headgan_jax.audio import io as audio_io
+    from headgan_jax.data import track as track_lib
+    from headgan_jax.data import video as video_lib
+    from headgan_jax.face3d import camera as cam_lib
+    say = say or (lambda m: print(m, file=sys.stderr))
+    start = time.perf_counter()
+    notes: list[str] = []
+    if not str(out).lower().endswith('.mp4'):
+      raise errors.VideoError(f'{out}: the output must be an .mp4 file.')
+    ref, y_ref, x_ref = self.track_reference(reference)
+    notes += list(ref.notes)
+    info = video_lib.video_info(driving)
+    fps, total = info.fps, info.num_frames
+    h, wave, audio_source = self.audio(driving, audio, fps, total, notes, say)
+    bounds = audio_io.part_bounds(fps, total, OUTPUT_AUDIO_RATE)
+    history, last, done, bad_count, bad_first = None, None, 0, 0, []
+    rate = None if wave is None else OUTPUT_AUDIO_RATE
+    picks = set(np.linspace(0, total - 1, min(grid_rows, total)).round().astype(int).tolist()) if grid_out else set()
+    grid_rows_got: list[np.ndarray] = []
+    y_ref_u8 = to_uint8(y_ref)
+    with contextlib.ExitStack() as stack:
+      writer = stack.enter_context(video_lib.VideoWriter(out, fps, audio_rate=rate))
+      extra = stack.enter_context(video_lib.VideoWriter(side_by_side_out, fps, audio_rate=rate)) if (
+          side_by_side_out) else None
+      bar = stack.enter_context(tqdm.tqdm(total=total, unit='frame', dynamic_ncols=True, disable=not progress,
+                                          desc='reenact'))
+      for track in self.tracker.iter_video(driving):
+        if track.rejected:
+          raise errors.VideoError(track.rejected)
+        n = track.num_frames
+        coeffs, bad, last = keep_last_good(track, last)
+        bad_count += int(bad.sum())
+        bad_first += [done + int(i) for i in np.flatnonzero(bad)[:10 - len(bad_first)]]
+        cam = cam_lib.Camera(coeffs['rotation'], coeffs['translation'], coeffs['scale'])
+        x = track_lib.render_x(self.tracker.model, ref.p_id, coeffs['p_exp'], cam, self.size,
+                               self.config.face3d.x_image_mode, int(self.config.track.chunk_frames))
+        if history is None:  # Before the first frame: the first frame repeated, as in training.
+          history = np.repeat(x[:1], self.k, 0)
+        rows = np.minimum(np.arange(done, done + n), len(h) - 1)  # The header's count may be a frame short.
+        y = to_uint8(self.generate(drive_windows(x, history), y_ref, x_ref, h[rows]))
+        history = np.concatenate([history, x])[len(history) + n - self.k:]
+        both = np.concatenate([track.crops, to_uint8(x * 2 - 1), y], axis=2) if (
+            side_by_side or extra is not None or picks) else None
+        samples = None
+        if wave is not None:
+          lo, hi = (bounds[min(v, total)] for v in (done, done + n))
+          samples = wave[lo:hi]
+        writer.write(both if side_by_side else y, samples)
+        if extra is not None:
+          extra.write(both, samples)
+        for i in sorted(p - done for p in picks if done <= p < done + n):
+          grid_rows_got.append(np.concatenate([y_ref_u8, both[i]], axis=1))
+        done += n
+        bar.update(n)
+      if grid_out:
+        video_lib.write_image(grid_out, np.concatenate(grid_rows_got, axis=0))
+    summary = Summary(out=os.path.abspath(out), num_frames=done, fps=fps, image_size=self.size,
+                      frame_size=(self.size, self.size * (3 if side_by_side else 1)), audio=audio_source,
+                      no_face_frames=bad_count, no_face_first=bad_first,
+                      seconds=round(time.perf_counter() - start, 2), notes=notes)
+    return summary
+
+
+def reenactor_from_checkpoint(checkpoint: str, batch_size: int = 8) -> tuple[Reenactor, Checkpoint]:
+  ckpt = load_checkpoint(checkpoint)
+  model, points, stats = training_assets(ckpt.config)
+  return Reenactor(ckpt.config, ckpt.variables, model, points, stats, batch_size), ckpt
+
+
+def reenact(checkpoint: str, reference: str, driving: str, out: str, audio: str | None = None,
+            side_by_side: bool = False, batch_size: int = 8, progress: bool = True, **kwargs) -> Summary:
+  """The command as a function (see the module docstring); kwargs go to `Reenactor.run`."""
+  reenactor, _ = reenactor_from_checkpoint(checkpoint, batch_size)
+  return reenactor.run(reference, driving, out, audio, side_by_side, progress, **kwargs)
+
+
+def describe(summary: Summary) -> str:
+  h, w = summary.frame_size
+  text = (f'wrote {summary.out}: {summary.num_frames} frames of {w}x{h} at {summary.fps:g} fps, '
+          + (f'sound from {summary.audio}' if summary.audio else 'silent') + f', in {summary.seconds:.1f} s')
+  if summary.no_face_frames:
+    text += (f'\n{summary.no_face_frames} driving frame(s) had no usable face and kept the last good x_t (first: '
+             + ', '.join(map(str, summary.no_face_first)) + ').')
+  return text
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+  parser = argparse.ArgumentParser(
+      prog='reenact.py', description='One image + a driving video -> a talking-head video with sound (HeadGAN).')
+  parser.add_argument('--checkpoint', required=True, help='training work folder (latest checkpoint) or one '
+                      'checkpoint folder (WORKDIR/checkpoints/<step>)')
+  parser.add_argument('--reference', required=True, help='image of the person to animate')
+  parser.add_argument('--driving', required=True, help='driving video (pose, expression and, unless --audio, sound)')
+  parser.add_argument('--out', required=True, help='output .mp4')
+  parser.add_argument('--audio', default=None, help='drive the mouth and the sound from this audio (or video) file')
+  parser.add_argument('--side-by-side', action='store_true', help='write driving crop | x_t | generated')
+  parser.add_argument('--batch', type=int, default=8, help='frames per G call')
+  parser.add_argument('--side-by-side-out', default=None, help='also write the side-by-side video here (same pass)')
+  parser.add_argument('--grid', default=None, help='also write an image grid here (.png): reference | driving | '
+                      'x_t | generated for 4 evenly spaced frames')
+  parser.add_argument('--no-progress', action='store_true', help='no progress bar')
+  args = parser.parse_args(argv)
+  from headgan_jax import compilation_cache
+  compilation_cache.enable()
+  try:
+    summary = reenact(args.checkpoint, args.reference, args.driving, args.out, args.audio, args.side_by_side,
+                      args.batch, not args.no_progress, side_by_side_out=args.side_by_side_out, grid_out=args.grid)
+  except errors.HeadGANError as e:
+    print(f'error: {e}', file=sys.stderr)
+    return 2
+  except KeyboardInterrupt:
+    print('interrupted: no output written.', file=sys.stderr)
+    return 130
+  print(describe(summary), file=sys.stderr)
+  print(json.dumps(summary.to_json()))
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())

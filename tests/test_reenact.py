@@ -1,0 +1,176 @@
+"""reenact.py on the real fixtures with a checkpoint the training loop wrote (1 step of a 32 px model on the shared
+demo build): frame count, fps, sound and frame size of the mp4; --audio; frames without a face; a video without
+sound; bad reference / checkpoint refused with one message; peak memory of a long video vs a short one.
+
+Driving clips are the fixture's driving.mp4 at 5 fps and 128x128 (25 frames for its 5 s), so that the 60-second
+video of the memory test (the 5 s looped 12 times, 300 frames) stays affordable on 2 CPU cores."""
+import json
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import reenact_helpers as rh
+import train_configs
+from headgan_jax import errors, reenact
+from test_datasets import demo_build  # noqa: F401  (the session's shared demo build)
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope='session')
+def workdir(tmp_path_factory, demo_build):  # noqa: F811
+  """A training work folder: config.json + the checkpoint of 1 train step of a 32 px model on the demo build."""
+  from headgan_jax.train import loop
+  config, _, _ = demo_build
+  c = train_configs.small_train_config()
+  c.data.source = 'headgan_demo'
+  c.data.data_dir = config.data.data_dir
+  c.data.stored_size = 64  # The build's crops; the pipeline halves them to 32 px.
+  c.train.num_steps = 1
+  c.train.image_every = 0
+  w = tmp_path_factory.mktemp('reenact') / 'run'
+  import jax
+  loop.Trainer.create(c, devices=jax.devices()[:1]).run(w, progress=False)
+  return w
+
+
+@pytest.fixture(scope='session')
+def reenactor(workdir):
+  r, ckpt = reenact.reenactor_from_checkpoint(str(workdir), batch_size=8)
+  assert ckpt.step == 1
+  return r
+
+
+@pytest.fixture(scope='session')
+def clips(tmp_path_factory, fixtures_dir):
+  d = tmp_path_factory.mktemp('driving')
+  return dict(talk=rh.small_driving(fixtures_dir, d / 'talk.mp4'),
+              gaps=rh.small_driving(fixtures_dir, d / 'gaps.mp4', black=(7, 8, 9), audio=False))
+
+
+def test_output_has_every_frame_the_fps_the_sound_and_the_size(reenactor, clips, fixtures_dir, tmp_path):
+  out, side, grid = tmp_path / 'out.mp4', tmp_path / 'side.mp4', tmp_path / 'grid.png'
+  s = reenactor.run(str(fixtures_dir / 'reference.png'), str(clips['talk']), str(out), side_by_side_out=str(side),
+                    grid_out=str(grid), progress=False)
+  p = rh.probe(out)
+  assert p['frames'] == s.num_frames == 25 and p['fps'] == 5.0
+  assert (p['height'], p['width']) == (32, 32)  # config.image_size of the checkpoint.
+  assert abs(p['audio_seconds'] - 25 / 5.0) <= 1 / 5.0
+  src = rh.probe(clips['talk'])['audio']  # The driving clip's own sound, at its 16 kHz.
+  assert p['audio_rate'] == reenact.OUTPUT_AUDIO_RATE and np.abs(p['audio']).max() > 0.05
+  assert abs(np.sqrt(np.mean(p['audio'] ** 2)) - np.sqrt(np.mean(src ** 2))) < 0.3 * np.sqrt(np.mean(src ** 2))
+  q = rh.probe(side)
+  assert (q['frames'], q['height'], q['width']) == (25, 32, 96) and q['audio_seconds'] == p['audio_seconds']
+  from headgan_jax.data import video as video_lib
+  g = video_lib.read_image(grid)
+  assert g.shape == (4 * 32, 4 * 32, 3)  # reference | driving | x_t | generated, 4 frames.
+  assert s.no_face_frames == 0 and not os.listdir(tmp_path).count('.tmp')
+
+
+def test_other_audio_drives_the_mouth_and_the_sound(reenactor, clips, fixtures_dir, tmp_path, make_speech):
+  import soundfile as sf
+  speech, rate = make_speech('hello, this is another voice')
+  wav = tmp_path / 'speech.wav'
+  sf.write(wav, speech, rate)
+  assert abs(len(speech) / rate - 5.0) > 0.5  # Another length than the 5 s video.
+  out = tmp_path / 'out.mp4'
+  s = reenactor.run(str(fixtures_dir / 'reference.png'), str(clips['talk']), str(out), audio=str(wav),
+                    progress=False)
+  p = rh.probe(out)
+  assert p['frames'] == 25 and abs(p['audio_seconds'] - 5.0) <= 0.2 and s.audio == str(wav)
+  # The sound is the new speech (resampled to 44.1 kHz), silence after it ends, not the driving clip's.
+  import librosa
+  want = librosa.resample(speech.astype(np.float32), orig_sr=rate, target_sr=p['audio_rate'])
+  got, n = p['audio'], min(len(want), len(p['audio'])) - 2048
+  seg = want[4096:n - 2048]
+  lag = int(np.argmax(np.correlate(got[2048:n], seg, 'valid'))) - 2048  # The AAC delay left, if any.
+  corr = np.corrcoef(got[4096 + lag:n - 2048 + lag], seg)[0, 1]
+  assert np.abs(got[len(want) + 4096:]).max() < 0.02  # Silence after the speech.
+  assert corr > 0.9, (corr, lag)
+
+
+def test_frames_without_a_face_and_a_silent_video(reenactor, clips, fixtures_dir, tmp_path):
+  said = []
+  s = reenactor.run(str(fixtures_dir / 'reference.png'), str(clips['gaps']), str(tmp_path / 'o.mp4'),
+                    progress=False, say=said.append)
+  assert s.no_face_frames == 3 and s.no_face_first == [7, 8, 9]
+  assert len(said) == 1 and 'has no audio stream' in said[0] and s.audio is None
+  p = rh.probe(tmp_path / 'o.mp4')
+  assert p['frames'] == 25 and p['audio'] is None
+
+
+def test_keep_last_good_and_windows():
+  class T:  # The fields keep_last_good reads from a ClipTrack.
+    valid = np.array([False, True, False, False, True])
+    p_exp = np.arange(5, dtype=np.float32)[:, None]
+    rotation, translation, scale = np.zeros((5, 6)), np.zeros((5, 2)), np.arange(5.0)
+  arrays, bad, last = reenact.keep_last_good(T, None)
+  assert arrays['p_exp'][:, 0].tolist() == [1, 1, 1, 1, 4] and bad.tolist() == [1, 0, 1, 1, 0]
+  T.valid = np.array([False, False, True, True, True])
+  arrays, _, _ = reenact.keep_last_good(T, last)  # The next chunk starts with the last good frame of this one.
+  assert arrays['p_exp'][:, 0].tolist() == [4, 4, 2, 3, 4]
+  x = np.arange(4, dtype=np.float32).reshape(4, 1, 1, 1) * np.ones((1, 1, 1, 3))
+  w = reenact.drive_windows(x, np.repeat(x[:1], 2, 0))
+  assert w.shape == (4, 1, 1, 9) and w[:, 0, 0, ::3].tolist() == [[0, 0, 0], [0, 0, 1], [0, 1, 2], [1, 2, 3]]
+
+
+def _cli(*args):
+  return subprocess.run([sys.executable, str(REPO / 'reenact.py'), *map(str, args), '--no-progress'],
+                        capture_output=True, text=True, cwd=REPO, timeout=600)
+
+
+def test_reference_without_a_face_is_refused(reenactor, clips, tmp_path, capsys):
+  noise = np.random.default_rng(0).integers(0, 256, (96, 96, 3), dtype=np.uint8)
+  from headgan_jax.data import video as video_lib
+  video_lib.write_image(tmp_path / 'noise.png', noise)
+  with pytest.raises(errors.NoFaceFoundError, match='noise.png'):
+    reenactor.run(str(tmp_path / 'noise.png'), str(clips['talk']), str(tmp_path / 'o.mp4'), progress=False)
+  assert not (tmp_path / 'o.mp4').exists()
+
+
+def test_checkpoint_of_another_config_is_refused(workdir, tmp_path, capsys):
+  folder, config_json, step = reenact.find_checkpoint(workdir / 'checkpoints' / '1')  # One checkpoint's folder.
+  assert (step, config_json) == (1, str(workdir / 'config.json'))
+  other = tmp_path / 'other'
+  shutil.copytree(workdir / 'checkpoints', other / 'checkpoints')
+  config = json.loads((workdir / 'config.json').read_text())
+  config['model']['ngf'] = 16
+  (other / 'config.json').write_text(json.dumps(config))
+  code = reenact.main(['--checkpoint', str(other), '--reference', 'r.png', '--driving', 'd.mp4', '--out',
+                       str(tmp_path / 'o.mp4')])
+  err = capsys.readouterr().err
+  assert code == 2 and 'written for another config' in err and 'Traceback' not in err
+  assert reenact.main(['--checkpoint', str(tmp_path / 'none'), '--reference', 'r.png', '--driving', 'd.mp4',
+                       '--out', 'o.mp4']) == 2
+  assert 'no such folder' in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_peak_memory_of_a_long_video_stays_near_a_short_ones(workdir, fixtures_dir, tmp_path):
+  """5 s and 60 s of driving video (5 fps, 128 px: 25 and 300 frames) reenacted in one subprocess, short first:
+  peak RSS after each (ru_maxrss never goes down, so the long run may only add what it needs beyond the short)."""
+  short = rh.small_driving(fixtures_dir, tmp_path / 'short.mp4')
+  long = rh.small_driving(fixtures_dir, tmp_path / 'long.mp4', loops=12)
+  code = (
+      'import json, resource, sys\n'
+      'from headgan_jax import compilation_cache, reenact\n'
+      'compilation_cache.enable()\n'
+      f'r, _ = reenact.reenactor_from_checkpoint({str(workdir)!r})\n'
+      'peaks = []\n'
+      f'for d in ({str(short)!r}, {str(long)!r}):\n'
+      f'  s = r.run({str(fixtures_dir / "reference.png")!r}, d, d + ".out.mp4", progress=False)\n'
+      '  peaks.append((s.num_frames, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss))\n'
+      'print(json.dumps(peaks))\n')
+  proc = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, cwd=REPO, timeout=900,
+                        env={**{k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}, 'PYTHONPATH': str(REPO)})
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  (n_short, rss_short), (n_long, rss_long) = json.loads(proc.stdout.strip().splitlines()[-1])
+  assert (n_short, n_long) == (25, 300)
+  print(f'peak RSS: 5 s video {rss_short / 1024:.0f} MiB, 60 s video {rss_long / 1024:.0f} MiB '
+        f'({rss_long / rss_short:.2f}x)')
+  assert rss_long <= 1.5 * rss_short
