@@ -119,8 +119,12 @@ def main(argv: list[str] | None = None) -> int:
   try:
     config, fv = parse(argv)
     initialize_distributed(fv)
-    compilation_cache.enable()  # ~/.cache/headgan-jax/xla or $HEADGAN_JAX_COMPILATION_CACHE ('off': none).
     import jax  # pylint: disable=import-outside-toplevel
+    if jax.process_count() == 1:
+      # ~/.cache/headgan-jax/xla or $HEADGAN_JAX_COMPILATION_CACHE ('off': none). Single-process runs only: on
+      # XLA:CPU, two processes whose train step came from the cache hung in their first cross-process collective
+      # (tests/test_train_loop.py's two-process run; with the cache off it finishes in a minute).
+      compilation_cache.enable()
     from headgan_jax.train import loop  # pylint: disable=import-outside-toplevel
     workdir = fv.workdir or config.train.workdir
     trainer = loop.Trainer.create(config)
