@@ -16,7 +16,6 @@ import pytest
 import train_configs
 from headgan_jax.metrics import evaluate
 from headgan_jax.train import loop, metric_writer
-from test_datasets import demo_build  # noqa: F401  (the session-scoped demo build, shared with its tests)
 
 STEPS = 2
 
@@ -62,7 +61,7 @@ def train_and_evaluate(data_config, workdir):
 
 
 @pytest.mark.slow
-def test_train_with_in_loop_evals_then_evaluate(demo_build, tmp_path):  # noqa: F811
+def test_train_with_in_loop_evals_then_evaluate(demo_build, tmp_path):
   evaluated = train_and_evaluate(demo_build[0], tmp_path / 'run')
   check_in_loop_evaluation_writes_the_unified_evaluators_scalars(evaluated)
   check_evaluate_writes_eval_json_and_the_table(evaluated)

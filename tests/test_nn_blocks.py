@@ -292,7 +292,7 @@ def test_block_settings_from_config():
   from configs import tiny  # pylint: disable=import-outside-toplevel
   cfg = tiny.get_config()
   s = blocks.block_settings(cfg)
-  assert (s.conv_impl, s.padding_7x7, s.affine_norm, s.encoder_spectral_norm) == ('xla', 'reflect', True, True)
+  assert (s.conv_impl, s.padding_7x7, s.affine_norm, s.encoder_spectral_norm) == ('auto', 'reflect', True, True)
   assert hash(s) == hash(blocks.block_settings(cfg))  # Frozen and hashable: a module field.
   for field, value in (('conv_impl', 'cudnn_custom'), ('padding_7x7', 'circular'), ('encoder_norm', 'batch')):
     bad = tiny.get_config()

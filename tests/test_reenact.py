@@ -17,13 +17,12 @@ import pytest
 import reenact_helpers as rh
 import train_configs
 from headgan_jax import errors, reenact
-from test_datasets import demo_build  # noqa: F401  (the session's shared demo build)
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope='session')
-def workdir(tmp_path_factory, demo_build):  # noqa: F811
+def workdir(tmp_path_factory, demo_build):
   """A training work folder: config.json + the checkpoint of 1 train step of a 32 px model on the demo build."""
   from headgan_jax.train import loop
   config, _, _ = demo_build
