@@ -86,7 +86,9 @@ def main(argv: Sequence[str] | None = None) -> int:
   parser.add_argument('--reference', default=None, help='default ../shared/fixtures/reference.png')
   parser.add_argument('--driving', default=None, help='default: the held-out demo clip (<demo_dir>/demo/<id>.mp4)')
   parser.add_argument('--batch', type=int, default=8, help='reenactment: frames per G call')
-  parser.add_argument('--eval_max_frames', type=int, default=0, help='evaluate.py --max_frames (0 = every frame)')
+  parser.add_argument('--eval_max_frames', type=int, default=32,
+                      help='evaluate.py --max_frames: frames per test clip (default 32, two FVD clips each, to keep '
+                      'the main job within its time on 2 CPU cores; 0 = every frame)')
   args = parser.parse_args(argv)
   py = sys.executable
   workdir = os.path.abspath(args.workdir)
