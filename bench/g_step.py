@@ -34,7 +34,7 @@ import numpy as np  # noqa: E402
 
 from headgan_jax.errors import HeadGANError  # noqa: E402
 from headgan_jax.nn import generator as generator_lib  # noqa: E402
-from train_step import compiled_flops, load_config, peak_flops  # noqa: E402
+from train_step import apply_overrides, compiled_flops, load_config, peak_flops  # noqa: E402
 
 
 def _return_freed_memory_to_the_os() -> None:
@@ -47,19 +47,6 @@ def _return_freed_memory_to_the_os() -> None:
     return
   m_mmap_threshold = -3
   libc.mallopt(m_mmap_threshold, 1 << 20)
-
-
-def _config(args: argparse.Namespace):
-  config = load_config(args.config)
-  if args.batch:
-    config.train.batch_size = args.batch
-  if args.dtype:
-    config.model.compute_dtype = args.dtype
-  if args.image_size:
-    config.image_size = args.image_size
-  if args.conv_impl:
-    config.model.conv_impl = args.conv_impl
-  return config
 
 
 def _device_info(config) -> dict:
@@ -115,7 +102,7 @@ def _summary(times: dict[str, list[float]]) -> dict:
 def run_train(args: argparse.Namespace) -> dict:
   """G's training step (fwd + L1 + bwd + Adam, SN vectors updated): conv_impl 'xla', 'auto' [and PyTorch]."""
   import optax  # pylint: disable=import-outside-toplevel
-  config = _config(args)
+  config = apply_overrides(load_config(args.config), args)
   b = config.train.batch_size
   inputs, target = random_inputs(config, b)
   t = config.train
@@ -208,7 +195,7 @@ def _torch_g_step(config, variables, g, inputs, target):
 
 def run_inference(args: argparse.Namespace) -> dict:
   """G's forward pass (jit, no gradients) at `batch` frames: frames/s."""
-  config = _config(args)
+  config = apply_overrides(load_config(args.config), args)
   b = config.train.batch_size
   g = generator_lib.make_generator(config)
   inputs, _ = random_inputs(config, b)
