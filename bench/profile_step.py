@@ -154,7 +154,7 @@ def main(argv=None) -> int:
 
 def _build(args):
   """(callable running one step to completion, compiled HLO text, label)."""
-  config = g_step._config(args)  # pylint: disable=protected-access
+  config = g_step.apply_overrides(g_step.load_config(args.config), args)
   if args.full:
     from headgan_jax.nn import vgg as vgg_lib  # pylint: disable=import-outside-toplevel
     from headgan_jax.train import data, state as state_lib, step as step_lib  # pylint: disable=import-outside-toplevel

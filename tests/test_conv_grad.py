@@ -113,6 +113,34 @@ def test_gradients_equal_xla_on_a_paper_size_shape():
   _check_same([call])
 
 
+def test_narrow_output_forward_is_used_for_the_heads_and_matches_xla():
+  """G's 7x7 heads (32 -> 1, 2, 3 output channels, stride 1) take the matmul-then-shift forward pass; the output,
+  input and weight gradients equal XLA's (smaller images than the paper's 262x262, same kernels, with and without
+  padding, batch 2)."""
+  shapes = {c.kernel_shape for c in conv.network_conv_calls(paper.get_config(), 1, nets=('G',))['G']}
+  heads = [k for k in shapes if conv.narrow_forward_kind(k, (1, 1)) == 'output']
+  assert sorted(k[3] for k in heads) == [1, 2, 3] and all(k[:3] == (7, 7, 32) for k in heads), heads
+  assert conv.narrow_forward_kind((7, 7, 6, 32), (1, 1)) is None  # Few INPUT channels: XLA's own (as fast).
+  assert conv.narrow_forward_kind((3, 3, 32, 3), (1, 1)) is None  # Small window: XLA's own.
+  assert conv.narrow_forward_kind((7, 7, 32, 2), (2, 2)) is None  # Strided: XLA's own.
+  calls = [conv.ConvCall(f'head_{c}', (2, 21, 19, 32), (7, 7, 32, c), (1, 1), pad)
+           for c, pad in ((1, ((0, 0), (0, 0))), (2, ((3, 3), (3, 3))), (3, ((2, 1), (0, 3))))]
+  _check_same(calls)
+
+
+@pytest.mark.parametrize('kind', ['input', 'output'])
+def test_forward_narrow_equals_xla_convolution(kind):
+  """Both matmul forms of forward_narrow (the 'input' im2col form is kept for benchmarks) against XLA's."""
+  rng = np.random.default_rng(3)
+  x = rng.standard_normal((2, 13, 11, 5), np.float32)
+  w = rng.standard_normal((5, 5, 5, 3) if kind == 'output' else (5, 5, 5, 8), np.float32)
+  pads = ((2, 1), (1, 2))
+  ours = conv.forward_narrow(x, w, pads, kind)
+  xla = lax.conv_general_dilated(x, w, (1, 1), pads, dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+  assert ours.shape == xla.shape and ours.dtype == xla.dtype
+  assert _rel_err(ours, xla) < RTOL
+
+
 def test_bfloat16_gradients_keep_dtypes_and_match_xla():
   call = conv.ConvCall('c', (2, 16, 16, 32), (3, 3, 32, 64), (1, 1), ((1, 1), (1, 1)))
   x, w, g = (jnp.asarray(a, jnp.bfloat16) for a in _inputs(call, 2))

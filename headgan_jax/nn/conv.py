@@ -42,6 +42,10 @@ CHUNK_BYTES = 8 << 20
 # ones (3x3, 32 -> 32) and small ones (the test configs' < 0.05 GFLOP) both are within 2x and XLA's compiles faster.
 AUTO_MIN_FLOPS = 1e8
 AUTO_MIN_WIDTH = 1024
+# Our convolution's forward pass is a matmul on the narrow side for stride-1 convolutions with a window of at least
+# NARROW_MIN_WINDOW taps and at most NARROW_MAX_CHANNELS output channels (`narrow_forward_kind`).
+NARROW_MIN_WINDOW = 25
+NARROW_MAX_CHANNELS = 16
 _NHWC = lax.ConvDimensionNumbers(lhs_spec=(0, 3, 1, 2), rhs_spec=(3, 2, 0, 1), out_spec=(0, 3, 1, 2))
 
 ConvFn = Callable[..., jax.Array]
@@ -51,9 +55,52 @@ def _pairs(padding: Sequence[tuple[int, int]]) -> tuple[tuple[int, int], ...]:
   return tuple((int(lo), int(hi)) for lo, hi in padding)
 
 
+def narrow_forward_kind(kernel_shape: Sequence[int], strides: Sequence[int]) -> str | None:
+  """'output' when the forward pass is computed as a matmul on the narrow side (`forward_narrow`), None for XLA's
+  own: stride 1, a large window (K_h K_w >= NARROW_MIN_WINDOW) and few output channels (<= NARROW_MAX_CHANNELS,
+  fewer than the input's). Measured (README, "Performance on CPU"): XLA:CPU runs G's 7x7 heads (32 -> 1, 2, 3
+  channels at 262x262) 8-24x slower than this. Its im2col form for few INPUT channels (G's first 7x7 convolutions,
+  6 or 9 -> 32) was measured too and is not faster than XLA's there ('input' exists for tests and benchmarks)."""
+  kh, kw, c_in, c_out = kernel_shape
+  if tuple(strides) != (1, 1) or kh * kw < NARROW_MIN_WINDOW or c_out > NARROW_MAX_CHANNELS or c_out >= c_in:
+    return None
+  return 'output'
+
+
+def forward_narrow(x: jax.Array, w: jax.Array, padding: Sequence[tuple[int, int]], kind: str, precision: Any = None,
+                   preferred_element_type: Any = None) -> jax.Array:
+  """A stride-1 NHWC / HWIO convolution as one matmul on its narrow side (the same sums as XLA's convolution):
+
+  'input' (few input channels): y = P_x W, P_x the K K C_in im2col patches of x (narrow: K K C_in columns);
+  'output' (few output channels): Z = x_pad W' with W' = W as (C_in, K K C_out), then
+  y[h, w] = sum_{i, j} Z[h + i, w + j, (i, j)]: K K shifted adds of C_out-channel images.
+  """
+  kh, kw, c_in, c_out = w.shape
+  b = x.shape[0]
+  (pt, pb), (pl, pr) = padding
+  x = jnp.pad(x, ((0, 0), (pt, pb), (pl, pr), (0, 0)))
+  out_h, out_w = x.shape[1] - kh + 1, x.shape[2] - kw + 1
+  out_type = preferred_element_type or jnp.result_type(x.dtype, w.dtype)
+  if kind == 'input':
+    cols = [x[:, i:i + out_h, j:j + out_w] for i in range(kh) for j in range(kw)]
+    patches = jnp.concatenate(cols, axis=-1)  # (B, H_out, W_out, K K C_in), HWIO order of W's first three axes.
+    y = lax.dot_general(patches, w.reshape(kh * kw * c_in, c_out), (((3,), (0,)), ((), ())), precision=precision,
+                        preferred_element_type=jnp.float32)
+    return y.astype(out_type)
+  w2 = w.transpose(2, 0, 1, 3).reshape(c_in, kh * kw * c_out)
+  z = lax.dot_general(x, w2, (((3,), (0,)), ((), ())), precision=precision, preferred_element_type=jnp.float32)
+  z = z.reshape(b, x.shape[1], x.shape[2], kh * kw, c_out)
+  y = sum(z[:, i:i + out_h, j:j + out_w, i * kw + j] for i in range(kh) for j in range(kw))
+  return y.astype(out_type)
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5))
 def _conv_nhwc(x: jax.Array, w: jax.Array, strides: tuple[int, int], padding: tuple[tuple[int, int], ...],
                precision: Any, preferred_element_type: Any) -> jax.Array:
+  kind = narrow_forward_kind(w.shape, strides)
+  if kind is not None:
+    with jax.named_scope(f'narrow_{kind}_forward'):  # Named for profiles (bench/profile_step.py).
+      return forward_narrow(x, w, padding, kind, precision, preferred_element_type)
   return lax.conv_general_dilated(x, w, strides, padding, dimension_numbers=_NHWC, precision=precision,
                                   preferred_element_type=preferred_element_type)
 
