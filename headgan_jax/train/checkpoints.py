@@ -72,8 +72,9 @@ def checkpoint_steps(workdir: str | os.PathLike) -> list[int]:
 
 def find(path: str | os.PathLike, step: int | None = None, *, step_flag: str = 'step') -> Location:
   """The checkpoint `step` (default the latest) of a training work folder, or the checkpoint folder `path`
-  (WORKDIR/checkpoints/<N>, its config two levels up). CheckpointError naming the folder when there is none;
-  `step_flag` names the step in that message as the caller's user gave it (e.g. '--checkpoint')."""
+  (WORKDIR/checkpoints/<N>, its config.json two levels up: `config_path`, not checked here). CheckpointError
+  naming the folder when there is none; `step_flag` names the step in that message as the caller's user gave it
+  (e.g. '--checkpoint')."""
   path = os.path.abspath(os.fspath(path))
   if not os.path.isdir(path):
     raise errors.CheckpointError(f'{path}: no such folder (a training work folder or one of its '
@@ -95,11 +96,7 @@ def find(path: str | os.PathLike, step: int | None = None, *, step_flag: str = '
       raise errors.CheckpointError(f'{step_flag} {step}: {root} has checkpoints at steps {steps}')
     found = steps[-1] if step is None else int(step)
     folder = os.path.join(root, str(found))
-  config_path = os.path.join(workdir, CONFIG_FILE)
-  if not os.path.isfile(config_path):
-    raise errors.CheckpointError(f'{config_path}: not found; a checkpoint is read with the config of its run, saved '
-                                 'there by train.py.')
-  return Location(workdir=workdir, folder=folder, step=found, config_path=config_path)
+  return Location(workdir=workdir, folder=folder, step=found, config_path=os.path.join(workdir, CONFIG_FILE))
 
 
 def read_config(path: str | os.PathLike):
@@ -164,7 +161,11 @@ def load(path: str | os.PathLike, step: int | None = None, *, config=None, shard
   """G's variables of checkpoint `step` (default the latest) of the work folder `path`, or of the checkpoint folder
   `path`, with the run's config (or `config`, e.g. an evaluation's, when given)."""
   location = find(path, step, step_flag=step_flag)
-  config = read_config(location.config_path) if config is None else config
+  if config is None:
+    if not os.path.isfile(location.config_path):
+      raise errors.CheckpointError(f'{location.config_path}: not found; a checkpoint is read with the config of its '
+                                   'run, saved there by train.py.')
+    config = read_config(location.config_path)
   variables = restore_generator(location, config, sharding)
   return Checkpoint(config=config, variables=variables, step=location.step, path=location.folder,
                     config_path=location.config_path, workdir=location.workdir)
