@@ -64,12 +64,12 @@ def training_assets(config, workdir: str | os.PathLike | None = None):
   if str(config.data.source) == 'synthetic':
     return None, None, None
   assets = checkpoints.read_assets(config, workdir)
-  if assets.model.num_landmarks != fm.NUM_POINTS and not config.track.landmark_map:
+  if assets.model.num_landmarks != fm.NUM_POINTS and not assets.landmark_map:
     raise errors.FaceModelError(f'{assets.source}/face_model.npz: {assets.model.num_landmarks} landmark vertices, '
                                 f'the detector gives {fm.NUM_POINTS} points and config.track.landmark_map is not set.')
-  if config.track.landmark_map:
+  if assets.landmark_map:
     from headgan_jax.data import face_model
-    table = face_model.read_landmark_map(config.track.landmark_map, assets.model.num_vertices)
+    table = face_model.read_landmark_map(assets.landmark_map, assets.model.num_vertices)
     model, points = face_model.apply_landmark_map(assets.model, table)
     return model, points, assets.audio_stats
   assert isinstance(assets.model, morphable.MorphableModel)

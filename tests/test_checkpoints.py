@@ -3,6 +3,7 @@ and the work folder's own training assets, on the work folder test_reenact.py tr
 the demo build): copied alone to another place, without its dataset, it still gives the 3DMM and audio statistics
 of the dataset, bit for bit, and a Reenactor."""
 import json
+import pathlib
 import shutil
 
 import jax
@@ -53,6 +54,17 @@ def test_a_copied_work_folder_reenacts_without_its_dataset(workdir, tmp_path):  
     reenact.training_assets(moved_config, moved)
   assert f'{moved / "assets" / "face_model.npz"} does not exist' in str(e.value)
   assert 'training dataset is not at hand' in str(e.value) and 'no-dataset-here' in str(e.value)
+
+  # A converted 3DMM's landmark map (config.track.landmark_map) travels with the folder too.
+  table = tmp_path / 'map.txt'
+  table.write_text('\n'.join(str(i if i % 2 == 0 else -1) for i in range(468)))
+  mapped = checkpoints.read_config(workdir / 'config.json')
+  mapped.track.landmark_map = str(table)
+  assert [p.name for p in map(pathlib.Path, checkpoints.write_assets(mapped, tmp_path / 'mapped'))] == [
+      'face_model.npz', 'audio_stats.json', 'landmark_map.txt']
+  table.unlink()
+  model, points, _ = reenact.training_assets(mapped, tmp_path / 'mapped')
+  assert points.tolist() == list(range(0, 468, 2)) and np.asarray(model.landmark_indices).tolist() == points.tolist()
 
   synthetic = checkpoints.read_config(workdir / 'config.json')
   synthetic.data.source = 'synthetic'

@@ -7,6 +7,8 @@ The one place that knows the work folder's layout (train/loop.py writes it):
   WORKDIR/assets/face_model.npz       the training set's 3DMM, the model x_t was rendered with (ASSETS_DIR)
   WORKDIR/assets/audio_stats.json     the training set's audio feature statistics ({mean, std, count}, the format
                                       of the dataset's metadata 'audio_stats'); absent when the set has none
+  WORKDIR/assets/landmark_map.txt     a copy of config.track.landmark_map (a converted 3DMM's detector points);
+                                      absent when the config has none
 
   find(path, step)        -> Location: a work folder's latest checkpoint (or `step`), or one checkpoint's folder
   load(path, step)        -> Checkpoint: config + G's variables only (a partial restore: D, D_m and the optimiser
@@ -32,6 +34,7 @@ STATE_ITEM = 'state'  # The TrainState's item in a checkpoint folder (the loop's
 ASSETS_DIR = 'assets'
 FACE_MODEL_FILE = 'face_model.npz'
 AUDIO_STATS_FILE = 'audio_stats.json'
+LANDMARK_MAP_FILE = 'landmark_map.txt'
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,6 +63,7 @@ class Assets:
   model: Any  # face3d.morphable.MorphableModel
   audio_stats: Any  # audio.stats.FeatureStats or None
   source: str  # Where they were read: the work folder's assets folder or the dataset's folder.
+  landmark_map: str | None = None  # The work folder's copy of config.track.landmark_map, else the config's path.
 
 
 def checkpoint_steps(workdir: str | os.PathLike) -> list[int]:
@@ -196,6 +200,13 @@ def write_assets(config, workdir: str | os.PathLike) -> list[str]:
     written.append(stats_path)
   elif os.path.exists(stats_path):  # A rebuilt dataset without statistics: do not leave the old ones behind.
     os.remove(stats_path)
+  if config.track.landmark_map:
+    written.append(os.path.join(folder, LANDMARK_MAP_FILE))
+    try:
+      with open(config.track.landmark_map, 'rb') as f:
+        clips.write_atomic(written[-1], f.read())
+    except OSError as e:
+      raise errors.ConfigError(f'config.track.landmark_map = {config.track.landmark_map}: cannot be read: {e}') from e
   return written
 
 
@@ -209,7 +220,9 @@ def read_assets(config, workdir: str | os.PathLike | None = None) -> Assets:
     model = morphable.load(os.path.join(folder, FACE_MODEL_FILE))
     stats_path = os.path.join(folder, AUDIO_STATS_FILE)
     stats = read_stats(stats_path) if os.path.exists(stats_path) else None
-    return Assets(model=model, audio_stats=stats, source=folder)
+    table = os.path.join(folder, LANDMARK_MAP_FILE)
+    return Assets(model=model, audio_stats=stats, source=folder,
+                  landmark_map=table if os.path.isfile(table) else (config.track.landmark_map or None))
   from headgan_jax.data import pipeline  # pylint: disable=import-outside-toplevel
   try:
     ds = pipeline.open_dataset(config)
@@ -218,7 +231,8 @@ def read_assets(config, workdir: str | os.PathLike | None = None) -> Assets:
              'its assets there)') if folder is not None else 'no work folder was given'
     raise errors.CheckpointError(f'the training assets (3DMM, audio statistics) are not found: {where}, and the '
                                  f'training dataset is not at hand either: {e}') from e
-  return Assets(model=ds.model, audio_stats=ds.audio_stats, source=ds.path)
+  return Assets(model=ds.model, audio_stats=ds.audio_stats, source=ds.path,
+                landmark_map=config.track.landmark_map or None)
 
 
 def read_stats(path: str):
