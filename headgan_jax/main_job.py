@@ -39,13 +39,11 @@ class StageFailed(Exception):
 
 def latest_checkpoint(workdir: str) -> tuple[int, float] | None:
   """(step, modification time) of the latest checkpoint in workdir, or None."""
-  root = os.path.join(workdir, 'checkpoints')
-  if not os.path.isdir(root):
-    return None
-  steps = sorted(int(n) for n in os.listdir(root) if n.isdigit() and os.path.isdir(os.path.join(root, n, 'state')))
+  from headgan_jax.train import checkpoints  # pylint: disable=import-outside-toplevel
+  steps = checkpoints.checkpoint_steps(workdir)
   if not steps:
     return None
-  return steps[-1], os.path.getmtime(os.path.join(root, str(steps[-1])))
+  return steps[-1], os.path.getmtime(os.path.join(workdir, checkpoints.CHECKPOINT_DIR, str(steps[-1])))
 
 
 def fresh(paths: Sequence[str], than: float) -> bool:

@@ -18,8 +18,9 @@ per second at 44.1 kHz). The output is written to a temporary name and renamed w
 
 Frames where no usable face is found keep the last good x_t (the first such frames, before any face, the first good
 one) and are counted in the summary; a driving video without sound gives a silent video (said once). The 3DMM and
-the audio statistics are the training set's (`face_model.npz` and its metadata, found through the saved config), so
-x_t and h^(a) are what G was trained on.
+the audio statistics are the training set's, which train.py copies into W/assets (for a work folder from before it
+did, they are read from the dataset the saved config names), so x_t and h^(a) are what G was trained on and W alone,
+copied to another machine, is enough. Checkpoints are read by train/checkpoints.py (G's variables only).
 """
 from __future__ import annotations
 
@@ -34,136 +35,45 @@ from typing import Callable, Sequence
 import numpy as np
 
 from headgan_jax import errors
+from headgan_jax.train import checkpoints
 
 OUTPUT_AUDIO_RATE = 44_100  # AAC sample rate of the output's sound track.
 NO_AUDIO_NOTE = 'has no audio stream: the output is silent and the mouth is driven by silence.'
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# The checkpoint: config + G's variables.
+# The checkpoint (config + G's variables) and what G was trained with: train/checkpoints.py reads both.
 
-@dataclasses.dataclass
-class Checkpoint:
-  """G's variables ('params', 'batch_stats') restored from a training checkpoint, with the run's config."""
-  config: object  # ml_collections.ConfigDict
-  variables: dict
-  step: int
-  path: str  # The checkpoint's folder (WORKDIR/checkpoints/<step>).
-  config_path: str
+Checkpoint = checkpoints.Checkpoint
+load_checkpoint = checkpoints.load  # G's variables only, checked against the run's config.json.
 
 
 def find_checkpoint(path: str | os.PathLike) -> tuple[str, str, int]:
   """(checkpoint folder, config.json, step) for a training work folder (its latest checkpoint) or one checkpoint's
   folder (WORKDIR/checkpoints/<N>, the config two levels up)."""
-  from headgan_jax.train import loop
-  path = os.path.abspath(os.fspath(path))
-  if not os.path.isdir(path):
-    raise errors.CheckpointError(f'{path}: no such folder (--checkpoint takes a training work folder or one of its '
-                                 'checkpoints/<step> folders).')
-  if os.path.isdir(os.path.join(path, 'state')):  # One checkpoint.
-    folder, workdir = path, os.path.dirname(os.path.dirname(path))
-    name = os.path.basename(path)
-    if not name.isdigit():
-      raise errors.CheckpointError(f'{path}: a checkpoint folder is named after its step (checkpoints/<step>).')
-    step = int(name)
-  else:
-    workdir = path
-    root = os.path.join(path, loop.CHECKPOINT_DIR)
-    steps = sorted(int(n) for n in os.listdir(root) if n.isdigit()) if os.path.isdir(root) else []
-    steps = [s for s in steps if os.path.isdir(os.path.join(root, str(s), 'state'))]
-    if not steps:
-      raise errors.CheckpointError(f'{path}: holds no checkpoint ({root}/<step>/state); train first with '
-                                   f'train.py --workdir {path}.')
-    step = steps[-1]
-    folder = os.path.join(root, str(step))
-  config_path = os.path.join(workdir, loop.CONFIG_FILE)
-  if not os.path.isfile(config_path):
-    raise errors.CheckpointError(f'{config_path}: not found; a checkpoint is read with the config of its run, saved '
-                                 'there by train.py.')
-  return folder, config_path, step
+  found = checkpoints.find(path, step_flag='--checkpoint')
+  return found.folder, found.config_path, found.step
 
 
-def load_config_json(path: str):
-  import ml_collections
-  try:
-    with open(path, encoding='utf-8') as f:
-      return ml_collections.ConfigDict(json.load(f))
-  except (OSError, json.JSONDecodeError) as e:
-    raise errors.CheckpointError(f'{path}: not a readable config.json: {e}') from e
-
-
-def _flat(tree) -> dict[str, tuple]:
-  import jax
-  return {'/'.join(str(getattr(k, 'key', getattr(k, 'name', k))) for k in p): tuple(getattr(v, 'shape', ()))
-          for p, v in jax.tree_util.tree_flatten_with_path(tree)[0]}
-
-
-def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
-  """G's variables of a checkpoint (only G's part of the train state is read), checked against its config: a
-  checkpoint written for another config is refused naming the first parameters that differ."""
-  import jax
-  import orbax.checkpoint as ocp
-  from headgan_jax.nn import generator as gen_lib
-  folder, config_path, step = find_checkpoint(path)
-  config = load_config_json(config_path)
-  try:
-    generator = gen_lib.make_generator(config)
-    abstract = jax.eval_shape(lambda k: generator.init(k, *gen_lib.example_inputs(config)), jax.random.key(0))
-  except (errors.HeadGANError, KeyError, AttributeError, TypeError, ValueError) as e:
-    raise errors.CheckpointError(f'{config_path}: not a usable HeadGAN config: {e}') from e
-  want = {'params': abstract['params'], 'stats': abstract.get('batch_stats', {})}
-  state_dir = os.path.join(folder, 'state')
-  checkpointer = ocp.PyTreeCheckpointer()
-  try:
-    meta = checkpointer.metadata(state_dir)
-    meta = getattr(meta, 'item_metadata', meta) or meta
-    saved_g = meta['g'] if isinstance(meta, dict) else meta.tree['g']
-    saved = _flat({'params': saved_g['params'], 'stats': saved_g['stats']})
-  except (KeyError, TypeError, FileNotFoundError, ValueError, AttributeError) as e:
-    raise errors.CheckpointError(f'{state_dir}: not a readable HeadGAN train-state checkpoint: {e}') from e
-  expected = _flat(want)
-  differ = [f'{k}: {saved.get(k, "absent")} in the checkpoint, {expected.get(k, "absent")} for the config'
-            for k in sorted(set(saved) | set(expected)) if saved.get(k) != expected.get(k)]
-  if differ:
-    raise errors.CheckpointError(
-        f'{folder} was written for another config than {config_path} (image_size {config.image_size}, model.ngf '
-        f'{config.model.ngf}): {len(differ)} of G\'s arrays differ, e.g.\n  ' + '\n  '.join(differ[:4]) +
-        '\nUse the config.json of the run that wrote the checkpoint.')
-  sharding = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-  item = {'g': jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding), want)}
-  try:
-    restored = checkpointer.restore(state_dir, args=ocp.args.PyTreeRestore(
-        item=item, restore_args=ocp.checkpoint_utils.construct_restore_args(item), partial_restore=True))
-  except (ValueError, KeyError, FileNotFoundError) as e:
-    raise errors.CheckpointError(f'{state_dir}: cannot restore G from it: {e}') from e
-  g = restored['g']
-  return Checkpoint(config=config, variables={'params': g['params'], 'batch_stats': g['stats']}, step=step,
-                    path=folder, config_path=config_path)
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# What G was trained with: the 3DMM of x_t and the audio statistics.
-
-def training_assets(config):
-  """(3DMM, detector point indices, audio FeatureStats or None) of the run's training set. For a run on synthetic
-  data: the tracker's own model and no statistics (h^(a) is then given raw)."""
+def training_assets(config, workdir: str | os.PathLike | None = None):
+  """(3DMM, detector point indices, audio FeatureStats or None) the run trained with: WORKDIR/assets, or for a work
+  folder from before train.py wrote them, its training set's. For a run on synthetic data: the tracker's own model
+  and no statistics (h^(a) is then given raw)."""
   from headgan_jax.data import facemesh as fm
   from headgan_jax.face3d import morphable
-  source = str(config.data.source)
-  if source == 'synthetic':
+  if str(config.data.source) == 'synthetic':
     return None, None, None
-  from headgan_jax.data import pipeline
-  ds = pipeline.open_dataset(config, source)
-  if ds.model.num_landmarks != fm.NUM_POINTS and not config.track.landmark_map:
-    raise errors.FaceModelError(f'{ds.path}/face_model.npz: {ds.model.num_landmarks} landmark vertices, the detector '
-                                f'gives {fm.NUM_POINTS} points and config.track.landmark_map is not set.')
-  if config.track.landmark_map:
+  assets = checkpoints.read_assets(config, workdir)
+  if assets.model.num_landmarks != fm.NUM_POINTS and not assets.landmark_map:
+    raise errors.FaceModelError(f'{assets.source}/face_model.npz: {assets.model.num_landmarks} landmark vertices, '
+                                f'the detector gives {fm.NUM_POINTS} points and config.track.landmark_map is not set.')
+  if assets.landmark_map:
     from headgan_jax.data import face_model
-    table = face_model.read_landmark_map(config.track.landmark_map, ds.model.num_vertices)
-    model, points = face_model.apply_landmark_map(ds.model, table)
-    return model, points, ds.audio_stats
-  assert isinstance(ds.model, morphable.MorphableModel)
-  return ds.model, np.arange(fm.NUM_POINTS, dtype=np.int32), ds.audio_stats
+    table = face_model.read_landmark_map(assets.landmark_map, assets.model.num_vertices)
+    model, points = face_model.apply_landmark_map(assets.model, table)
+    return model, points, assets.audio_stats
+  assert isinstance(assets.model, morphable.MorphableModel)
+  return assets.model, np.arange(fm.NUM_POINTS, dtype=np.int32), assets.audio_stats
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -370,8 +280,8 @@ class Reenactor:
 
 
 def reenactor_from_checkpoint(checkpoint: str, batch_size: int = 8) -> tuple[Reenactor, Checkpoint]:
-  ckpt = load_checkpoint(checkpoint)
-  model, points, stats = training_assets(ckpt.config)
+  ckpt = checkpoints.load(checkpoint, step_flag='--checkpoint')
+  model, points, stats = training_assets(ckpt.config, ckpt.workdir)
   return Reenactor(ckpt.config, ckpt.variables, model, points, stats, batch_size), ckpt
 
 

@@ -24,6 +24,7 @@ dataset or an empty split.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -79,31 +80,25 @@ def resolve_config(config_spec: str | None, workdir: str):
   return config
 
 
-def restore_generator(config, workdir: str, step: int | None):
-  """(trainer, state, step): the train state of checkpoint `step` (default the latest) of WORKDIR, restored with the
-  loop's own layout (Trainer.checkpoint_manager / abstract_state, item 'state')."""
+@dataclasses.dataclass
+class Restored:
+  """G of one checkpoint, ready to run on the evaluation mesh."""
+  mesh: Any  # jax.sharding.Mesh over the devices the evaluation batch splits evenly over.
+  variables: dict  # G's variables, replicated on `mesh`.
+  generate_fn: Any  # jitted (variables, Batch) -> (frames, warped references), sharded like the batch.
+  step: int
+
+
+def restore_generator(config, workdir: str, step: int | None) -> Restored:
+  """G of checkpoint `step` (default the latest) of WORKDIR, alone (train/checkpoints.py: a partial restore, never
+  D, D_m or the optimisers), replicated on a mesh over the devices that config.train.batch_size splits over."""
   import jax  # pylint: disable=import-outside-toplevel
-  import orbax.checkpoint as ocp  # pylint: disable=import-outside-toplevel
-  from headgan_jax.train import loop  # pylint: disable=import-outside-toplevel
-  folder = os.path.join(workdir, loop.CHECKPOINT_DIR)
-  if not os.path.isdir(folder):
-    raise ConfigError(f'{folder} does not exist: {workdir} holds no checkpoint')
-  eval_config = config.copy_and_resolve_references()
-  eval_config.loss.use_vgg = False  # VGG is a training loss only; its weight file is not needed to evaluate.
-  if not eval_config.train.steps_per_epoch:  # The schedule needs the training set's size; the state's structure
-    eval_config.train.steps_per_epoch = 1  # (what a restore needs) does not depend on it.
+  from headgan_jax.nn import generator as gen_lib  # pylint: disable=import-outside-toplevel
+  from headgan_jax.train import checkpoints, loop, step as step_lib  # pylint: disable=import-outside-toplevel
   n = math.gcd(int(config.train.batch_size), jax.device_count())  # The eval batch splits evenly over the mesh.
-  trainer = loop.Trainer.create(eval_config, devices=jax.devices()[:n])
-  with trainer.checkpoint_manager(workdir) as manager:
-    steps = sorted(manager.all_steps())
-    if not steps:
-      raise ConfigError(f'{folder} holds no checkpoint')
-    if step is None:
-      step = steps[-1]
-    elif step not in steps:
-      raise ConfigError(f'--checkpoint {step}: {folder} has checkpoints at steps {steps}')
-    restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(trainer.abstract_state())))
-  return trainer, restored.state, step
+  mesh = step_lib.make_mesh(jax.devices()[:n])
+  ckpt = checkpoints.load(workdir, step, config=config, sharding=step_lib.replicated(mesh), step_flag='--checkpoint')
+  return Restored(mesh, ckpt.variables, loop.make_generate_fn(gen_lib.make_generator(config), mesh), ckpt.step)
 
 
 # --- Clips of the test split -----------------------------------------------------------------------------------
@@ -151,13 +146,13 @@ class Generator:
   """G's frames for lists of examples: host rows -> pipeline.Assembler (x rendered on the device) -> G, in batches
   of config.train.batch_size (the last one padded by repetition)."""
 
-  def __init__(self, config, trainer, state, dataset):
+  def __init__(self, config, restored: Restored, dataset):
     from headgan_jax.data import pipeline  # pylint: disable=import-outside-toplevel
     from headgan_jax.metrics import image as image_lib  # pylint: disable=import-outside-toplevel
     self._pipeline, self._image = pipeline, image_lib
     self.batch_size = int(config.train.batch_size)
-    self.assembler = pipeline.Assembler(config, trainer.mesh, dataset, self.batch_size)
-    self.trainer, self.state = trainer, state
+    self.assembler = pipeline.Assembler(config, restored.mesh, dataset, self.batch_size)
+    self.restored = restored
     self.threshold = float(config.loss.face_mask_threshold)
 
   def __call__(self, examples: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
@@ -170,7 +165,7 @@ class Generator:
       chunk = chunk + [chunk[-1]] * (b - n)
       host = {f: np.stack([e[f] for e in chunk]) for f in self._pipeline.HOST_FIELDS}
       fields = self.assembler(host)
-      generated, _ = self.trainer.generate_fn(self.state, self._pipeline.to_batch(fields))
+      generated, _ = self.restored.generate_fn(self.restored.variables, self._pipeline.to_batch(fields))
       mask = self._image.face_mask(fields['x_drive'][..., -3:], self.threshold)
       for key, value in (('generated', generated), ('y', fields['y']), ('y_ref', fields['y_ref']),
                          ('face_mask', mask)):
@@ -268,7 +263,7 @@ def protocol_batches(protocol: str, clips: list[dict], generator: Generator, tra
     yield batch
 
 
-def evaluate(config, trainer, state, *, protocols_to_run: Sequence[str] = ('self', 'cross'), max_clips: int = 0,
+def evaluate(config, restored: Restored, *, protocols_to_run: Sequence[str] = ('self', 'cross'), max_clips: int = 0,
              max_frames: int = 0, track_size: int = DEFAULT_TRACK_SIZE, seed: int = 0,
              progress: bool = True) -> tuple[dict[str, dict], dict[str, Any]]:
   """({protocol: evaluators.results(...)}, meta) of the evaluators of config.evals on the test split."""
@@ -287,7 +282,7 @@ def evaluate(config, trainer, state, *, protocols_to_run: Sequence[str] = ('self
   evaluators = ev_lib.from_config(config.evals)  # Built once (network weights load once), reset per protocol.
   needs_fits = any(isinstance(e, ev_lib.AEDEvaluator) for e in evaluators.values())
   tracker = FrameTracker(config, track_size) if needs_fits else None
-  generator = Generator(config, trainer, state, dataset)
+  generator = Generator(config, restored, dataset)
   results, counts = {}, {}
   for p in protocols_to_run:
     if p == 'cross' and len({c['identity'] for c in clips}) < 2:
@@ -343,9 +338,10 @@ def run(args: argparse.Namespace) -> tuple[str, str]:
     if getattr(args, flag) < 0:
       raise ConfigError(f'--{flag} = {getattr(args, flag)} must be >= 0')
   start = time.perf_counter()
-  trainer, state, step = restore_generator(config, workdir, args.checkpoint)
+  restored = restore_generator(config, workdir, args.checkpoint)
+  step = restored.step
   protocols_to_run = [p.strip() for p in args.protocols.split(',') if p.strip()]
-  results, meta = evaluate(config, trainer, state, protocols_to_run=protocols_to_run, max_clips=args.max_clips,
+  results, meta = evaluate(config, restored, protocols_to_run=protocols_to_run, max_clips=args.max_clips,
                            max_frames=args.max_frames, track_size=args.track_size, seed=args.seed,
                            progress=not args.no_progress)
   meta.update(workdir=workdir, checkpoint_step=step, seconds=round(time.perf_counter() - start, 1))

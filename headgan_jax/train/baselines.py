@@ -31,19 +31,17 @@ import ml_collections
 import numpy as np
 
 from headgan_jax.errors import ConfigError, HeadGANError
-from headgan_jax.train import data, losses
+from headgan_jax.train import checkpoints, data, losses, step as step_lib
 
 BASELINES = ('trained', 'untrained', 'copy_reference', 'warped_reference')
 
 
 def load_config(workdir: str) -> ml_collections.ConfigDict:
   """The config a run saved in WORKDIR/config.json (ConfigError when there is none)."""
-  from headgan_jax.train import loop  # pylint: disable=import-outside-toplevel
-  path = os.path.join(workdir, loop.CONFIG_FILE)
+  path = os.path.join(workdir, checkpoints.CONFIG_FILE)
   if not os.path.isfile(path):
     raise ConfigError(f'{path} does not exist: {workdir} is not the work folder of a train.py run')
-  with open(path, encoding='utf-8') as f:
-    return ml_collections.ConfigDict(json.load(f))
+  return checkpoints.read_config(path)
 
 
 @jax.jit
@@ -57,12 +55,12 @@ def _face_sums(images: jax.Array, batch: data.Batch, threshold: float) -> jax.Ar
 
 def face_l1(trainer, trained: Any, untrained: Any, batches) -> dict[str, float]:
   """The four face L1 numbers of BASELINES over `batches` (global Batches; of a padded EvalBatches, the first
-  `batches.num_frames` rows only), plus 'frames'."""
+  `batches.num_frames` rows only), plus 'frames'. `trained`, `untrained`: G's variables."""
   threshold = float(trainer.config.loss.face_mask_threshold)
   rows = []
   for batch in batches:
-    image, warped = trainer.generate_fn(trained, batch)
-    image0, _ = trainer.generate_fn(untrained, batch)
+    image, warped = trainer.apply_generator(trained, batch)
+    image0, _ = trainer.apply_generator(untrained, batch)
     rows.append(np.asarray(jax.device_get(_face_sums((image, image0, batch.y_ref, warped), batch, threshold))))
   if not rows:
     raise ConfigError('no held-out batches to evaluate')
@@ -81,13 +79,13 @@ def held_out_batches(config: ml_collections.ConfigDict, mesh, identities: str = 
   return sources.make_eval_batches(config, mesh, split, spec)
 
 
-def grid(trainer, state: Any, batches, rows: int = 5) -> np.ndarray:
+def grid(trainer, variables: Any, batches, rows: int = 5) -> np.ndarray:
   """(H, W, 3) uint8: one held-out frame per clip (the middle one), x_t | reference | warped | generated | target."""
   from headgan_jax.train import loop  # pylint: disable=import-outside-toplevel
   items = getattr(batches, 'items', None)
   out = []
   for b, batch in enumerate(batches):
-    image, warped = trainer.generate_fn(state, batch)
+    image, warped = trainer.apply_generator(variables, batch)
     host = [np.asarray(jax.device_get(x)) for x in (batch.x_t, batch.y_ref, warped, image, batch.y)]
     for r in range(batch.batch_size):
       out.append((items[b * batch.batch_size + r][0] if items else b, [h[r] for h in host]))
@@ -113,15 +111,16 @@ def evaluate_workdir(workdir: str, step: int | None = None, identities: str = 's
                      grid_path: str | None = None, reference: str = 'clip_start') -> dict[str, Any]:
   """The numbers of `face_l1` for the checkpoint `step` (default the latest) of the run in `workdir`."""
   from headgan_jax.train import loop  # pylint: disable=import-outside-toplevel
-  config = load_config(workdir)
+  location = checkpoints.find(workdir, step, step_flag='--step')
+  config = load_config(location.workdir)
   config.loss.use_vgg = False  # Generating needs no VGG (and no weight file).
-  trainer = loop.Trainer.create(config)
-  state, step = trainer.restore(workdir, step)
+  trainer = loop.Trainer.create(config)  # For the untrained G of the same run (its init) and G on the mesh.
+  trained = checkpoints.restore_generator(location, config, step_lib.replicated(trainer.mesh))
   batches = held_out_batches(config, trainer.mesh, identities, reference=reference)
-  result = face_l1(trainer, state, trainer.init_state(), batches)
-  result.update(step=step, identities=identities, reference=reference, source=config.data.source)
+  result = face_l1(trainer, trained, loop.generator_variables(trainer.init_state()), batches)
+  result.update(step=location.step, identities=identities, reference=reference, source=config.data.source)
   if grid_path:
-    write_png(grid_path, grid(trainer, state, batches))
+    write_png(grid_path, grid(trainer, trained, batches))
   return result
 
 

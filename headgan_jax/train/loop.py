@@ -10,6 +10,9 @@ Work folder:
                              the fields in RESUMABLE_FIELDS, or it stops with the differing fields named)
   WORKDIR/checkpoints/<N>/   orbax checkpoints after N steps: 'state' (the TrainState, an opaque pytree here) and
                              'data' (every process's data-iterator state); keep-N, atomic, written by all processes
+  WORKDIR/assets/            the training set's 3DMM and audio statistics (written at every start by process 0), so
+                             that the folder alone reenacts and evaluates its checkpoints (train/checkpoints.py reads
+                             this layout: G alone, the config check, the assets)
   WORKDIR/tensorboard/       event files: train/<term> for every loss term, grad norm and the learning rate (means
                              over each log interval), perf/steps_per_s and perf/examples_per_s, images/train grids
                              (x_t | warped reference | generated | target | mouth crops: generated over target),
@@ -55,11 +58,12 @@ from headgan_jax.data import sources
 from headgan_jax.errors import ConfigError, NonFiniteLossError
 from headgan_jax.face3d.mouth import crop_mouth
 from headgan_jax.nn import vgg as vgg_lib
-from headgan_jax.train import data, evals as evals_lib, metric_writer, state as state_lib, step as step_lib
+from headgan_jax.train import checkpoints, data, evals as evals_lib, metric_writer, state as state_lib
+from headgan_jax.train import step as step_lib
 
-CHECKPOINT_DIR = 'checkpoints'
+CHECKPOINT_DIR = checkpoints.CHECKPOINT_DIR
 TENSORBOARD_DIR = 'tensorboard'
-CONFIG_FILE = 'config.json'
+CONFIG_FILE = checkpoints.CONFIG_FILE
 # Config fields (or prefixes, ending with '.') a resumed run may change: they do not alter what is trained.
 RESUMABLE_FIELDS = ('train.num_steps', 'train.log_every', 'train.checkpoint_every', 'train.keep_checkpoints',
                     'train.image_every', 'train.image_examples', 'train.workdir', 'loss.vgg_weights', 'evals.')
@@ -217,6 +221,17 @@ def generator_variables(state: Any) -> dict[str, Any]:
   return {'params': state.g.params, 'batch_stats': state.g.stats}
 
 
+def make_generate_fn(generator, mesh: jax.sharding.Mesh) -> Callable[[Any, data.Batch], tuple[jax.Array, jax.Array]]:
+  """jitted (G's variables, replicated; batch) -> (G's frames, the warped references), sharded like the batch."""
+
+  def generate(variables, batch: data.Batch) -> tuple[jax.Array, jax.Array]:
+    out = generator.apply(variables, batch.x_drive, batch.y_ref, batch.x_ref, batch.audio)
+    return out.image, out.warped_ref
+
+  sharded = step_lib.batch_sharding(mesh)
+  return jax.jit(generate, in_shardings=(step_lib.replicated(mesh), sharded), out_shardings=(sharded, sharded))
+
+
 @dataclasses.dataclass
 class RunResult:
   state: Any
@@ -239,9 +254,10 @@ class Trainer:
   vgg_params: Any
   init_key: jax.Array
   init_fn: Callable[[jax.Array], Any]  # jitted key -> replicated fresh state.
-  generate_fn: Callable[[Any, data.Batch], tuple[jax.Array, jax.Array]]  # jitted (state, batch) -> G's frames and
-  #   warped references, sharded like the batch.
+  generate_fn: Callable[[Any, data.Batch], tuple[jax.Array, jax.Array]]  # (state, batch) -> G's frames and warped
+  #   references, sharded like the batch: apply_generator on the state's G.
   preview_fn: Callable[..., dict[str, jax.Array]]  # jitted (batch, frames, warped) -> image-grid columns, replicated.
+  apply_generator: Callable[[Any, data.Batch], tuple[jax.Array, jax.Array]]  # make_generate_fn: G's variables.
 
   @classmethod
   def create(cls, config: ml_collections.ConfigDict, devices=None, init_key: jax.Array | None = None,
@@ -275,10 +291,6 @@ class Trainer:
     init_fn = jax.jit(lambda key: state_lib.init_state(key, config, models, optimizers), out_shardings=repl,
                       compiler_options=state_lib.INIT_COMPILER_OPTIONS)
 
-    def generate(state, batch: data.Batch) -> tuple[jax.Array, jax.Array]:
-      out = models.generator.apply(generator_variables(state), batch.x_drive, batch.y_ref, batch.x_ref, batch.audio)
-      return out.image, out.warped_ref
-
     n = min(t.image_examples, t.batch_size)
     box, size = data.mouth_box_size(config), config.image_size
 
@@ -290,11 +302,13 @@ class Trainer:
               'mouth': to01(jnp.concatenate(mouths, axis=1))}
 
     # One compilation of G's forward pass serves the image grids and the evaluations (same batch size).
-    generate_fn = jax.jit(generate, in_shardings=(repl, sharded), out_shardings=(sharded, sharded))
+    apply_generator = make_generate_fn(models.generator, mesh)
+    generate_fn = lambda state, batch: apply_generator(generator_variables(state), batch)  # noqa: E731
     preview_fn = jax.jit(preview, in_shardings=(sharded, sharded, sharded), out_shardings=repl)
     root = jax.random.key(config.seed)
     return cls(config, models, optimizers, mesh, train_step, vgg_params,
-               jax.random.split(root)[0] if init_key is None else init_key, init_fn, generate_fn, preview_fn)
+               jax.random.split(root)[0] if init_key is None else init_key, init_fn, generate_fn, preview_fn,
+               apply_generator)
 
   def init_state(self) -> Any:
     return self.init_fn(self.init_key)
@@ -306,14 +320,12 @@ class Trainer:
     return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding), abstract)
 
   def restore(self, workdir: str | os.PathLike, step: int | None = None) -> tuple[Any, int]:
-    """(state, step) of checkpoint `step` (default the latest) of the run in `workdir`, replicated on the mesh."""
+    """(state, step) of checkpoint `step` (default the latest) of the run in `workdir`, replicated on the mesh: the
+    whole TrainState (G alone, for inference: checkpoints.load). CheckpointError when there is no such checkpoint."""
+    step = checkpoints.find(workdir, step).step
     with self.checkpoint_manager(workdir) as manager:
-      step = manager.latest_step() if step is None else step
-      if step is None or step not in manager.all_steps():
-        raise ConfigError(f'{manager.directory} has no checkpoint ' + ('' if step is None else f'at step {step} ') +
-                          f'(steps: {list(manager.all_steps()) or "none"})')
       restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(self.abstract_state())))
-    return restored.state, int(step)
+    return restored.state, step
 
   def checkpoint_manager(self, workdir: str | os.PathLike) -> ocp.CheckpointManager:
     # No save_interval_steps: orbax would also save the first step of a fresh run; `run` decides when to save.
@@ -365,6 +377,8 @@ class Trainer:
     eval_sets = {ev.name: sources.make_eval_batches(config, self.mesh, ev.split, ev.spec) for ev in evals}
     save_or_check_config(config, workdir)
     is_writer = jax.process_index() == 0
+    if is_writer:  # The folder then reenacts and evaluates its checkpoints without the dataset.
+      checkpoints.write_assets(config, workdir)
     with contextlib.ExitStack() as stack:
       manager = stack.enter_context(self.checkpoint_manager(workdir))
       state, start = self.restore_or_init(manager, iterator)
