@@ -62,6 +62,43 @@ def run_stage(name: str, cmd: list[str], log: list[dict]) -> None:
   print(f'== {name}: done in {seconds:.0f} s', flush=True)
 
 
+def run_stages_side_by_side(stages: Sequence[tuple[str, list[str]]], log: list[dict], workdir: str) -> None:
+  """Runs independent stages as concurrent processes (each keeps about one core busy, so two fill a 2-core
+  machine); the first prints to the console, the others to WORKDIR/<name>.log (said when they start)."""
+  if len(stages) < 2:
+    for name, cmd in stages:
+      run_stage(name, cmd, log)
+    return
+  procs = []
+  for i, (name, cmd) in enumerate(stages):
+    log_path = None if i == 0 else os.path.join(workdir, f'{name}.log')
+    print(f'\n== {name}: {" ".join(cmd)}' + (f'\n   (side by side with {stages[0][0]}; output in {log_path})'
+                                             if log_path else ''), flush=True)
+    out = open(log_path, 'w', encoding='utf-8') if log_path else None  # pylint: disable=consider-using-with
+    procs.append((name, cmd, log_path, out, time.perf_counter(),
+                  subprocess.Popen(cmd, cwd=REPO, stdout=out, stderr=subprocess.STDOUT if out else None)))
+  failed, pending = [], list(procs)
+  while pending:
+    done = next((p for p in pending if p[-1].poll() is not None), None)
+    if done is None:
+      time.sleep(0.5)
+      continue
+    pending.remove(done)
+    name, cmd, log_path, out, started, proc = done
+    status = proc.returncode
+    if out is not None:
+      out.close()
+    seconds = round(time.perf_counter() - started, 1)
+    log.append(dict(stage=name, seconds=seconds, status=status, command=cmd, side_by_side=True))
+    if status != 0:
+      failed.append(f'stage {name} failed (exit status {status}): {" ".join(cmd)}' +
+                    (f'; its output: {log_path}' if log_path else ''))
+    else:
+      print(f'== {name}: done in {seconds:.0f} s' + (f' (output in {log_path})' if log_path else ''), flush=True)
+  if failed:
+    raise StageFailed('; '.join(failed))
+
+
 def skip(name: str, why: str, log: list[dict]) -> None:
   print(f'\n== {name}: skipped ({why})', flush=True)
   log.append(dict(stage=name, seconds=0.0, status='skipped', reason=why))
@@ -126,24 +163,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     if latest is None:
       raise StageFailed(f'training wrote no checkpoint in {workdir}/checkpoints.')
     step, when = latest
-    # 3. Evaluation.
+    # 3 and 4 (independent, side by side): evaluation, and the reenactment of the reference with the held-out clip.
+    stages: list[tuple[str, list[str]]] = []
     eval_json = os.path.join(workdir, 'eval.json')
     if fresh([eval_json], when):
       skip('evaluate', f'{eval_json} is newer than the checkpoint at step {step}', log)
     else:
       if not os.path.isfile(os.path.join(REPO, 'evaluate.py')):
         raise StageFailed(f'{REPO}/evaluate.py is missing from this checkout.')
-      run_stage('evaluate', [py, 'evaluate.py', '--config', os.path.join(workdir, 'config.json'), '--workdir',
-                             workdir, '--out', eval_json] + (
-                                 ['--max_frames', str(args.eval_max_frames)] if args.eval_max_frames else []), log)
-    # 4. Reenactment of the reference with the held-out clip.
+      stages.append(('evaluate', [py, 'evaluate.py', '--config', os.path.join(workdir, 'config.json'), '--workdir',
+                                  workdir, '--out', eval_json] + (
+                                      ['--max_frames', str(args.eval_max_frames)] if args.eval_max_frames else [])))
     mp4s = [os.path.join(workdir, n) for n in OUTPUTS[1:]]
     if fresh(mp4s, when):
       skip('reenact', f'{mp4s[0]} is newer than the checkpoint at step {step}', log)
     else:
-      run_stage('reenact', [py, 'reenact.py', '--checkpoint', workdir, '--reference', reference, '--driving',
-                            driving, '--out', mp4s[0], '--side-by-side-out', mp4s[1], '--grid', mp4s[2],
-                            '--batch', str(args.batch)], log)
+      stages.append(('reenact', [py, 'reenact.py', '--checkpoint', workdir, '--reference', reference, '--driving',
+                                 driving, '--out', mp4s[0], '--side-by-side-out', mp4s[1], '--grid', mp4s[2],
+                                 '--batch', str(args.batch)]))
+    run_stages_side_by_side(stages, log, workdir)
   except (StageFailed, errors.HeadGANError) as e:
     print(f'error: {e}', file=sys.stderr)
     _write_log(workdir, log, start, failed=str(e))
