@@ -104,6 +104,10 @@ def main(argv: Sequence[str] | None = None) -> int:
   args = parser.parse_args(argv)
   start = time.perf_counter()
   try:
+    from headgan_jax import compilation_cache
+    # ~/.cache/headgan-jax/xla or $HEADGAN_JAX_COMPILATION_CACHE: the tracker's compiled fits, which the main job's
+    # later stages (evaluate.py, reenact.py, tracking clips of the same lengths) then load instead of compiling.
+    compilation_cache.enable()
     from headgan_jax.nn.summary import load_config
     config = load_config(args.config)
     if args.data_dir is not None:
