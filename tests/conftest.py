@@ -93,11 +93,11 @@ def demo_build(tmp_path_factory, fixtures_dir, worker_id):
   return config, builder, printed.read_text()
 
 
-# Scheduling under pytest-xdist (`pytest -n 2`). By default xdist hands each worker a quarter of the collection up
-# front, in file order, so the longest tests (test_readme, test_reenact, test_track, test_train_*: alphabetically
-# last) ran at the end, often one after another on one worker while the other sat idle. Instead the slow tests start
-# first, longest first (seconds measured with `pytest --durations`, one process; only their order matters), and
-# each worker is given one test at a time (--maxschedchunk 1): longest-first list scheduling.
+# Scheduling under pytest-xdist (`pytest -n 2`). By default xdist hands each worker chunks of the collection in file
+# order, so the longest tests (test_readme, test_reenact, test_track, test_train_*: alphabetically last) ran at the
+# end, where one worker can be left with a long test while the other has nothing left to do. Instead the slow tests
+# start first, longest first (seconds: about what `--durations` showed in CI; only their order matters), and each
+# worker is given one test at a time (--maxschedchunk 1): longest-first list scheduling.
 LONGEST_FIRST = {
     'test_readme.py::': 300,
     'test_reenact.py::test_peak_memory': 170,
