@@ -22,8 +22,10 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope='session')
-def workdir(tmp_path_factory, demo_build):
-  """A training work folder: config.json + the checkpoint of 1 train step of a 32 px model on the demo build."""
+def workdir(tmp_path_factory, demo_build, worker_id):
+  """A training work folder: config.json + the checkpoint of 1 train step of a 32 px model on the demo build,
+  trained once per test run: under pytest-xdist the first worker trains, the other waits for it (a file lock)."""
+  from filelock import FileLock
   from headgan_jax.train import loop
   config, _, _ = demo_build
   c = train_configs.small_train_config()
@@ -32,9 +34,14 @@ def workdir(tmp_path_factory, demo_build):
   c.data.stored_size = 64  # The build's crops; the pipeline halves them to 32 px.
   c.train.num_steps = 1
   c.train.image_every = 0
-  w = tmp_path_factory.mktemp('reenact') / 'run'
-  import jax
-  loop.Trainer.create(c, devices=jax.devices()[:1]).run(w, progress=False)
+  base = tmp_path_factory.getbasetemp()
+  w = (base if worker_id == 'master' else base.parent) / 'reenact' / 'run'
+  done = w.parent / 'trained'
+  with FileLock(str(w.parent) + '.lock'):
+    if not done.exists():
+      import jax
+      loop.Trainer.create(c, devices=jax.devices()[:1]).run(w, progress=False)
+      done.touch()
   return w
 
 
@@ -165,8 +172,11 @@ def test_peak_memory_of_a_long_video_stays_near_a_short_ones(workdir, fixtures_d
       f'  s = r.run({str(fixtures_dir / "reference.png")!r}, d, d + ".out.mp4", progress=False)\n'
       '  peaks.append((s.num_frames, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss))\n'
       'print(json.dumps(peaks))\n')
+  # The test process's environment (its 8 fake CPU devices too; reenact.py uses one): the persistent compile cache
+  # keys programs by the client's device count, so this way the subprocess and the test workers share their
+  # compiled tracker fits, renderer and G.
   proc = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, cwd=REPO, timeout=900,
-                        env={**{k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}, 'PYTHONPATH': str(REPO)})
+                        env={**os.environ, 'PYTHONPATH': str(REPO)})
   assert proc.returncode == 0, proc.stderr[-3000:]
   (n_short, rss_short), (n_long, rss_long) = json.loads(proc.stdout.strip().splitlines()[-1])
   assert (n_short, n_long) == (25, 300)

@@ -104,6 +104,10 @@ def main(argv: Sequence[str] | None = None) -> int:
   args = parser.parse_args(argv)
   start = time.perf_counter()
   try:
+    from headgan_jax import compilation_cache
+    # ~/.cache/headgan-jax/xla or $HEADGAN_JAX_COMPILATION_CACHE, like the other entry points: the tracker's compiled
+    # fits, for a re-run and for the main job's later stages (evaluate.py, reenact.py track clips too).
+    compilation_cache.enable()
     from headgan_jax.nn.summary import load_config
     config = load_config(args.config)
     if args.data_dir is not None:
