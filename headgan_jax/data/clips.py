@@ -167,14 +167,14 @@ def cache_name(clip: Clip) -> str:
 
 
 def write_atomic(path: epath.Path, data: bytes) -> None:
-  """Writes `data` to a temporary name beside `path`, then renames: a reader never sees half a file (local disks
-  and object stores alike)."""
+  """Writes `data` to a temporary name beside `path`, then renames over it (replacing an older `path`): a reader
+  never sees half a file (local disks and object stores alike)."""
   path = epath.Path(path)
   path.parent.mkdir(parents=True, exist_ok=True)
   tmp = path.parent / f'.tmp-{uuid.uuid4().hex}-{path.name}'
   try:
     tmp.write_bytes(data)
-    tmp.rename(path)
+    tmp.replace(path)
   except BaseException:
     if tmp.exists():
       tmp.unlink()
