@@ -6,7 +6,9 @@ See headgan_jax/metrics/evaluate.py for the protocols, flags and exit statuses.
 """
 import sys
 
-from headgan_jax.metrics import evaluate
+from headgan_jax import host_malloc
 
 if __name__ == '__main__':
+  host_malloc.reexec_with_tcmalloc()  # First: it may start this command again (headgan_jax/host_malloc.py).
+  from headgan_jax.metrics import evaluate
   sys.exit(evaluate.main())

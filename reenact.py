@@ -7,7 +7,9 @@ Exit status: 0 written; 2 bad input (one message, no traceback).
 """
 import sys
 
-from headgan_jax import reenact
+from headgan_jax import host_malloc
 
 if __name__ == '__main__':
+  host_malloc.reexec_with_tcmalloc()  # First: it may start this command again (headgan_jax/host_malloc.py).
+  from headgan_jax import reenact
   sys.exit(reenact.main())

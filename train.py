@@ -7,7 +7,9 @@ headgan_jax/train/loop.py for what a run writes to its work folder.
 """
 import sys
 
-from headgan_jax.train import cli
+from headgan_jax import host_malloc
 
 if __name__ == '__main__':
+  host_malloc.reexec_with_tcmalloc()  # First: it may start this command again (headgan_jax/host_malloc.py).
+  from headgan_jax.train import cli
   sys.exit(cli.main())

@@ -36,6 +36,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 from jax import lax  # noqa: E402
 
+from headgan_jax import host_malloc  # noqa: E402
 from headgan_jax.nn import conv  # noqa: E402
 
 DN = ('NHWC', 'HWIO', 'NHWC')
@@ -176,7 +177,7 @@ def bench_shape(call: conv.ConvCall, reps: int) -> dict:
 
 
 def run(args: argparse.Namespace) -> dict:
-  results = {'bench': 'conv_grad', 'batch': args.batch, 'reps': args.reps, 'devices': jax.devices()[0].device_kind,
+  results = {'bench': 'conv_grad', 'malloc': host_malloc.active(), 'batch': args.batch, 'reps': args.reps, 'devices': jax.devices()[0].device_kind,
              'platform': jax.default_backend(), 'configs': {}}
   import torch  # pylint: disable=import-outside-toplevel
   results['torch'] = torch.__version__
@@ -250,4 +251,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == '__main__':
+  host_malloc.reexec_with_tcmalloc()  # First: it may start this command again (headgan_jax/host_malloc.py).
   sys.exit(main())

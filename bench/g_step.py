@@ -32,6 +32,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
+from headgan_jax import host_malloc  # noqa: E402
 from headgan_jax.errors import HeadGANError  # noqa: E402
 from headgan_jax.nn import generator as generator_lib  # noqa: E402
 from train_step import apply_overrides, compiled_flops, load_config, peak_flops  # noqa: E402
@@ -52,7 +53,7 @@ def _return_freed_memory_to_the_os() -> None:
 def _device_info(config) -> dict:
   devices = jax.devices()
   return {'image_size': config.image_size, 'dtype': config.model.compute_dtype, 'devices': len(devices),
-          'device_kind': devices[0].device_kind, 'platform': devices[0].platform}
+          'device_kind': devices[0].device_kind, 'platform': devices[0].platform, 'malloc': host_malloc.active()}
 
 
 def random_inputs(config, batch: int, seed: int = 1):
@@ -251,4 +252,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == '__main__':
+  host_malloc.reexec_with_tcmalloc()  # First: it may start this command again (headgan_jax/host_malloc.py).
   sys.exit(main())

@@ -29,6 +29,7 @@ import jax.numpy as jnp  # noqa: E402
 from jax.profiler import ProfileData  # noqa: E402
 
 import g_step  # noqa: E402
+from headgan_jax import host_malloc  # noqa: E402
 
 # (category, test on (opcode, op_name)) in priority order; the first match wins.
 CATEGORIES = (
@@ -195,4 +196,5 @@ def _build(args):
 
 
 if __name__ == '__main__':
+  host_malloc.reexec_with_tcmalloc()  # First: it may start this command again (headgan_jax/host_malloc.py).
   sys.exit(main())

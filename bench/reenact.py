@@ -25,6 +25,8 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..'))
 
+from headgan_jax import host_malloc  # noqa: E402
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 FIXTURES = os.path.join(HERE, '..', '..', 'shared', 'fixtures')
 
@@ -80,7 +82,7 @@ def main(argv=None) -> int:
   print(f'device {jax.devices()[0].device_kind} ({jax.devices()[0].platform}), image_size {size}, ngf '
         f'{config.model.ngf}; weights: {"checkpoint" if args.checkpoint else "random, config shapes"}', flush=True)
   rng = np.random.default_rng(0)
-  results = dict(device=jax.devices()[0].platform, image_size=size, ngf=int(config.model.ngf))
+  results = dict(device=jax.devices()[0].platform, malloc=host_malloc.active(), image_size=size, ngf=int(config.model.ngf))
   for b in [int(v) for v in args.batches.split(',')]:
     x = rng.uniform(0, 1, (b, size, size, 3 * (k + 1))).astype(np.float32)
     y_ref = rng.uniform(-1, 1, (size, size, 3)).astype(np.float32)
@@ -116,4 +118,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == '__main__':
+  host_malloc.reexec_with_tcmalloc()  # First: it may start this command again (headgan_jax/host_malloc.py).
   sys.exit(main())

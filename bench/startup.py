@@ -27,7 +27,7 @@ sys.path.insert(0, str(REPO))
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
-from headgan_jax import compilation_cache  # noqa: E402
+from headgan_jax import compilation_cache, host_malloc  # noqa: E402
 from headgan_jax.train import data, state as state_lib, step as step_lib  # noqa: E402
 
 
@@ -103,4 +103,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == '__main__':
+  host_malloc.reexec_with_tcmalloc()  # First: it may start this command again (headgan_jax/host_malloc.py).
   sys.exit(main())

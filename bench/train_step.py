@@ -41,6 +41,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
+from headgan_jax import host_malloc  # noqa: E402
 from headgan_jax.errors import HeadGANError  # noqa: E402
 from headgan_jax.nn import vgg as vgg_lib  # noqa: E402
 from headgan_jax.train import data, state as state_lib, step as step_lib  # noqa: E402
@@ -291,6 +292,7 @@ def main(argv=None) -> int:
   args = parser.parse_args(argv)
   try:
     result = run(args)
+    result['malloc'] = host_malloc.active()  # headgan_jax/host_malloc.py: tcmalloc or glibc's.
   except HeadGANError as e:
     print(f'error: {e}', file=sys.stderr)
     return 2
@@ -325,4 +327,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == '__main__':
+  host_malloc.reexec_with_tcmalloc()  # First: it may start this command again (headgan_jax/host_malloc.py).
   sys.exit(main())

@@ -25,7 +25,7 @@ import sys
 import time
 from typing import Sequence
 
-from headgan_jax import errors
+from headgan_jax import errors, host_malloc
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_CONFIG = os.path.join(REPO, 'configs', 'demo.py')
@@ -217,4 +217,5 @@ def _write_log(workdir: str, log: list[dict], start: float, failed: str | None =
 
 
 if __name__ == '__main__':
+  host_malloc.reexec_with_tcmalloc()  # First: it may start this command again (headgan_jax/host_malloc.py).
   sys.exit(main())

@@ -34,7 +34,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from headgan_jax import errors
+from headgan_jax import errors, host_malloc
 from headgan_jax.train import checkpoints
 
 OUTPUT_AUDIO_RATE = 44_100  # AAC sample rate of the output's sound track.
@@ -335,4 +335,5 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == '__main__':
+  host_malloc.reexec_with_tcmalloc()  # First: it may start this command again (headgan_jax/host_malloc.py).
   sys.exit(main())

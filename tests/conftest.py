@@ -8,7 +8,11 @@ os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 
 import pytest  # noqa: E402
 
-from headgan_jax import compilation_cache  # noqa: E402
+from headgan_jax import compilation_cache, host_malloc  # noqa: E402
+
+# Processes started from here (pytest-xdist's workers, the command-line tests' subprocesses) run with tcmalloc like
+# the project's commands (headgan_jax/host_malloc.py); this process keeps the allocator it started with.
+os.environ.update(host_malloc.environ_for_children())
 
 # Tests that build the same network or step again (a resumed Trainer, the same config in two files or workers)
 # load it from disk instead of compiling it again; HEADGAN_JAX_COMPILATION_CACHE=off turns this off.

@@ -21,7 +21,7 @@ import sys
 import time
 from typing import Sequence
 
-from headgan_jax import errors
+from headgan_jax import errors, host_malloc
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 NAMES = {'demo': 'headgan_demo', 'voxceleb': 'headgan_voxceleb'}
@@ -129,4 +129,5 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == '__main__':
+  host_malloc.reexec_with_tcmalloc()  # First: it may start this command again (headgan_jax/host_malloc.py).
   sys.exit(main())

@@ -31,7 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from headgan_jax import errors
+from headgan_jax import errors, host_malloc
 from headgan_jax.data import face_model
 from headgan_jax.data import facemesh as fm
 from headgan_jax.data import video as video_lib
@@ -620,4 +620,5 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == '__main__':
+  host_malloc.reexec_with_tcmalloc()  # First: it may start this command again (headgan_jax/host_malloc.py).
   sys.exit(main())

@@ -30,6 +30,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from headgan_jax import host_malloc
 from headgan_jax.errors import ConfigError, HeadGANError
 from headgan_jax.train import checkpoints, data, losses, step as step_lib
 
@@ -150,4 +151,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == '__main__':
+  host_malloc.reexec_with_tcmalloc()  # First: it may start this command again (headgan_jax/host_malloc.py).
   sys.exit(main())
