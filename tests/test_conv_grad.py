@@ -105,7 +105,7 @@ def test_weight_gradient_over_many_uneven_chunks_equals_xla(call):
 @pytest.mark.slow
 def test_gradients_equal_xla_on_a_paper_size_shape():
   """A paper-config shape (one example): R's SPADE gamma conv at 256x256, 256 -> 32 channels, the issue's example
-  (the output-patches weight gradient, in 20 chunks of 13 rows)."""
+  (the output-patches weight gradient, in 4 chunks of 64 rows)."""
   call = conv.ConvCall('render_net/spade_2/norm_0/gamma', (1, 256, 256, 256), (3, 3, 256, 32), (1, 1),
                        ((1, 1), (1, 1)))
   shapes = conv.network_conv_calls(paper.get_config(), 1, nets=('G',))['G']

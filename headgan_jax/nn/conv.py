@@ -33,9 +33,11 @@ from jax import lax
 from headgan_jax import errors
 
 CONV_IMPLS = ('auto', 'xla', 'im2col')
-# Patches per scan step. Time: 8-64 MiB are within noise of each other on 2 cores; memory: the paper G step's XLA
-# buffers are 2.55 GB per frame with 8 MiB, 2.61 with 32 MiB (2.31 with XLA's own weight gradient).
-CHUNK_BYTES = 8 << 20
+# Patches per scan step. Time, under tcmalloc (headgan_jax/host_malloc.py), weight gradient alone, median ms of 8 /
+# 32 / 64 MiB: 3x3 512 -> 512 at 64x64, 2 frames 393 / 326 / 362, 1 frame 204 / 181 / 184; 256 -> 512 177 / 166 /
+# 166; 256 -> 32 at 256x256 154 / 166 / 166; the others within 5 %. Memory: the paper G step's XLA buffers are 2.55 GB
+# per frame with 8 MiB, 2.61 with 32 MiB (2.31 with XLA's own weight gradient).
+CHUNK_BYTES = 32 << 20
 # 'auto' uses ours for convolutions of at least AUTO_MIN_FLOPS forward FLOPs per call and K_h K_w max(C_in, C_out)
 # >= AUTO_MIN_WIDTH. Measured per shape (bench/conv_grad.py, README): XLA:CPU's weight gradient is 2-6x slower
 # than ours on every such conv of the paper's G and up to 200x on D's stride-1 4x4 256 -> 512 layer; on narrow
