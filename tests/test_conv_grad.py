@@ -120,7 +120,8 @@ def test_narrow_output_forward_is_used_for_the_heads_and_matches_xla():
   shapes = {c.kernel_shape for c in conv.network_conv_calls(paper.get_config(), 1, nets=('G',))['G']}
   heads = [k for k in shapes if conv.narrow_forward_kind(k, (1, 1)) == 'output']
   assert sorted(k[3] for k in heads) == [1, 2, 3] and all(k[:3] == (7, 7, 32) for k in heads), heads
-  assert conv.narrow_forward_kind((7, 7, 6, 32), (1, 1)) is None  # Few INPUT channels: XLA's own (as fast).
+  assert conv.narrow_forward_kind((7, 7, 6, 32), (1, 1)) == 'rows'  # G's first convolutions: few INPUT channels.
+  assert conv.narrow_forward_kind((7, 7, 32, 32), (1, 1)) is None  # Wide on both sides: XLA's own.
   assert conv.narrow_forward_kind((3, 3, 32, 3), (1, 1)) is None  # Small window: XLA's own.
   assert conv.narrow_forward_kind((7, 7, 32, 2), (2, 2)) is None  # Strided: XLA's own.
   calls = [conv.ConvCall(f'head_{c}', (2, 21, 19, 32), (7, 7, 32, c), (1, 1), pad)
@@ -128,9 +129,19 @@ def test_narrow_output_forward_is_used_for_the_heads_and_matches_xla():
   _check_same(calls)
 
 
-@pytest.mark.parametrize('kind', ['input', 'output'])
+def test_row_shift_forward_is_used_for_the_first_convolutions_and_matches_xla():
+  """G's first 7x7 convolutions (6 and 9 -> 32 channels) take the row-shift forward pass; output, input and weight
+  gradients equal XLA's (small images, with and without padding)."""
+  shapes = {c.kernel_shape for c in conv.network_conv_calls(paper.get_config(), 1, nets=('G',))['G']}
+  firsts = sorted(k for k in shapes if conv.narrow_forward_kind(k, (1, 1)) == 'rows')
+  assert firsts == [(7, 7, 6, 32), (7, 7, 9, 32)], firsts
+  _check_same([conv.ConvCall(f'first_{k[2]}', (2, 19, 23, k[2]), k, (1, 1), pad)
+               for k, pad in zip(firsts, (((0, 0), (0, 0)), ((3, 2), (1, 3))))])
+
+
+@pytest.mark.parametrize('kind', ['input', 'output', 'rows'])
 def test_forward_narrow_equals_xla_convolution(kind):
-  """Both matmul forms of forward_narrow (the 'input' im2col form is kept for benchmarks) against XLA's."""
+  """The matmul forms of forward_narrow (the 'input' im2col form is kept for benchmarks) against XLA's."""
   rng = np.random.default_rng(3)
   x = rng.standard_normal((2, 13, 11, 5), np.float32)
   w = rng.standard_normal((5, 5, 5, 3) if kind == 'output' else (5, 5, 5, 8), np.float32)

@@ -58,21 +58,27 @@ def _pairs(padding: Sequence[tuple[int, int]]) -> tuple[tuple[int, int], ...]:
 
 
 def narrow_forward_kind(kernel_shape: Sequence[int], strides: Sequence[int]) -> str | None:
-  """'output' when the forward pass is computed as a matmul on the narrow side (`forward_narrow`), None for XLA's
-  own: stride 1, a large window (K_h K_w >= NARROW_MIN_WINDOW) and few output channels (<= NARROW_MAX_CHANNELS,
-  fewer than the input's). Measured (README, "Performance on CPU"): XLA:CPU runs G's 7x7 heads (32 -> 1, 2, 3
-  channels at 262x262) 8-24x slower than this. Its im2col form for few INPUT channels (G's first 7x7 convolutions,
-  6 or 9 -> 32) was measured too and is not faster than XLA's there ('input' exists for tests and benchmarks)."""
+  """How `forward_narrow` computes a stride-1 convolution with a large window (K_h K_w >= NARROW_MIN_WINDOW) and
+  few channels on one side (<= NARROW_MAX_CHANNELS, fewer than the other side's), or None for XLA's own:
+  'output' for few output channels (G's 7x7 heads, 32 -> 1, 2, 3 at 262x262: XLA:CPU ran them 8-24x slower),
+  'rows' for few input channels (G's first 7x7 convolutions, 6 or 9 -> 32: 1.7x / 2.6x faster than XLA's, README).
+  The full im2col form 'input' was not faster than XLA's there; it exists for tests and benchmarks."""
   kh, kw, c_in, c_out = kernel_shape
-  if tuple(strides) != (1, 1) or kh * kw < NARROW_MIN_WINDOW or c_out > NARROW_MAX_CHANNELS or c_out >= c_in:
+  if tuple(strides) != (1, 1) or kh * kw < NARROW_MIN_WINDOW:
     return None
-  return 'output'
+  if c_out <= NARROW_MAX_CHANNELS and c_out < c_in:
+    return 'output'
+  if c_in <= NARROW_MAX_CHANNELS and c_in < c_out:
+    return 'rows'
+  return None
 
 
 def forward_narrow(x: jax.Array, w: jax.Array, padding: Sequence[tuple[int, int]], kind: str, precision: Any = None,
                    preferred_element_type: Any = None) -> jax.Array:
   """A stride-1 NHWC / HWIO convolution as one matmul on its narrow side (the same sums as XLA's convolution):
 
+  'rows' (few input channels): Z = C W'' with C the K_w column shifts of x side by side (K_w C_in channels) and W''
+  = W as (K_w C_in, K_h C_out), then y[h] = sum_i Z[h + i, (i)]: K_h row-shifted adds of C_out-channel slices;
   'input' (few input channels): y = P_x W, P_x the K K C_in im2col patches of x (narrow: K K C_in columns);
   'output' (few output channels): Z = x_pad W' with W' = W as (C_in, K K C_out), then
   y[h, w] = sum_{i, j} Z[h + i, w + j, (i, j)]: K K shifted adds of C_out-channel images.
@@ -83,6 +89,12 @@ def forward_narrow(x: jax.Array, w: jax.Array, padding: Sequence[tuple[int, int]
   x = jnp.pad(x, ((0, 0), (pt, pb), (pl, pr), (0, 0)))
   out_h, out_w = x.shape[1] - kh + 1, x.shape[2] - kw + 1
   out_type = preferred_element_type or jnp.result_type(x.dtype, w.dtype)
+  if kind == 'rows':
+    cols = jnp.concatenate([x[:, :, j:j + out_w] for j in range(kw)], axis=-1)  # (B, H_pad, W_out, K_w C_in).
+    w2 = w.reshape(kh, kw * c_in, c_out).transpose(1, 0, 2).reshape(kw * c_in, kh * c_out)
+    z = lax.dot_general(cols, w2, (((3,), (0,)), ((), ())), precision=precision, preferred_element_type=jnp.float32)
+    y = sum(z[:, i:i + out_h, :, i * c_out:(i + 1) * c_out] for i in range(kh))
+    return y.astype(out_type)
   if kind == 'input':
     cols = [x[:, i:i + out_h, j:j + out_w] for i in range(kh) for j in range(kw)]
     patches = jnp.concatenate(cols, axis=-1)  # (B, H_out, W_out, K K C_in), HWIO order of W's first three axes.
