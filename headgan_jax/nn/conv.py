@@ -61,8 +61,8 @@ def narrow_forward_kind(kernel_shape: Sequence[int], strides: Sequence[int]) -> 
   """How `forward_narrow` computes a stride-1 convolution with a large window (K_h K_w >= NARROW_MIN_WINDOW) and
   few channels on one side (<= NARROW_MAX_CHANNELS, fewer than the other side's), or None for XLA's own:
   'output' for few output channels (G's 7x7 heads, 32 -> 1, 2, 3 at 262x262: XLA:CPU ran them 8-24x slower),
-  'rows' for few input channels (G's first 7x7 convolutions, 6 or 9 -> 32: 1.7x / 2.6x faster than XLA's, README).
-  The full im2col form 'input' was not faster than XLA's there; it exists for tests and benchmarks."""
+  'rows' for few input channels (G's first 7x7 convolutions, 6 or 9 -> 32: 1.7x / 2.6x faster than XLA's, README;
+  a full im2col form measured before it was not faster than XLA's)."""
   kh, kw, c_in, c_out = kernel_shape
   if tuple(strides) != (1, 1) or kh * kw < NARROW_MIN_WINDOW:
     return None
@@ -79,7 +79,6 @@ def forward_narrow(x: jax.Array, w: jax.Array, padding: Sequence[tuple[int, int]
 
   'rows' (few input channels): Z = C W'' with C the K_w column shifts of x side by side (K_w C_in channels) and W''
   = W as (K_w C_in, K_h C_out), then y[h] = sum_i Z[h + i, (i)]: K_h row-shifted adds of C_out-channel slices;
-  'input' (few input channels): y = P_x W, P_x the K K C_in im2col patches of x (narrow: K K C_in columns);
   'output' (few output channels): Z = x_pad W' with W' = W as (C_in, K K C_out), then
   y[h, w] = sum_{i, j} Z[h + i, w + j, (i, j)]: K K shifted adds of C_out-channel images.
   """
@@ -94,12 +93,6 @@ def forward_narrow(x: jax.Array, w: jax.Array, padding: Sequence[tuple[int, int]
     w2 = w.reshape(kh, kw * c_in, c_out).transpose(1, 0, 2).reshape(kw * c_in, kh * c_out)
     z = lax.dot_general(cols, w2, (((3,), (0,)), ((), ())), precision=precision, preferred_element_type=jnp.float32)
     y = sum(z[:, i:i + out_h, :, i * c_out:(i + 1) * c_out] for i in range(kh))
-    return y.astype(out_type)
-  if kind == 'input':
-    cols = [x[:, i:i + out_h, j:j + out_w] for i in range(kh) for j in range(kw)]
-    patches = jnp.concatenate(cols, axis=-1)  # (B, H_out, W_out, K K C_in), HWIO order of W's first three axes.
-    y = lax.dot_general(patches, w.reshape(kh * kw * c_in, c_out), (((3,), (0,)), ((), ())), precision=precision,
-                        preferred_element_type=jnp.float32)
     return y.astype(out_type)
   w2 = w.transpose(2, 0, 1, 3).reshape(c_in, kh * kw * c_out)
   z = lax.dot_general(x, w2, (((3,), (0,)), ((), ())), precision=precision, preferred_element_type=jnp.float32)
