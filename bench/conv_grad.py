@@ -1,5 +1,6 @@
 """Per-shape benchmark of HeadGAN's convolutions: forward, input gradient and weight gradient in XLA, with our
-im2col weight gradient (headgan_jax/nn/conv.py), and in PyTorch (`torch.nn.functional.conv2d`, oneDNN on CPU).
+im2col weight gradient (headgan_jax/nn/conv.py), with our oneDNN handlers (headgan_jax/nn/onednn.py, what conv_impl
+'auto' runs on CPU) and in PyTorch (`torch.nn.functional.conv2d`, its own oneDNN build on CPU).
 
   python bench/conv_grad.py --config configs/paper.py [--config configs/tiny.py] [--batch 1] [--reps 3]
                             [--step-ms 12345]
@@ -7,9 +8,9 @@ im2col weight gradient (headgan_jax/nn/conv.py), and in PyTorch (`torch.nn.funct
 For every distinct convolution shape that G, D and D_m run in a train step at global batch B (D and D_m see 2B
 examples, fake and real; G's F 2B, frames t-1 and t; G's R B, frame t only, with config.train.shared_passes), it
 prints the median time of each part, measured in ONE
-process with the implementations interleaved (rep 1: XLA fwd, XLA dx, XLA dw, ours dw, torch fwd, torch dx,
-torch dw; rep 2: ...). Ours computes the forward pass and the input gradient with XLA's own ops, so only its weight
-gradient differs.
+process with the implementations interleaved (rep 1: XLA fwd, XLA dx, XLA dw, im2col dw, oneDNN fwd, dx, dw, torch
+fwd, dx, dw; rep 2: ...). The im2col form computes the forward pass and the input gradient with XLA's own ops, so
+only its weight gradient differs.
 
 Share of the train step: `flop %` is the shape's forward + input gradient + weight gradient FLOPs, times the number
 of such convs and how often the average step runs them (G: once each; D and D_m: forward and input gradient once in
@@ -40,7 +41,8 @@ from headgan_jax import host_malloc  # noqa: E402
 from headgan_jax.nn import conv  # noqa: E402
 
 DN = ('NHWC', 'HWIO', 'NHWC')
-PARTS = ('xla_fwd', 'xla_dx', 'xla_dw', 'ours_dw', 'torch_fwd', 'torch_dx', 'torch_dw')
+PARTS = ('xla_fwd', 'xla_dx', 'xla_dw', 'ours_dw', 'onednn_fwd', 'onednn_dx', 'onednn_dw', 'torch_fwd', 'torch_dx',
+         'torch_dw')
 # How often a train step runs each part of a network's convs (see the module docstring).
 # G: once each. D and D_m: forward and input gradient once in L_G (on fake and real together), and on the steps that
 # update them (1 in config.train.d_every) forward, input and weight gradient once more.
@@ -125,8 +127,11 @@ def make_timers(call: conv.ConvCall) -> dict:
       'xla_dx': jax.jit(functools.partial(grad, lax.conv_general_dilated, 0)),
       'xla_dw': jax.jit(functools.partial(grad, lax.conv_general_dilated, 1)),
       'ours_dw': jax.jit(functools.partial(grad, conv.conv_general_dilated, 1)),
+      'onednn_fwd': jax.jit(functools.partial(fwd, conv.conv_general_dilated_onednn)),
+      'onednn_dx': jax.jit(functools.partial(grad, conv.conv_general_dilated_onednn, 0)),
+      'onednn_dw': jax.jit(functools.partial(grad, conv.conv_general_dilated_onednn, 1)),
   }
-  args = {'xla_fwd': (x, w)}
+  args = {'xla_fwd': (x, w), 'onednn_fwd': (x, w)}
   timers = {name: (lambda f=f, a=args.get(name, (x, w, g)): jax.block_until_ready(f(*a)))
             for name, f in jitted.items()}
   (pt, pb), (pl, pr) = call.padding
@@ -151,6 +156,7 @@ def make_timers(call: conv.ConvCall) -> dict:
   # Check once that the three implementations agree (a benchmark of wrong numbers is worth nothing).
   ref = np.asarray(jitted['xla_dw'](x, w, g))
   ours = np.asarray(jitted['ours_dw'](x, w, g))
+  onednn_dw = np.asarray(jitted['onednn_dw'](x, w, g))
   xt.requires_grad_(True)
   wt_grad = wt.clone().requires_grad_(True)
   yt = torch.nn.functional.conv2d(xt, wt_grad, stride=stride, padding=padding)
@@ -158,11 +164,12 @@ def make_timers(call: conv.ConvCall) -> dict:
   torch_dw = wt_grad.grad.permute(2, 3, 1, 0).numpy()
   xt.requires_grad_(False)
   scale = np.max(np.abs(ref))
-  return timers, float(np.max(np.abs(ours - ref)) / scale), float(np.max(np.abs(torch_dw - ref)) / scale)
+  return timers, {name: float(np.max(np.abs(a - ref)) / scale)
+                  for name, a in (('ours', ours), ('onednn', onednn_dw), ('torch', torch_dw))}
 
 
 def bench_shape(call: conv.ConvCall, reps: int) -> dict:
-  timers, err_ours, err_torch = make_timers(call)
+  timers, errs = make_timers(call)
   for t in timers.values():  # Compile / warm up.
     t()
   times = {name: [] for name in timers}
@@ -172,7 +179,7 @@ def bench_shape(call: conv.ConvCall, reps: int) -> dict:
       timers[name]()
       times[name].append(time.perf_counter() - t0)
   out = {name: round(1e3 * float(np.median(v)), 2) for name, v in times.items()}
-  out.update(dw_rel_err_ours=err_ours, dw_rel_err_torch=err_torch)
+  out.update({f'dw_rel_err_{name}': e for name, e in errs.items()})
   return out
 
 
@@ -191,8 +198,8 @@ def run(args: argparse.Namespace) -> dict:
     print(f'\n== {path}: {config.image_size}x{config.image_size}, train-step batch {args.batch} '
           f'(each network sees {2 * args.batch}); medians of {args.reps} interleaved reps, ms')
     print(f"{'net':4} {'n':>3} {'input':>18} {'kernel':>15} {'s':>2} | {'XLA fwd':>8} {'dx':>8} {'dw':>8} "
-          f"{'ours dw':>8} | {'torch fwd':>9} {'dx':>8} {'dw':>8} | {'dw x':>5} {'step x':>6} {'flop %':>6} "
-          f"{'est ms XLA':>10} {'ours':>8} {'auto':>5}")
+          f"{'ours dw':>8} | {'oneDNN fwd':>10} {'dx':>8} {'dw':>8} | {'torch fwd':>9} {'dx':>8} {'dw':>8} | "
+          f"{'dw x':>5} {'step x':>6} {'flop %':>6} {'est ms XLA':>10} {'im2col':>8} {'oneDNN':>8} {'torch':>8}")
     for net in args.nets:
       uses = uses_by_net[net]
       for call, count in conv.distinct_calls(calls[net]):
@@ -200,26 +207,31 @@ def run(args: argparse.Namespace) -> dict:
         flops = conv_flops(call) * count * (uses['fwd'] + uses['dx'] + uses['dw'])
         est_xla = count * (uses['fwd'] * t['xla_fwd'] + uses['dx'] * t['xla_dx'] + uses['dw'] * t['xla_dw'])
         est_ours = count * (uses['fwd'] * t['xla_fwd'] + uses['dx'] * t['xla_dx'] + uses['dw'] * t['ours_dw'])
+        est_onednn = count * (uses['fwd'] * t['onednn_fwd'] + uses['dx'] * t['onednn_dx']
+                              + uses['dw'] * t['onednn_dw'])
         est_torch = count * (uses['fwd'] * t['torch_fwd'] + uses['dx'] * t['torch_dx'] + uses['dw'] * t['torch_dw'])
         auto = conv_impl_auto_picks_ours(call)
-        est_auto = est_ours if auto else est_xla
+        est_auto = est_ours if auto else est_xla  # conv_impl 'auto' without the oneDNN handlers.
         row = dict(net=net, count=count, input=call.input_shape, kernel=call.kernel_shape, strides=call.strides,
                    padding=call.padding, example=call.name, **t, flops_in_step=flops,
                    flop_share=None if not total_flops else flops / total_flops,
-                   est_ms_xla=round(est_xla, 1), est_ms_ours=round(est_ours, 1), est_ms_torch=round(est_torch, 1),
+                   est_ms_xla=round(est_xla, 1), est_ms_ours=round(est_ours, 1), est_ms_onednn=round(est_onednn, 1),
+                   est_ms_torch=round(est_torch, 1),
                    auto_uses='ours' if auto else 'xla', est_ms_auto=round(est_auto, 1))
         rows.append(row)
         share = '' if row['flop_share'] is None else f"{100 * row['flop_share']:.1f}"
         print(f"{net:4} {count:3d} {str(call.input_shape[1:]):>18} {str(call.kernel_shape):>15} "
               f"{call.strides[0]:2d} | {t['xla_fwd']:8.1f} {t['xla_dx']:8.1f} {t['xla_dw']:8.1f} {t['ours_dw']:8.1f} | "
+              f"{t['onednn_fwd']:10.1f} {t['onednn_dx']:8.1f} {t['onednn_dw']:8.1f} | "
               f"{t['torch_fwd']:9.1f} {t['torch_dx']:8.1f} {t['torch_dw']:8.1f} | "
               f"{t['xla_dw'] / t['ours_dw']:5.2f} {est_xla / est_ours:6.2f} {share:>6} {est_xla:10.0f} "
-              f"{est_ours:8.0f} {row['auto_uses']:>5}", flush=True)
-    summary = {k: round(sum(r[f'est_ms_{k}'] for r in rows), 1) for k in ('xla', 'ours', 'auto', 'torch')}
+              f"{est_ours:8.0f} {est_onednn:8.0f} {est_torch:8.0f}", flush=True)
+    summary = {k: round(sum(r[f'est_ms_{k}'] for r in rows), 1) for k in ('xla', 'ours', 'auto', 'onednn', 'torch')}
     conv_flop_total = sum(r['flops_in_step'] for r in rows)
-    print(f"convolutions of one train step (estimated from the table): XLA {summary['xla']:.0f} ms, ours everywhere "
-          f"{summary['ours']:.0f} ms, conv_impl 'auto' {summary['auto']:.0f} ms, torch {summary['torch']:.0f} ms; "
-          f"auto / torch {summary['auto'] / summary['torch']:.2f}")
+    print(f"convolutions of one train step (estimated from the table): XLA {summary['xla']:.0f} ms, im2col dW "
+          f"everywhere {summary['ours']:.0f} ms, im2col dW by the 'auto' thresholds {summary['auto']:.0f} ms, oneDNN "
+          f"(conv_impl 'auto' with the handlers built) {summary['onednn']:.0f} ms, torch {summary['torch']:.0f} ms; "
+          f"oneDNN / torch {summary['onednn'] / summary['torch']:.2f}")
     if total_flops:
       print(f'they are {100 * conv_flop_total / total_flops:.1f}% of the step\'s {total_flops / 1e9:.1f} GFLOP '
             '(XLA cost analysis)')

@@ -3,9 +3,9 @@
   python bench/train_step.py --config configs/tiny.py [--batch N] [--dtype bfloat16] [--steps 10] [--conv-impl xla]
   python bench/train_step.py --config configs/paper.py --batch 1 --compare-conv   # before / after issue 12
 
---compare-conv builds the step with config.model.conv_impl 'xla' (before issue 12) and 'auto' (after: the im2col
-weight gradient of headgan_jax/nn/conv.py on CPU, XLA's own elsewhere) and times them interleaved in ONE process
-(xla, auto, xla, auto, ...) on one train state that each step carries forward (both compute the same maths), so
+--compare-conv builds the step with config.model.conv_impl 'xla' (before issue 12) and 'auto' (after: oneDNN's
+convolutions of headgan_jax/nn/onednn.py on CPU, XLA's own elsewhere), or with the values it is given (e.g.
+'xla,im2col,onednn'), and times them interleaved in ONE process (xla, auto, xla, auto, ...) on one train state that each step carries forward (both compute the same maths), so
 the ratio of the medians holds on a shared machine. G's training step alone, against a PyTorch twin of G, is
 `bench/g_step.py`; the start-up figures are `bench/startup.py`.
 
@@ -222,7 +222,8 @@ def run_source(args: argparse.Namespace, config) -> dict:
 
 
 def run_compare_conv(args: argparse.Namespace, config) -> dict:
-  """The train step with conv_impl 'xla' and 'auto', timed interleaved on one state (see the module docstring)."""
+  """The train step with each of --compare-conv's conv_impl values, timed interleaved on one state (see the module
+  docstring)."""
   import ctypes  # pylint: disable=import-outside-toplevel
   import resource  # pylint: disable=import-outside-toplevel
   try:  # glibc: buffers over 1 MiB by mmap, so each step's freed temporaries leave the process (peak = one step's).
@@ -238,10 +239,11 @@ def run_compare_conv(args: argparse.Namespace, config) -> dict:
                                 step_lib.replicated(mesh))
     vgg_apply = lambda p, x: model.apply({'params': p}, x)  # noqa: E731
   models = {}
-  for impl in ('xla', 'auto'):
+  for impl in args.compare_conv.split(','):
     config.model.conv_impl = impl
     models[impl] = state_lib.make_models(config)
-  state = step_lib.init_state_sharded(jax.random.key(config.seed), config, models['xla'], optimizers, mesh)
+  first_impl = next(iter(models))
+  state = step_lib.init_state_sharded(jax.random.key(config.seed), config, models[first_impl], optimizers, mesh)
   batch = step_lib.shard_batch(data.synthetic_batch(jax.random.key(0), config), mesh)
   compiled, compile_s = {}, {}
   for impl, m in models.items():
@@ -271,7 +273,8 @@ def run_compare_conv(args: argparse.Namespace, config) -> dict:
           'vgg': 'random weights' if config.loss.use_vgg else 'off', 'compile_s': compile_s,
           'step_ms': {impl: [round(1e3 * t, 1) for t in v] for impl, v in times.items()},
           'step_ms_median': {impl: round(1e3 * t, 1) for impl, t in med.items()},
-          'speedup_auto_over_xla': round(med['xla'] / med['auto'], 3),
+          **({'speedup_auto_over_xla': round(med['xla'] / med['auto'], 3)} if {'xla', 'auto'} <= set(med) else {}),
+          f'speedup_over_{first_impl}': {impl: round(med[first_impl] / t, 3) for impl, t in med.items()},
           'metrics_finite': all(np.isfinite(float(v)) for m in first.values() for v in m.values()),
           'max_rss_gb': round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)}
 
@@ -284,8 +287,10 @@ def main(argv=None) -> int:
   parser.add_argument('--image-size', type=int, default=0, help='override config.image_size')
   parser.add_argument('--steps', type=int, default=12, help='timed steps (after one warm-up cycle of d_every steps; '
                       'a multiple of config.train.d_every gives a fair mean)')
-  parser.add_argument('--conv-impl', choices=('auto', 'xla', 'im2col'), default='', help='config.model.conv_impl')
-  parser.add_argument('--compare-conv', action='store_true', help="conv_impl 'xla' vs 'auto', interleaved")
+  parser.add_argument('--conv-impl', choices=('auto', 'xla', 'im2col', 'onednn'), default='',
+                      help='config.model.conv_impl')
+  parser.add_argument('--compare-conv', nargs='?', const='xla,auto', default='',
+                      help="conv_impl values timed interleaved (default 'xla,auto'; e.g. 'xla,im2col,onednn')")
   parser.add_argument('--source', default='', help='data source to feed the step from (config.data.source), timed '
                       'against one fixed batch; e.g. headgan_demo or synthetic')
   parser.add_argument('--data-dir', default='', help='config.data.data_dir of a built dataset')
@@ -306,9 +311,11 @@ def main(argv=None) -> int:
     return 0
   if result['mode'] == 'compare_conv':
     med = result['step_ms_median']
+    first = next(iter(med))
     print(f"train step, {result['image_size']}x{result['image_size']}, batch {result['batch']}, "
-          f"{result['device_kind']}: conv_impl 'xla' {med['xla']:.0f} ms, 'auto' {med['auto']:.0f} ms (medians of "
-          f"{args.steps} interleaved) -> {result['speedup_auto_over_xla']:.2f}x; peak memory {result['max_rss_gb']} GiB")
+          f"{result['device_kind']}, medians of {args.steps} interleaved steps: "
+          + ', '.join(f"conv_impl {impl!r} {t:.0f} ms ({result[f'speedup_over_{first}'][impl]:.2f}x)"
+                      for impl, t in med.items()) + f"; peak memory {result['max_rss_gb']} GiB")
     print(json.dumps(result))
     return 0
   print(f"device: {result['devices']} x {result['device_kind']} ({result['platform']}), dtype {result['dtype']}, "

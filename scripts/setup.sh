@@ -3,10 +3,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # Debian packages (no network beyond the package registry): espeak-ng speaks the audio tests' speech; tcmalloc is
-# the host allocator of every project command (headgan_jax/host_malloc.py: XLA:CPU runs 1.4x faster with it).
+# the host allocator of every project command (headgan_jax/host_malloc.py: XLA:CPU runs 1.4x faster with it);
+# oneDNN (libdnnl-dev) and g++ build the CPU convolution handlers (headgan_jax/nn/onednn.py).
 PACKAGES=()
 command -v espeak-ng >/dev/null 2>&1 || PACKAGES+=(espeak-ng)
 /sbin/ldconfig -p 2>/dev/null | grep -q 'libtcmalloc_minimal\.so\.4' || PACKAGES+=(libtcmalloc-minimal4)
+[ -f /usr/include/oneapi/dnnl/dnnl.hpp ] || PACKAGES+=(libdnnl-dev)
+command -v g++ >/dev/null 2>&1 || PACKAGES+=(g++)
 if [ ${#PACKAGES[@]} -gt 0 ]; then
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
   $SUDO apt-get update -qq && $SUDO apt-get install -y -qq "${PACKAGES[@]}" >/dev/null
@@ -16,3 +19,5 @@ fi
 # The face tracker's model files (MediaPipe 0.10.14 wheel, Apache-2.0): pip downloads the wheel, nothing is installed;
 # the .tflite files are sha256-checked into ~/.cache/headgan_jax/mediapipe-0.10.14.
 .venv/bin/python -m headgan_jax.data.facemesh fetch
+# oneDNN convolutions for XLA:CPU (conv_impl 'auto'): compiled once into ~/.cache/headgan_jax/onednn (a few seconds).
+.venv/bin/python -m headgan_jax.nn.onednn build >/dev/null

@@ -1,6 +1,6 @@
-"""The im2col-gradient convolution (nn/conv.py) against XLA's: same outputs and gradients (1e-5 relative) on every
-convolution shape G, D and D_m run in a train step of the tiny config, and on paper-size shapes; the selector and
-its wiring into the networks."""
+"""The im2col-gradient convolution (nn/conv.py) and the oneDNN one (nn/onednn.py) against XLA's: same outputs and
+gradients (1e-5 relative) on every convolution shape G, D and D_m run in a train step of the tiny config, and on
+paper-size shapes; the selector and its wiring into the networks."""
 import functools
 
 import jax
@@ -11,7 +11,7 @@ from jax import lax
 
 from configs import paper, tiny
 from headgan_jax import errors
-from headgan_jax.nn import conv
+from headgan_jax.nn import conv, onednn
 from tests.train_configs import small_train_config
 
 RTOL = 1e-5  # max |ours - xla| / max |xla|, per output.
@@ -41,14 +41,17 @@ def _outputs_and_grads(fn, call: conv.ConvCall, x, w, g):
   return (y, *vjp(g))
 
 
-def _check_same(calls: list[conv.ConvCall], seed: int = 0) -> None:
-  """Ours vs XLA on each of `calls`; one jit per implementation (one compile for all shapes)."""
+IMPLS = {'im2col': conv.conv_general_dilated, 'onednn': conv.conv_general_dilated_onednn}
+
+
+def _check_same(calls: list[conv.ConvCall], seed: int = 0, impl: str = 'im2col') -> None:
+  """Ours (`impl`) vs XLA on each of `calls`; one jit per implementation (one compile for all shapes)."""
   inputs = [_inputs(call, seed + i) for i, call in enumerate(calls)]
 
   def all_outputs(fn):
     return jax.jit(lambda inputs: [_outputs_and_grads(fn, call, *a) for call, a in zip(calls, inputs)])(inputs)
 
-  ours, xla = all_outputs(conv.conv_general_dilated), all_outputs(lax.conv_general_dilated)
+  ours, xla = all_outputs(IMPLS[impl]), all_outputs(lax.conv_general_dilated)
   for call, ours_c, xla_c in zip(calls, ours, xla):
     for name, a, b in zip(('output', 'input gradient', 'weight gradient'), ours_c, xla_c):
       assert a.shape == b.shape and a.dtype == b.dtype, (name, call)
@@ -82,9 +85,10 @@ def test_recorder_sees_every_conv_of_the_networks(tiny_networks):
   assert counts['G'][0] > 50 and counts['D'][0] >= 6 and counts['D_m'][0] >= 6, counts
 
 
+@pytest.mark.parametrize('impl', sorted(IMPLS))
 @pytest.mark.parametrize('net', ['G', 'D', 'D_m'])
-def test_gradients_equal_xla_on_every_tiny_config_shape(tiny_calls, net):
-  _check_same([call for call, _ in conv.distinct_calls(tiny_calls[net])])
+def test_gradients_equal_xla_on_every_tiny_config_shape(tiny_calls, net, impl):
+  _check_same([call for call, _ in conv.distinct_calls(tiny_calls[net])], impl=impl)
 
 
 @pytest.mark.parametrize('call', [
@@ -103,14 +107,15 @@ def test_weight_gradient_over_many_uneven_chunks_equals_xla(call):
 
 
 @pytest.mark.slow
-def test_gradients_equal_xla_on_a_paper_size_shape():
+@pytest.mark.parametrize('impl', sorted(IMPLS))
+def test_gradients_equal_xla_on_a_paper_size_shape(impl):
   """A paper-config shape (one example): R's SPADE gamma conv at 256x256, 256 -> 32 channels, the issue's example
   (the output-patches weight gradient, in 4 chunks of 64 rows)."""
   call = conv.ConvCall('render_net/spade_2/norm_0/gamma', (1, 256, 256, 256), (3, 3, 256, 32), (1, 1),
                        ((1, 1), (1, 1)))
   shapes = conv.network_conv_calls(paper.get_config(), 1, nets=('G',))['G']
   assert call.key in {c.key for c in shapes}, 'not a shape of the paper G'
-  _check_same([call])
+  _check_same([call], impl=impl)
 
 
 def test_narrow_output_forward_is_used_for_the_heads_and_matches_xla():
@@ -162,13 +167,27 @@ def test_bfloat16_gradients_keep_dtypes_and_match_xla():
     assert _rel_err(a, b) < 2e-2  # bf16 rounding of the results.
 
 
-def test_selector():
+def test_selector(monkeypatch, caplog):
   assert conv.conv_general_dilated_for('xla') is lax.conv_general_dilated
   assert conv.conv_general_dilated_for('im2col') is conv.conv_general_dilated
+  assert conv.conv_general_dilated_for('onednn') is conv.conv_general_dilated_onednn
   assert jax.default_backend() == 'cpu'
-  assert conv.conv_general_dilated_for('auto') is conv.conv_general_dilated_auto
+  assert onednn.unavailable_reason() is None  # scripts/setup.sh builds the handlers.
+  # 'auto': oneDNN's in a one-device process; with several devices (the test processes have 8) the im2col form, as a
+  # custom call is not partitioned across devices.
+  assert jax.device_count() == 8 and conv.conv_general_dilated_for('auto') is conv.conv_general_dilated_auto
+  monkeypatch.setattr(jax, 'device_count', lambda: 1)
+  assert conv.conv_general_dilated_for('auto') is conv.conv_general_dilated_onednn
   with pytest.raises(errors.ConfigError, match='conv_impl'):
     conv.conv_general_dilated_for('cudnn')
+  # Without the handlers: 'auto' falls back to the im2col weight gradient and says why; 'onednn' is an error.
+  monkeypatch.setattr(onednn, 'unavailable_reason', lambda: 'not built (test)')
+  monkeypatch.setattr(onednn, 'available', lambda: False)
+  with caplog.at_level('WARNING'):
+    assert conv.conv_general_dilated_for('auto') is conv.conv_general_dilated_auto
+  assert 'not built (test)' in caplog.text
+  with pytest.raises(errors.ConfigError, match="'onednn', but not built"):
+    conv.conv_general_dilated_for('onednn')
 
 
 def test_auto_uses_ours_from_the_flop_threshold_on():
@@ -195,11 +214,13 @@ def test_unsupported_convolutions_fall_back_to_xla():
   assert str(f(conv.conv_general_dilated)) == str(f(lax.conv_general_dilated))
 
 
-@pytest.mark.parametrize('net, impl', [('G', 'auto'), ('D', 'auto'), ('D_m', 'auto'), ('D', 'xla')])
+@pytest.mark.parametrize('net, impl', [('G', 'auto'), ('D', 'auto'), ('D_m', 'auto'), ('D', 'xla'), ('G', 'onednn'),
+                                       ('D_m', 'onednn')])
 def test_config_switch_reaches_every_conv_of_each_network(net, impl, monkeypatch):
   """config.model.conv_impl selects the convolution of every conv of G, D and D_m (small train config, one trace of
-  init, which runs the forward pass). 'auto' with its thresholds at 0 must pick ours everywhere: nothing between the
-  config and a conv drops the setting."""
+  init, which runs the forward pass). 'onednn', and 'auto' with its thresholds at 0 (the im2col form in the test
+  processes, which have 8 devices), must be ours everywhere: nothing between the config and a conv drops the
+  setting."""
   monkeypatch.setattr(conv, 'AUTO_MIN_FLOPS', 0)
   monkeypatch.setattr(conv, 'AUTO_MIN_WIDTH', 0)
   config = small_train_config()
@@ -210,6 +231,7 @@ def test_config_switch_reaches_every_conv_of_each_network(net, impl, monkeypatch
   # Every conv kernel is called (spectral-norm convs twice at init), and every call is ours.
   assert len({call.name for call in calls}) == _conv_kernels(variables) > (50 if net == 'G' else 5)
   assert str(jaxpr).count('custom_vjp_call') == (0 if impl == 'xla' else len(calls))
+  assert str(jaxpr).count('ffi_call') == (len(calls) if impl == 'onednn' else 0)
 
 
 def test_paper_config_default_is_auto():

@@ -12,8 +12,10 @@ XLA's and that weight gradient, computed in chunks of output rows (a `lax.scan`)
 `CHUNK_BYTES` exist at once. The maths is unchanged: the same sums, in float32 accumulation.
 
 Use it through `conv_general_dilated_for(impl)`, which `blocks.Conv` calls with config.model.conv_impl:
-'auto' picks this version on the CPU backend only (GPUs and TPUs keep XLA's own convolution, which uses cuDNN / the
-TPU compiler), 'xla' is always XLA's, 'im2col' is always this one (for tests and benchmarks).
+'auto' on the CPU backend runs every float32 convolution on oneDNN (`onednn.py`: all three passes, faster still)
+when its handlers are built and the process has one device, else this version for large convolutions; GPUs and
+TPUs keep XLA's own convolution (cuDNN / the TPU compiler). 'xla' is always XLA's, 'im2col' always this one and
+'onednn' always oneDNN's (for tests and benchmarks).
 
 `record_conv_calls` captures the convolutions a network runs (input and kernel shapes, strides, padding) without
 running it, for the gradient tests and `bench/conv_grad.py`.
@@ -23,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import logging
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -31,8 +34,9 @@ import jax.numpy as jnp
 from jax import lax
 
 from headgan_jax import errors
+from headgan_jax.nn import onednn
 
-CONV_IMPLS = ('auto', 'xla', 'im2col')
+CONV_IMPLS = ('auto', 'xla', 'im2col', 'onednn')
 # Patches per scan step. Time, under tcmalloc (headgan_jax/host_malloc.py), weight gradient alone, median ms of 8 /
 # 32 / 64 MiB: 3x3 512 -> 512 at 64x64, 2 frames 393 / 326 / 362, 1 frame 204 / 181 / 184; 256 -> 512 177 / 166 /
 # 166; 256 -> 32 at 256x256 154 / 166 / 166; the others within 5 %. Memory: the paper G step's XLA buffers are 2.55 GB
@@ -238,18 +242,13 @@ def conv_general_dilated(lhs: jax.Array, rhs: jax.Array, window_strides: Sequenc
                          preferred_element_type: Any = None) -> jax.Array:
   """`lax.conv_general_dilated` with the im2col weight gradient for 2-D NHWC / HWIO convolutions without dilation
   or groups (every convolution of HeadGAN); any other case is passed to `lax.conv_general_dilated` unchanged."""
-  ours = (lhs.ndim == 4 and rhs.ndim == 4 and feature_group_count == 1 and batch_group_count == 1
-          and all(d == 1 for d in (lhs_dilation or (1, 1))) and all(d == 1 for d in (rhs_dilation or (1, 1)))
-          and dimension_numbers is not None
-          and lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers) == _NHWC)
-  if ours:
-    strides = tuple(int(s) for s in window_strides)
-    pads = _canonical_padding(padding, lhs.shape, rhs.shape, strides)
-    ours = all(p >= 0 for pair in pads for p in pair)
-  if not ours:
+  nhwc = _nhwc_operands(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation, dimension_numbers,
+                        feature_group_count, batch_group_count)
+  if nhwc is None:
     return lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
                                     dimension_numbers, feature_group_count, batch_group_count, precision,
                                     preferred_element_type)
+  strides, pads = nhwc
   return _conv_nhwc(lhs, rhs, strides, pads, precision, preferred_element_type)
 
 
@@ -283,17 +282,63 @@ def conv_general_dilated_auto(lhs: jax.Array, rhs: jax.Array, window_strides: Se
   return lax.conv_general_dilated(*args)
 
 
+def _nhwc_operands(lhs: jax.Array, rhs: jax.Array, window_strides, padding, lhs_dilation, rhs_dilation,
+                   dimension_numbers, feature_group_count, batch_group_count):
+  """(strides, explicit padding) for a 2-D NHWC / HWIO convolution without dilation or groups and with padding >= 0
+  (every convolution of HeadGAN), else None."""
+  ours = (lhs.ndim == 4 and rhs.ndim == 4 and feature_group_count == 1 and batch_group_count == 1
+          and all(d == 1 for d in (lhs_dilation or (1, 1))) and all(d == 1 for d in (rhs_dilation or (1, 1)))
+          and dimension_numbers is not None
+          and lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers) == _NHWC)
+  if not ours:
+    return None
+  strides = tuple(int(s) for s in window_strides)
+  pads = _canonical_padding(padding, lhs.shape, rhs.shape, strides)
+  return (strides, pads) if all(p >= 0 for pair in pads for p in pair) else None
+
+
+def conv_general_dilated_onednn(lhs: jax.Array, rhs: jax.Array, window_strides: Sequence[int],
+                                padding: str | Sequence[tuple[int, int]], lhs_dilation: Sequence[int] | None = None,
+                                rhs_dilation: Sequence[int] | None = None, dimension_numbers: Any = None,
+                                feature_group_count: int = 1, batch_group_count: int = 1, precision: Any = None,
+                                preferred_element_type: Any = None) -> jax.Array:
+  """`lax.conv_general_dilated` on oneDNN (`onednn.conv`) for float32 2-D NHWC / HWIO convolutions without dilation
+  or groups; any other is `conv_general_dilated`'s (the im2col weight gradient, or XLA's)."""
+  args = (lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation, dimension_numbers, feature_group_count,
+          batch_group_count, precision, preferred_element_type)
+  nhwc = _nhwc_operands(*args[:-2])
+  if nhwc is None or not onednn.supports(lhs, rhs, preferred_element_type):
+    return conv_general_dilated(*args)
+  return onednn.conv(lhs, rhs, *nhwc)
+
+
 def conv_general_dilated_for(impl: str) -> ConvFn:
-  """The convolution for config.model.conv_impl: 'auto' (on the CPU backend `conv_general_dilated_auto`: ours for
-  large, wide convolutions, XLA's for the others; XLA's on every other backend), 'xla' or 'im2col' (ours for every
-  convolution it supports, on every backend)."""
+  """The convolution for config.model.conv_impl: 'auto' (on the CPU backend: oneDNN's when `onednn.available()`
+  and the process has a single device (a custom call is not partitioned across devices), else
+  `conv_general_dilated_auto`; XLA's on every other backend), 'xla', 'im2col' or 'onednn' (that one on every
+  backend, for each convolution it supports)."""
   if impl not in CONV_IMPLS:
     raise errors.ConfigError(f'config.model.conv_impl = {impl!r}; expected one of {CONV_IMPLS}')
   if impl == 'im2col':
     return conv_general_dilated
+  if impl == 'onednn':
+    reason = onednn.unavailable_reason()
+    if reason is not None:
+      raise errors.ConfigError(f"config.model.conv_impl = 'onednn', but {reason}")
+    return conv_general_dilated_onednn
   if impl == 'auto' and jax.default_backend() == 'cpu':
+    if jax.device_count() == 1:
+      if onednn.available():
+        return conv_general_dilated_onednn
+      _warn_once(f'conv_impl auto: oneDNN convolutions unavailable ({onednn.unavailable_reason()}); '
+                 'using the im2col weight gradient (slower on CPU)')
     return conv_general_dilated_auto
   return lax.conv_general_dilated
+
+
+@functools.cache
+def _warn_once(message: str) -> None:
+  logging.getLogger(__name__).warning(message)
 
 
 @dataclasses.dataclass(frozen=True)

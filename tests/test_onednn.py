@@ -1,0 +1,110 @@
+"""The oneDNN convolution handlers (nn/onednn.py, nn/csrc/onednn_conv.cc): build, registration, errors, and the
+three passes against XLA's convolution (the network shapes are checked in tests/test_conv_grad.py)."""
+import os
+import pathlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax import lax
+
+from headgan_jax import errors
+from headgan_jax.nn import conv, onednn
+
+NHWC = ('NHWC', 'HWIO', 'NHWC')
+
+
+def _rel_err(a, b) -> float:
+  a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+  return float(np.max(np.abs(a - b)) / np.max(np.abs(b)))
+
+
+def test_handlers_are_built_and_registered():
+  """scripts/setup.sh builds them; the file name carries the source's and jaxlib's hash."""
+  assert onednn.unavailable_reason() is None
+  path = onednn.library_path()
+  assert path.exists() and path.parent == onednn.library_dir()
+  assert path.name.startswith('onednn_conv-') and path.suffix == '.so'
+
+
+@pytest.mark.parametrize('strides, padding', [((1, 1), ((1, 1), (1, 1))), ((2, 2), ((1, 2), (0, 1))),
+                                              ((1, 2), ((0, 0), (3, 3)))])
+def test_three_passes_equal_xla(strides, padding):
+  """Forward, input gradient and weight gradient of `onednn.conv` vs lax's, uneven sizes and paddings, batch 3."""
+  rng = np.random.default_rng(0)
+  x = rng.standard_normal((3, 13, 10, 5), np.float32)
+  w = rng.standard_normal((4, 3, 5, 7), np.float32)
+  f_ours = lambda x, w: onednn.conv(x, w, strides, padding)  # noqa: E731
+  f_xla = lambda x, w: lax.conv_general_dilated(x, w, strides, padding, dimension_numbers=NHWC)  # noqa: E731
+  y_xla, vjp_xla = jax.vjp(f_xla, x, w)
+  g = rng.standard_normal(y_xla.shape, np.float32)
+  y, vjp = jax.jit(lambda x, w: jax.vjp(f_ours, x, w))(x, w)
+  assert y.shape == y_xla.shape and y.dtype == jnp.float32
+  assert _rel_err(y, y_xla) < 1e-5
+  for ours, xla in zip(vjp(g), vjp_xla(g)):
+    assert ours.shape == xla.shape and _rel_err(ours, xla) < 1e-5
+
+
+def test_vmap_runs_per_example():
+  """Under vmap the call runs per example (vmap_method 'sequential'); results equal XLA's."""
+  rng = np.random.default_rng(1)
+  x = rng.standard_normal((2, 1, 6, 6, 3), np.float32)
+  w = rng.standard_normal((3, 3, 3, 4), np.float32)
+  pads = ((1, 1), (1, 1))
+  ours = jax.vmap(lambda x: onednn.conv(x, w, (1, 1), pads))(x)
+  xla = jax.vmap(lambda x: lax.conv_general_dilated(x, w, (1, 1), pads, dimension_numbers=NHWC))(x)
+  assert _rel_err(ours, xla) < 1e-5
+
+
+def test_inconsistent_shapes_are_a_clear_error():
+  """The handler checks shapes against strides / padding and says which; nothing is computed."""
+  x = jnp.ones((1, 8, 8, 4))
+  g = jnp.ones((1, 8, 8, 6))
+  with pytest.raises(Exception, match='shapes disagree with the strides / padding'):
+    jax.block_until_ready(onednn.weight_grad(x, g, (3, 3, 4, 6), (2, 2), ((1, 1), (1, 1))))
+
+
+def test_other_dtypes_and_layouts_are_not_sent_to_onednn():
+  """bfloat16, dilation and groups go to the im2col / XLA convolution (no custom call in the program)."""
+  def program(dtype, **kw):
+    return str(jax.make_jaxpr(lambda x, w: conv.conv_general_dilated_onednn(
+        x, w, (1, 1), 'SAME', dimension_numbers=NHWC, **kw))(
+            jax.ShapeDtypeStruct((1, 8, 8, 4), dtype), jax.ShapeDtypeStruct((3, 3, 4 // kw.get(
+                'feature_group_count', 1), 4), dtype)))
+
+  assert 'ffi_call' in program(jnp.float32)
+  assert 'ffi_call' not in program(jnp.bfloat16)
+  assert 'ffi_call' not in program(jnp.float32, rhs_dilation=(2, 2))
+  assert 'ffi_call' not in program(jnp.float32, feature_group_count=2)
+
+
+def test_build_writes_the_library_whole_and_reports_a_missing_compiler(tmp_path, monkeypatch):
+  """A build into a fresh directory makes a loadable file and no temp file; a missing or failing compiler is a
+  BuildError naming the cause, with nothing left behind."""
+  monkeypatch.setenv(onednn.DIR_ENV, str(tmp_path))
+  monkeypatch.setenv('CXX', 'no-such-compiler-xyz')
+  with pytest.raises(onednn.BuildError, match="compiler 'no-such-compiler-xyz' not found"):
+    onednn.build()
+  monkeypatch.setenv('CXX', 'false')
+  with pytest.raises(onednn.BuildError, match='failed'):
+    onednn.build()
+  assert list(tmp_path.iterdir()) == []
+  monkeypatch.delenv('CXX')
+  path = onednn.build()
+  assert path.parent == tmp_path and [p.name for p in tmp_path.iterdir()] == [path.name]
+  import ctypes  # pylint: disable=import-outside-toplevel
+  assert ctypes.cdll.LoadLibrary(os.fspath(path)).HeadganOnednnVersion() >= 20000
+  mtime = path.stat().st_mtime_ns
+  assert onednn.build() == path and path.stat().st_mtime_ns == mtime  # Built already: nothing to do.
+
+
+def test_command_line(tmp_path, monkeypatch, capsys):
+  assert onednn.main(['status']) == 0 and capsys.readouterr().out.strip() == 'available'
+  assert onednn.main(['frobnicate']) == 2
+  monkeypatch.setenv(onednn.DIR_ENV, str(tmp_path))
+  monkeypatch.setenv('CXX', 'no-such-compiler-xyz')
+  assert onednn.main(['build']) == 1
+  assert 'not found' in capsys.readouterr().err
+  assert isinstance(onednn.BuildError('x'), errors.HeadGANError)
+  assert pathlib.Path(onednn.SOURCE).exists()
