@@ -321,3 +321,45 @@ def test_shared_passes_give_the_same_loss_and_gradients(setup, random_vgg19):
   for a, b in zip(jax.tree.leaves(stats_a), jax.tree.leaves(stats_b)):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
   assert _changed(stats_a, host_state.g.stats)  # The power iterations advanced, once, in both.
+
+
+def test_onednn_convolutions_give_the_xla_step_on_one_device(setup):
+  """conv_impl 'onednn' (what 'auto' runs in a one-device CPU process, nn/onednn.py) in the whole train step (G on
+  two frames, D and D_m, whose independent convolutions XLA may run at once) vs 'xla': two steps, the first with
+  the D update, on one device from the same state. As in the 8-vs-1 test (whose docstring says why): Adam epsilon
+  1e-3, every parameter and metric compared after step 1, the loss terms (not the gradient norms) at step 2."""
+  config, _, _, host_state = setup
+  tx = lambda: optax.adam(config.train.lr, b1=config.train.b1, b2=config.train.b2, eps=1e-3)  # noqa: E731
+  optimizers = state_lib.Optimizers(tx(), tx(), tx(), optax.constant_schedule(config.train.lr))
+  host_state = jax.device_get(_with_optimizers(host_state, optimizers)).replace(step=np.int32(3))
+  mesh = step_lib.make_mesh(jax.devices()[:1])
+  batches = [step_lib.shard_batch(data.synthetic_batch(jax.random.key(20 + i), config, 2), mesh) for i in range(2)]
+  results = {}
+  for impl in ('onednn', 'xla'):
+    cfg = config.copy_and_resolve_references()
+    cfg.model.conv_impl = impl
+    train_step = step_lib.make_train_step(cfg, state_lib.make_models(cfg), optimizers, mesh)
+    state = jax.device_put(host_state, step_lib.replicated(mesh))
+    metrics, states = [], []
+    for batch in batches:
+      state, m = train_step(state, batch)
+      metrics.append(jax.device_get(m))
+      states.append(jax.device_get(state))
+    results[impl] = (states[0], metrics)
+  (state_o, metrics_o), (state_x, metrics_x) = results['onednn'], results['xla']
+  assert [float(m['d_updated']) for m in metrics_o] == [1, 0]
+  for step, (mo, mx) in enumerate(zip(metrics_o, metrics_x)):
+    for name in step_lib.METRIC_NAMES:
+      if step == 1 and name.endswith('grad_norm'):
+        continue
+      np.testing.assert_allclose(mo[name], mx[name], rtol=1e-4, atol=1e-6, err_msg=f'step {step} {name}')
+  # Parameters after one Adam step (lr 2e-4): every one within half a step, and all but 0.1 % within 1e-5. (Measured:
+  # 16 of 147456 elements of one R conv kernel, all in one output channel whose gradient is float noise, differ by
+  # up to 4e-5; a wrong gradient would move whole tensors by ~lr.)
+  for name in ('g', 'd', 'dm'):
+    for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(getattr(state_o, name).params),
+                            jax.tree.leaves(getattr(state_x, name).params)):
+      diff = np.abs(np.asarray(a, np.float64) - b)
+      where = f'{name}{jax.tree_util.keystr(path)}'
+      assert diff.max() < 1e-4 and np.mean(diff > 1e-5) < 1e-3, (where, diff.max(), np.mean(diff > 1e-5))
+  assert _changed(state_o.g.params, host_state.g.params)

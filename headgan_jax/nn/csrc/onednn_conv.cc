@@ -6,6 +6,11 @@
 // Each call looks up (or creates once) the primitive for its shapes; oneDNN picks its own kernel layout ("any")
 // and the handler reorders the HWIO kernel / kernel gradient to and from it. Attributes: stride_h, stride_w,
 // pad_top, pad_bottom, pad_left, pad_right (int64).
+//
+// XLA:CPU may run two independent convolutions at once on two of its threads. oneDNN's library-managed scratchpad
+// is shared by all primitives unless the library was built with DNNL_ENABLE_CONCURRENT_EXEC (Debian's is not): two
+// primitives running at once then write into the same scratch memory (seen here: the demo's train step never
+// finished). So every primitive uses a user-managed scratchpad, allocated per call.
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -42,10 +47,18 @@ struct Geometry {
 // A primitive ready to run, and the kernel layout it wants (which the HWIO kernel is reordered to / from).
 struct Compiled {
   dnnl::primitive primitive;
+  memory::desc scratchpad_desc;  // Per call (see the top of the file).
   memory::desc kernel_desc;
   bool kernel_is_hwio = false;
   std::unique_ptr<dnnl::reorder> kernel_reorder;  // HWIO -> kernel_desc (forward, input grad) or back (weight grad).
+  memory::desc reorder_scratchpad_desc;
 };
+
+dnnl::primitive_attr UserScratchpad() {
+  dnnl::primitive_attr attr;
+  attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+  return attr;
+}
 
 dnnl::engine& Engine() {
   static dnnl::engine* engine = new dnnl::engine(dnnl::engine::kind::cpu, 0);
@@ -63,11 +76,11 @@ dnnl::convolution_forward::primitive_desc ForwardDesc(const Geometry& g, dnnl::p
 #if DNNL_VERSION_MAJOR >= 3
   return dnnl::convolution_forward::primitive_desc(Engine(), prop, dnnl::algorithm::convolution_direct,
                                                    Plain(g.src(), tag), Any(g.weights()), Plain(g.dst(), tag),
-                                                   g.strides(), g.pad_l(), g.pad_r());
+                                                   g.strides(), g.pad_l(), g.pad_r(), UserScratchpad());
 #else
   dnnl::convolution_forward::desc desc(prop, dnnl::algorithm::convolution_direct, Plain(g.src(), tag),
                                        Any(g.weights()), Plain(g.dst(), tag), g.strides(), g.pad_l(), g.pad_r());
-  return dnnl::convolution_forward::primitive_desc(desc, Engine());
+  return dnnl::convolution_forward::primitive_desc(desc, UserScratchpad(), Engine());
 #endif
 }
 
@@ -78,20 +91,22 @@ std::unique_ptr<Compiled> Compile(Pass pass, const Geometry& g) {
   if (pass == Pass::kForward) {
     auto pd = ForwardDesc(g, dnnl::prop_kind::forward_inference);
     out->primitive = dnnl::convolution_forward(pd);
+    out->scratchpad_desc = pd.scratchpad_desc();
     out->kernel_desc = pd.weights_desc();
   } else if (pass == Pass::kInputGrad) {
     auto hint = ForwardDesc(g, dnnl::prop_kind::forward_training);
 #if DNNL_VERSION_MAJOR >= 3
     dnnl::convolution_backward_data::primitive_desc pd(Engine(), dnnl::algorithm::convolution_direct,
                                                        Plain(g.src(), tag), Any(g.weights()), Plain(g.dst(), tag),
-                                                       g.strides(), g.pad_l(), g.pad_r(), hint);
+                                                       g.strides(), g.pad_l(), g.pad_r(), hint, UserScratchpad());
 #else
     dnnl::convolution_backward_data::desc desc(dnnl::algorithm::convolution_direct, Plain(g.src(), tag),
                                                Any(g.weights()), Plain(g.dst(), tag), g.strides(), g.pad_l(),
                                                g.pad_r());
-    dnnl::convolution_backward_data::primitive_desc pd(desc, Engine(), hint);
+    dnnl::convolution_backward_data::primitive_desc pd(desc, UserScratchpad(), Engine(), hint);
 #endif
     out->primitive = dnnl::convolution_backward_data(pd);
+    out->scratchpad_desc = pd.scratchpad_desc();
     out->kernel_desc = pd.weights_desc();
   } else {
     auto hint = ForwardDesc(g, dnnl::prop_kind::forward_training);
@@ -99,23 +114,24 @@ std::unique_ptr<Compiled> Compile(Pass pass, const Geometry& g) {
     dnnl::convolution_backward_weights::primitive_desc pd(Engine(), dnnl::algorithm::convolution_direct,
                                                           Plain(g.src(), tag), Any(g.weights()),
                                                           Plain(g.dst(), tag), g.strides(), g.pad_l(), g.pad_r(),
-                                                          hint);
+                                                          hint, UserScratchpad());
 #else
     dnnl::convolution_backward_weights::desc desc(dnnl::algorithm::convolution_direct, Plain(g.src(), tag),
                                                   Any(g.weights()), Plain(g.dst(), tag), g.strides(), g.pad_l(),
                                                   g.pad_r());
-    dnnl::convolution_backward_weights::primitive_desc pd(desc, Engine(), hint);
+    dnnl::convolution_backward_weights::primitive_desc pd(desc, UserScratchpad(), Engine(), hint);
 #endif
     out->primitive = dnnl::convolution_backward_weights(pd);
+    out->scratchpad_desc = pd.scratchpad_desc();
     out->kernel_desc = pd.diff_weights_desc();
   }
   out->kernel_is_hwio = out->kernel_desc == hwio;
   if (!out->kernel_is_hwio) {
-    out->kernel_reorder = pass == Pass::kWeightGrad
-                              ? std::make_unique<dnnl::reorder>(dnnl::reorder::primitive_desc(
-                                    Engine(), out->kernel_desc, Engine(), hwio))
-                              : std::make_unique<dnnl::reorder>(dnnl::reorder::primitive_desc(
-                                    Engine(), hwio, Engine(), out->kernel_desc));
+    const bool to_hwio = pass == Pass::kWeightGrad;
+    dnnl::reorder::primitive_desc pd(Engine(), to_hwio ? out->kernel_desc : hwio, Engine(),
+                                     to_hwio ? hwio : out->kernel_desc, UserScratchpad());
+    out->kernel_reorder = std::make_unique<dnnl::reorder>(pd);
+    out->reorder_scratchpad_desc = pd.scratchpad_desc();
   }
   return out;
 }
@@ -174,16 +190,23 @@ ffi::Error Run(Pass pass, const Geometry& g, void* src, void* kernel, void* dst)
     memory dst_mem(Plain(g.dst(), tag), Engine(), dst);
     memory hwio_mem(Plain(g.weights(), memory::format_tag::hwio), Engine(), kernel);
     memory kernel_mem = c.kernel_is_hwio ? hwio_mem : memory(c.kernel_desc, Engine());
-    if (pass != Pass::kWeightGrad && !c.kernel_is_hwio) c.kernel_reorder->execute(stream, hwio_mem, kernel_mem);
+    memory scratch(c.scratchpad_desc, Engine());  // Allocated here, for this call only.
+    auto reorder_kernel = [&](memory& from, memory& to) {
+      memory reorder_scratch(c.reorder_scratchpad_desc, Engine());
+      c.kernel_reorder->execute(stream, {{DNNL_ARG_FROM, from}, {DNNL_ARG_TO, to},
+                                         {DNNL_ARG_SCRATCHPAD, reorder_scratch}});
+    };
+    if (pass != Pass::kWeightGrad && !c.kernel_is_hwio) reorder_kernel(hwio_mem, kernel_mem);
     if (pass == Pass::kForward) {
-      c.primitive.execute(stream, {{DNNL_ARG_SRC, src_mem}, {DNNL_ARG_WEIGHTS, kernel_mem}, {DNNL_ARG_DST, dst_mem}});
+      c.primitive.execute(stream, {{DNNL_ARG_SRC, src_mem}, {DNNL_ARG_WEIGHTS, kernel_mem}, {DNNL_ARG_DST, dst_mem},
+                                   {DNNL_ARG_SCRATCHPAD, scratch}});
     } else if (pass == Pass::kInputGrad) {
       c.primitive.execute(stream, {{DNNL_ARG_DIFF_SRC, src_mem}, {DNNL_ARG_WEIGHTS, kernel_mem},
-                                   {DNNL_ARG_DIFF_DST, dst_mem}});
+                                   {DNNL_ARG_DIFF_DST, dst_mem}, {DNNL_ARG_SCRATCHPAD, scratch}});
     } else {
       c.primitive.execute(stream, {{DNNL_ARG_SRC, src_mem}, {DNNL_ARG_DIFF_WEIGHTS, kernel_mem},
-                                   {DNNL_ARG_DIFF_DST, dst_mem}});
-      if (!c.kernel_is_hwio) c.kernel_reorder->execute(stream, kernel_mem, hwio_mem);
+                                   {DNNL_ARG_DIFF_DST, dst_mem}, {DNNL_ARG_SCRATCHPAD, scratch}});
+      if (!c.kernel_is_hwio) reorder_kernel(kernel_mem, hwio_mem);
     }
     stream.wait();
   });
