@@ -66,17 +66,21 @@ def test_inconsistent_shapes_are_a_clear_error():
 
 
 def test_other_dtypes_and_layouts_are_not_sent_to_onednn():
-  """bfloat16, dilation and groups go to the im2col / XLA convolution (no custom call in the program)."""
-  def program(dtype, **kw):
-    return str(jax.make_jaxpr(lambda x, w: conv.conv_general_dilated_onednn(
-        x, w, (1, 1), 'SAME', dimension_numbers=NHWC, **kw))(
-            jax.ShapeDtypeStruct((1, 8, 8, 4), dtype), jax.ShapeDtypeStruct((3, 3, 4 // kw.get(
-                'feature_group_count', 1), 4), dtype)))
+  """bfloat16, dilation and groups get what 'auto' gave them before oneDNN (`conv_general_dilated_auto`: the im2col
+  weight gradient for large convolutions, XLA's for the others): the same program, no custom call."""
+  def program(fn, dtype, x_shape=(1, 8, 8, 4), **kw):
+    groups = kw.get('feature_group_count', 1)
+    return str(jax.make_jaxpr(lambda x, w: fn(x, w, (1, 1), 'SAME', dimension_numbers=NHWC, **kw))(
+        jax.ShapeDtypeStruct(x_shape, dtype), jax.ShapeDtypeStruct((3, 3, x_shape[-1] // groups, 4), dtype)))
 
-  assert 'ffi_call' in program(jnp.float32)
-  assert 'ffi_call' not in program(jnp.bfloat16)
-  assert 'ffi_call' not in program(jnp.float32, rhs_dilation=(2, 2))
-  assert 'ffi_call' not in program(jnp.float32, feature_group_count=2)
+  assert 'ffi_call' in program(conv.conv_general_dilated_onednn, jnp.float32)
+  for dtype, x_shape, kw in ((jnp.bfloat16, (1, 8, 8, 4), {}), (jnp.bfloat16, (1, 256, 256, 256), {}),
+                             (jnp.float32, (1, 8, 8, 4), {'rhs_dilation': (2, 2)}),
+                             (jnp.float32, (1, 8, 8, 4), {'feature_group_count': 2})):
+    ours = program(conv.conv_general_dilated_onednn, dtype, x_shape, **kw)
+    assert 'ffi_call' not in ours
+    assert ours == program(conv.conv_general_dilated_auto, dtype, x_shape, **kw)
+  assert 'custom_vjp_call' in program(conv.conv_general_dilated_onednn, jnp.bfloat16, (1, 256, 256, 256))
 
 
 def test_build_writes_the_library_whole_and_reports_a_missing_compiler(tmp_path, monkeypatch):

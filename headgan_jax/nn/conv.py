@@ -303,20 +303,20 @@ def conv_general_dilated_onednn(lhs: jax.Array, rhs: jax.Array, window_strides: 
                                 feature_group_count: int = 1, batch_group_count: int = 1, precision: Any = None,
                                 preferred_element_type: Any = None) -> jax.Array:
   """`lax.conv_general_dilated` on oneDNN (`onednn.conv`) for float32 2-D NHWC / HWIO convolutions without dilation
-  or groups; any other is `conv_general_dilated`'s (the im2col weight gradient, or XLA's)."""
+  or groups; any other (e.g. bfloat16) is `conv_general_dilated_auto`'s, as 'auto' did before oneDNN."""
   args = (lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation, dimension_numbers, feature_group_count,
           batch_group_count, precision, preferred_element_type)
   nhwc = _nhwc_operands(*args[:-2])
   if nhwc is None or not onednn.supports(lhs, rhs, preferred_element_type):
-    return conv_general_dilated(*args)
+    return conv_general_dilated_auto(*args)
   return onednn.conv(lhs, rhs, *nhwc)
 
 
 def conv_general_dilated_for(impl: str) -> ConvFn:
   """The convolution for config.model.conv_impl: 'auto' (on the CPU backend: oneDNN's when `onednn.available()`
   and the process has a single device (a custom call is not partitioned across devices), else
-  `conv_general_dilated_auto`; XLA's on every other backend), 'xla', 'im2col' or 'onednn' (that one on every
-  backend, for each convolution it supports)."""
+  `conv_general_dilated_auto`; XLA's on every other backend), 'xla' or 'im2col' (that one on every backend), or
+  'onednn' (CPU only: a ConfigError saying why where its handlers cannot be loaded)."""
   if impl not in CONV_IMPLS:
     raise errors.ConfigError(f'config.model.conv_impl = {impl!r}; expected one of {CONV_IMPLS}')
   if impl == 'im2col':
