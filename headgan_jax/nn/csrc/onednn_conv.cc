@@ -84,8 +84,24 @@ dnnl::convolution_forward::primitive_desc ForwardDesc(const Geometry& g, dnnl::p
 #endif
 }
 
-std::unique_ptr<Compiled> Compile(Pass pass, const Geometry& g) {
+// The input- or weight-gradient primitive (`Backward`: dnnl::convolution_backward_data / _weights; both take the
+// same arguments), hinted by the forward-training primitive of the same shapes.
+template <typename Backward>
+typename Backward::primitive_desc BackwardDesc(const Geometry& g) {
   const auto tag = memory::format_tag::nhwc;
+  auto hint = ForwardDesc(g, dnnl::prop_kind::forward_training);
+#if DNNL_VERSION_MAJOR >= 3
+  return typename Backward::primitive_desc(Engine(), dnnl::algorithm::convolution_direct, Plain(g.src(), tag),
+                                           Any(g.weights()), Plain(g.dst(), tag), g.strides(), g.pad_l(), g.pad_r(),
+                                           hint, UserScratchpad());
+#else
+  typename Backward::desc desc(dnnl::algorithm::convolution_direct, Plain(g.src(), tag), Any(g.weights()),
+                               Plain(g.dst(), tag), g.strides(), g.pad_l(), g.pad_r());
+  return typename Backward::primitive_desc(desc, UserScratchpad(), Engine(), hint);
+#endif
+}
+
+std::unique_ptr<Compiled> Compile(Pass pass, const Geometry& g) {
   auto out = std::make_unique<Compiled>();
   const memory::desc hwio = Plain(g.weights(), memory::format_tag::hwio);
   if (pass == Pass::kForward) {
@@ -94,33 +110,12 @@ std::unique_ptr<Compiled> Compile(Pass pass, const Geometry& g) {
     out->scratchpad_desc = pd.scratchpad_desc();
     out->kernel_desc = pd.weights_desc();
   } else if (pass == Pass::kInputGrad) {
-    auto hint = ForwardDesc(g, dnnl::prop_kind::forward_training);
-#if DNNL_VERSION_MAJOR >= 3
-    dnnl::convolution_backward_data::primitive_desc pd(Engine(), dnnl::algorithm::convolution_direct,
-                                                       Plain(g.src(), tag), Any(g.weights()), Plain(g.dst(), tag),
-                                                       g.strides(), g.pad_l(), g.pad_r(), hint, UserScratchpad());
-#else
-    dnnl::convolution_backward_data::desc desc(dnnl::algorithm::convolution_direct, Plain(g.src(), tag),
-                                               Any(g.weights()), Plain(g.dst(), tag), g.strides(), g.pad_l(),
-                                               g.pad_r());
-    dnnl::convolution_backward_data::primitive_desc pd(desc, UserScratchpad(), Engine(), hint);
-#endif
+    auto pd = BackwardDesc<dnnl::convolution_backward_data>(g);
     out->primitive = dnnl::convolution_backward_data(pd);
     out->scratchpad_desc = pd.scratchpad_desc();
     out->kernel_desc = pd.weights_desc();
   } else {
-    auto hint = ForwardDesc(g, dnnl::prop_kind::forward_training);
-#if DNNL_VERSION_MAJOR >= 3
-    dnnl::convolution_backward_weights::primitive_desc pd(Engine(), dnnl::algorithm::convolution_direct,
-                                                          Plain(g.src(), tag), Any(g.weights()),
-                                                          Plain(g.dst(), tag), g.strides(), g.pad_l(), g.pad_r(),
-                                                          hint, UserScratchpad());
-#else
-    dnnl::convolution_backward_weights::desc desc(dnnl::algorithm::convolution_direct, Plain(g.src(), tag),
-                                                  Any(g.weights()), Plain(g.dst(), tag), g.strides(), g.pad_l(),
-                                                  g.pad_r());
-    dnnl::convolution_backward_weights::primitive_desc pd(desc, UserScratchpad(), Engine(), hint);
-#endif
+    auto pd = BackwardDesc<dnnl::convolution_backward_weights>(g);
     out->primitive = dnnl::convolution_backward_weights(pd);
     out->scratchpad_desc = pd.scratchpad_desc();
     out->kernel_desc = pd.diff_weights_desc();
