@@ -56,7 +56,7 @@ def paper_step_flops(batch: int) -> float | None:
   config.train.steps_per_epoch = 1000  # Any: the schedule's epoch length does not change the step's cost.
   mesh = step_lib.make_mesh(jax.devices()[:1])
   models, optimizers = state_lib.make_models(config), state_lib.make_optimizers(config)
-  vgg = vgg_lib.VGG19(dtype=jnp.float32)
+  vgg = vgg_lib.vgg19_module_from_config(config, jnp.float32)
   vgg_params = jax.eval_shape(lambda: vgg.init(jax.random.key(1), jnp.zeros((1, 32, 32, 3)))['params'])
   state = jax.eval_shape(lambda k: state_lib.init_state(k, config, models, optimizers), jax.random.key(0))
   batch_spec = data.batch_spec(config, batch)

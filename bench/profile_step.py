@@ -163,7 +163,7 @@ def _build(args):
     models, optimizers = state_lib.make_models(config), state_lib.make_optimizers(config)
     vgg_apply = vgg_params = None
     if config.loss.use_vgg:  # Random weights: the cost does not depend on them.
-      vgg = vgg_lib.VGG19(dtype=jnp.dtype(config.model.compute_dtype))
+      vgg = vgg_lib.vgg19_module_from_config(config)
       vgg_params = vgg.init(jax.random.key(1), jnp.zeros((1, 32, 32, 3)))['params']
       vgg_apply = lambda p, x: vgg.apply({'params': p}, x)  # noqa: E731
     state = step_lib.init_state_sharded(jax.random.key(0), config, models, optimizers, mesh)

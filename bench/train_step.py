@@ -93,7 +93,7 @@ def setup_vgg(config, mesh):
     vgg_apply, vgg_params = vgg_lib.vgg19_from_config(config)
     note = 'torchvision weights'
   else:  # Cost does not depend on the weights' values.
-    model = vgg_lib.VGG19(dtype=jnp.dtype(config.model.compute_dtype))
+    model = vgg_lib.vgg19_module_from_config(config)
     vgg_params = model.init(jax.random.key(1), jnp.zeros((1, 32, 32, 3)))['params']
     vgg_apply = lambda p, x: model.apply({'params': p}, x)  # noqa: E731
     note = 'random weights (no file configured; same cost)'
@@ -234,7 +234,7 @@ def run_compare_conv(args: argparse.Namespace, config) -> dict:
   optimizers = state_lib.make_optimizers(config)
   vgg_apply = vgg_params = None
   if config.loss.use_vgg:  # Random weights: the cost does not depend on them.
-    model = vgg_lib.VGG19(dtype=jnp.dtype(config.model.compute_dtype))
+    model = vgg_lib.vgg19_module_from_config(config)
     vgg_params = jax.device_put(model.init(jax.random.key(1), jnp.zeros((1, 32, 32, 3)))['params'],
                                 step_lib.replicated(mesh))
     vgg_apply = lambda p, x: model.apply({'params': p}, x)  # noqa: E731

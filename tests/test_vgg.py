@@ -1,4 +1,5 @@
-"""VGG19: the torchvision weight file converts to flax features equal to torch's, with a cache and clear errors."""
+"""VGG19: the torchvision weight file converts to flax features equal to torch's on either input (config.loss.vgg_input:
+[-1, 1] as it is or ImageNet-normalised), with a cache and clear errors."""
 import sys
 import warnings
 
@@ -7,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from configs import tiny
+from configs import paper, tiny
 from headgan_jax.errors import ConfigError, WeightFileError
 from headgan_jax.nn import vgg
 
@@ -67,28 +68,57 @@ def torch_vgg_file(tmp_path_factory):
   return net, path
 
 
-def test_features_match_torch_layer_by_layer(torch_vgg_file, tmp_path):
+def _torch_input(images: np.ndarray, mode: str) -> np.ndarray:
+  """What torch is fed per mode, computed here independently of vgg.py: [-1, 1] as it is (the authors' VGGLoss) or
+  torchvision's ImageNet-normalised [0, 1] image."""
+  if mode == 'raw':
+    return images
+  unit = (images + 1) / 2
+  return (unit - np.array([0.485, 0.456, 0.406], np.float32)) / np.array([0.229, 0.224, 0.225], np.float32)
+
+
+def _torch_features(net, x: np.ndarray) -> list[np.ndarray]:
+  with torch.no_grad():
+    return [b.numpy().transpose(0, 2, 3, 1) for b in net.taps(torch.from_numpy(x.transpose(0, 3, 1, 2)))]
+
+
+@pytest.mark.parametrize('mode', vgg.VGG_INPUT_MODES)
+def test_features_match_torch_layer_by_layer(torch_vgg_file, tmp_path, mode):
   net, path = torch_vgg_file
   assert len([k for k in net.state_dict() if k.startswith('features.')]) == 32
   params = vgg.load_torchvision_vgg19(path, cache_dir=tmp_path)
 
   # Odd sizes: 36 -> 18 -> 9 -> 4 -> 2 checks that pooling floors like torch's.
   images = np.random.default_rng(0).uniform(-1, 1, (2, 36, 40, 3)).astype(np.float32)
-  ours = jax.jit(vgg.VGG19().apply)({'params': params}, jnp.asarray(images))
-
-  # Torch gets the ImageNet-normalised [0, 1] image, computed here independently of vgg.py.
-  unit = (images + 1) / 2
-  normalised = (unit - np.array([0.485, 0.456, 0.406], np.float32)) / np.array([0.229, 0.224, 0.225], np.float32)
-  with torch.no_grad():
-    theirs = net.taps(torch.from_numpy(normalised.transpose(0, 3, 1, 2)))
+  ours = jax.jit(vgg.VGG19(input_mode=mode).apply)({'params': params}, jnp.asarray(images))
+  theirs = _torch_features(net, _torch_input(images, mode))
 
   assert len(ours) == 5
   for name, a, b in zip(vgg.FEATURE_NAMES, ours, theirs):
-    b = b.numpy().transpose(0, 2, 3, 1)
     assert a.shape == b.shape, name
     assert np.abs(b).max() > 0.1 and (b > 0).mean() > 0.05, f'{name}: reference activations are degenerate'
     diff = np.abs(np.asarray(a) - b).max()
     assert diff < 1e-4, f'{name}: max abs diff {diff}'  # Measured ~2e-6.
+
+
+def test_input_modes_differ(torch_vgg_file, tmp_path):
+  """The switch matters: each mode's features are far from the other mode's torch reference, and the default
+  (module and config) is 'raw', the authors'."""
+  net, path = torch_vgg_file
+  params = vgg.load_torchvision_vgg19(path, cache_dir=tmp_path)
+  images = np.random.default_rng(3).uniform(-1, 1, (2, 32, 32, 3)).astype(np.float32)
+  ours = {m: vgg.VGG19(input_mode=m).apply({'params': params}, jnp.asarray(images)) for m in vgg.VGG_INPUT_MODES}
+  theirs = {m: _torch_features(net, _torch_input(images, m)) for m in vgg.VGG_INPUT_MODES}
+  for name, a, b in zip(vgg.FEATURE_NAMES, ours['raw'], theirs['imagenet']):
+    rel = np.abs(np.asarray(a) - b).max() / np.abs(b).max()
+    assert rel > 0.05, f'{name}: raw features match the ImageNet-normalised reference (rel diff {rel})'
+  for name, a, b in zip(vgg.FEATURE_NAMES, ours['imagenet'], theirs['raw']):
+    rel = np.abs(np.asarray(a) - b).max() / np.abs(b).max()
+    assert rel > 0.05, f'{name}: imagenet features match the raw reference (rel diff {rel})'
+
+  assert vgg.VGG19().input_mode == 'raw'
+  assert tiny.get_config().loss.vgg_input == 'raw'
+  assert paper.get_config().loss.vgg_input == 'raw'
 
 
 def test_cache_hit_needs_no_torch(torch_vgg_file, tmp_path, monkeypatch):
@@ -194,3 +224,32 @@ def test_from_config(torch_vgg_file, tmp_path):
   ref = vgg.VGG19().apply({'params': params}, images)
   rel = float(jnp.abs(feats[0].astype(jnp.float32) - ref[0]).max() / jnp.abs(ref[0]).max())
   assert rel < 0.05
+
+  # config.loss.vgg_input reaches the network: 'imagenet' gives the features of VGG19(input_mode='imagenet').
+  config.model.compute_dtype = 'float32'
+  for mode in vgg.VGG_INPUT_MODES:
+    config.loss.vgg_input = mode
+    apply_fn, params = vgg.vgg19_from_config(config, cache_dir=tmp_path)
+    want = vgg.VGG19(input_mode=mode).apply({'params': params}, images)
+    jax.tree.map(np.testing.assert_array_equal, apply_fn(params, images), want)
+
+
+@pytest.mark.parametrize('use_vgg', [True, False])
+def test_from_config_refuses_unknown_input(tmp_path, use_vgg):
+  """An unknown vgg_input is a ConfigError naming the field and the choices, with or without the VGG terms (a typo
+  must not wait until use_vgg is turned on); so is a config that lacks the field."""
+  config = tiny.get_config()
+  config.loss.use_vgg = use_vgg
+  config.loss.vgg_input = 'ImageNet'
+  with pytest.raises(ConfigError, match=r"config\.loss\.vgg_input.*'ImageNet'.*'raw'.*'imagenet'"):
+    vgg.vgg19_from_config(config, cache_dir=tmp_path)
+  with pytest.raises(ConfigError, match=r'config\.loss\.vgg_input'):
+    vgg.vgg19_module_from_config(config)
+  del config.loss['vgg_input']
+  with pytest.raises(ConfigError, match=r'config\.loss\.vgg_input'):
+    vgg.vgg19_from_config(config, cache_dir=tmp_path)
+
+
+def test_module_refuses_unknown_input():
+  with pytest.raises(ValueError, match='input_mode'):
+    vgg.VGG19(input_mode='bgr').init(jax.random.key(0), jnp.zeros((1, 16, 16, 3)))

@@ -4,6 +4,11 @@ The perceptual loss of the paper (eq. 7, [20]) follows pix2pixHD / SPADE's `VGGL
 activations relu1_1, relu2_1, relu3_1, relu4_1 and relu5_1 of an ImageNet-trained VGG19. Those weights cannot be
 downloaded at run time; `load_torchvision_vgg19` converts the standard torchvision file (`vgg19-dcbb9e9d.pth`) into
 flax parameters once and caches the result, keyed by the file's sha256, so later runs do not need PyTorch.
+
+What the network sees is `config.loss.vgg_input`: 'raw' (default, the authors' code: their `VGGLoss` feeds the
+images in [-1, 1] as they are) or 'imagenet' (mapped to [0, 1], then ImageNet mean / std, the input torchvision
+documents for these weights). 'imagenet' spans about 2.2x the range of 'raw' (1 / (2 std)), which changes the
+activations behind both VGG terms (lambda_VGG = 10 each).
 """
 from __future__ import annotations
 
@@ -21,6 +26,10 @@ import numpy as np
 from flax import traverse_util
 
 from headgan_jax.errors import ConfigError, WeightFileError
+
+# What VGG19 is fed (config.loss.vgg_input): 'raw' = images in [-1, 1] as they are (the authors'), 'imagenet' =
+# torchvision's convention (below).
+VGG_INPUT_MODES = ('raw', 'imagenet')
 
 # ImageNet statistics of images in [0, 1], as torchvision's VGG expects them.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -62,20 +71,31 @@ def imagenet_normalise(images: jax.Array) -> jax.Array:
   return ((images + 1) * 0.5 - mean) / std
 
 
+def vgg_input(images: jax.Array, input_mode: str) -> jax.Array:
+  """The network's input for images in [-1, 1]: as they are ('raw') or `imagenet_normalise`d ('imagenet')."""
+  if input_mode == 'raw':
+    return images
+  if input_mode == 'imagenet':
+    return imagenet_normalise(images)
+  raise ValueError(f'VGG19 input_mode {input_mode!r} is not one of {VGG_INPUT_MODES}')
+
+
 class VGG19(nn.Module):
   """torchvision's VGG19 `features` (3x3 convs + ReLU, 2x2 max pools), run up to relu5_1 and no further.
 
   `__call__(images)` takes (B, H, W, 3) images in [-1, 1] and returns the list of the 5 activations
   relu1_1 (H), relu2_1 (H/2), relu3_1 (H/4), relu4_1 (H/8), relu5_1 (H/16), sizes floored like torch's pooling.
-  Parameters are float32; `dtype` is the compute dtype.
+  `input_mode` is what the first conv sees (`vgg_input`): 'raw' (default, the authors') or 'imagenet'. Parameters
+  are float32; `dtype` is the compute dtype. Build it from a config with `vgg19_module_from_config`.
   """
   dtype: Any = jnp.float32
+  input_mode: str = 'raw'
 
   @nn.compact
   def __call__(self, images: jax.Array) -> list[jax.Array]:
     if images.ndim != 4 or images.shape[-1] != 3:
       raise ValueError(f'VGG19 expects (B, H, W, 3) images, got shape {images.shape}')
-    x = imagenet_normalise(images.astype(jnp.float32)).astype(self.dtype)
+    x = vgg_input(images.astype(jnp.float32), self.input_mode).astype(self.dtype)
     features = []
     for b, widths in enumerate(_BLOCKS):
       if b > 0:
@@ -204,9 +224,10 @@ def load_torchvision_vgg19(path: str | os.PathLike, sha256: str = '',
                            cache_dir: str | os.PathLike | None = None) -> dict:
   """Flax params of `VGG19` from torchvision's VGG19 weight file (`vgg19-dcbb9e9d.pth`).
 
-  Use as `VGG19().apply({'params': params}, images)`. The file is read with `torch.load(weights_only=True)` and
-  converted once; the converted params are cached as `<cache_dir>/vgg19-relu5_1-v1-<sha256 of the file>.npz`
-  (default cache_dir ~/.cache/headgan_jax), and a cache hit needs no PyTorch.
+  Use as `VGG19(input_mode=...).apply({'params': params}, images)`, or through `vgg19_from_config`. The file is read
+  with `torch.load(weights_only=True)` and converted once; the converted params are cached as
+  `<cache_dir>/vgg19-relu5_1-v1-<sha256 of the file>.npz` (default cache_dir ~/.cache/headgan_jax), and a cache hit
+  needs no PyTorch.
 
   Args:
     path: the .pth file (a state_dict with keys features.N.weight / bias; classifier keys are ignored).
@@ -239,14 +260,32 @@ def load_torchvision_vgg19(path: str | os.PathLike, sha256: str = '',
 VGGApply = Callable[[Any, jax.Array], list[jax.Array]]
 
 
+def vgg_input_mode(config) -> str:
+  """config.loss.vgg_input, checked: one of VGG_INPUT_MODES, else ConfigError naming the field and the choices."""
+  mode = config.loss.get('vgg_input')
+  if mode not in VGG_INPUT_MODES:
+    raise ConfigError(f'config.loss.vgg_input is {mode!r}; expected one of {VGG_INPUT_MODES} '
+                      "('raw': images in [-1, 1] as they are, the authors'; 'imagenet': ImageNet mean / std)")
+  return mode
+
+
+def vgg19_module_from_config(config, dtype: Any = None) -> VGG19:
+  """The `VGG19` module the config asks for: input mode config.loss.vgg_input, compute dtype `dtype` (default
+  config.model.compute_dtype). Every builder of the perceptual network goes through here, so none ignores the mode."""
+  dtype = jnp.dtype(config.model.compute_dtype if dtype is None else dtype)
+  return VGG19(dtype=dtype, input_mode=vgg_input_mode(config))
+
+
 def vgg19_from_config(config, cache_dir: str | os.PathLike | None = None) -> tuple[VGGApply, dict] | None:
   """(apply_fn, params) of the perceptual network the config asks for, or None when config.loss.use_vgg is False.
 
-  `apply_fn(params, images)` returns the 5 feature maps; compute dtype is config.model.compute_dtype. Training
-  refuses to start with use_vgg True and no weight file: the VGG terms weigh 10x in L_G and silently dropping them
-  would train a different model.
+  `apply_fn(params, images)` returns the 5 feature maps of images in [-1, 1], fed as config.loss.vgg_input says;
+  compute dtype is config.model.compute_dtype. Training refuses to start with use_vgg True and no weight file: the
+  VGG terms weigh 10x in L_G and silently dropping them would train a different model.
   """
   loss = config.loss
+  # Checked even without VGG terms, so a typo fails now rather than when use_vgg is turned on.
+  model = vgg19_module_from_config(config)
   if not loss.use_vgg:
     warnings.warn('config.loss.use_vgg is False: training without the VGG perceptual terms L_G^VGG and L_F^VGG '
                   '(eq. 7, weight lambda_VGG) - results will differ from the paper.', UserWarning, stacklevel=2)
@@ -256,7 +295,6 @@ def vgg19_from_config(config, cache_dir: str | os.PathLike | None = None) -> tup
         "config.loss.vgg_weights is '' while config.loss.use_vgg is True: give the path of torchvision's VGG19 "
         'weights (vgg19-dcbb9e9d.pth), or set config.loss.use_vgg = False to train explicitly without VGG terms.')
   params = load_torchvision_vgg19(loss.vgg_weights, loss.vgg_sha256, cache_dir)
-  model = VGG19(dtype=jnp.dtype(config.model.compute_dtype))
 
   def apply_fn(vgg_params, images: jax.Array) -> list[jax.Array]:
     return model.apply({'params': vgg_params}, images)
