@@ -13,7 +13,9 @@ Stages (each one a project command, run as its own process, so each frees its me
 Run it again and it resumes: a built dataset is not built again, training continues from its last checkpoint (or is
 skipped when it reached its step count), and evaluation / reenactment are skipped when their outputs are newer than
 the latest checkpoint. It ends by saying where each output is; WORKDIR/main_job.json records the stages' times.
-Exit status: 0 done; 2 a stage failed (its message is above).
+One main job (or train.py) per work folder: a second one on the same WORKDIR stops at once with exit status 2 and one
+line naming the running one (pid, host, start time); the lock is the kernel's (flock), so a killed job leaves none.
+Exit status: 0 done; 2 a stage failed (its message is above), or WORKDIR is in use by another run.
 """
 from __future__ import annotations
 
@@ -51,10 +53,11 @@ def fresh(paths: Sequence[str], than: float) -> bool:
   return all(os.path.exists(p) and os.path.getmtime(p) >= than for p in paths)
 
 
-def run_stage(name: str, cmd: list[str], log: list[dict]) -> None:
+def run_stage(name: str, cmd: list[str], log: list[dict], **popen) -> None:
+  """Runs one stage; `popen`: more subprocess arguments (the work folder's lock for the train stage)."""
   print(f'\n== {name}: {" ".join(cmd)}', flush=True)
   start = time.perf_counter()
-  proc = subprocess.run(cmd, cwd=REPO)
+  proc = subprocess.run(cmd, cwd=REPO, **popen)
   seconds = round(time.perf_counter() - start, 1)
   log.append(dict(stage=name, seconds=seconds, status=proc.returncode, command=cmd))
   if proc.returncode != 0:
@@ -127,7 +130,12 @@ def main(argv: Sequence[str] | None = None) -> int:
   args = parser.parse_args(argv)
   py = sys.executable
   workdir = os.path.abspath(args.workdir)
-  os.makedirs(workdir, exist_ok=True)
+  from headgan_jax.train import checkpoints  # pylint: disable=import-outside-toplevel
+  try:  # One run per work folder: this job holds WORKDIR's lock, its train.py stage with it (inherited).
+    lock = checkpoints.lock_workdir(workdir)  # Creates the folder.
+  except errors.WorkdirBusyError as e:
+    print(f'error: {e}', file=sys.stderr)  # Nothing written: the folder is the other run's.
+    return 2
   log: list[dict] = []
   start = time.perf_counter()
   try:
@@ -142,7 +150,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise errors.DatasetError(f'{path}: the {what} is missing (the demo needs ../shared/fixtures beside the '
                                   'repository, or pass --reference / --driving).')
     # 1. The demo set.
-    built = os.path.join(data_dir, 'headgan_demo', f'{size}px', '1.0.0', 'dataset_info.json')
+    from headgan_jax.data import building  # pylint: disable=import-outside-toplevel
+    built = os.path.join(data_dir, 'headgan_demo', f'{size}px', building.DATASET_VERSION, 'dataset_info.json')
     if os.path.isfile(built):
       skip('build', f'the demo set is built in {os.path.dirname(built)}', log)
     else:
@@ -158,7 +167,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if latest is not None and target and latest[0] >= target:
       skip('train', f'checkpoint at step {latest[0]} in {workdir}/checkpoints', log)
     else:
-      run_stage('train', [py, 'train.py', '--config', args.config, '--workdir', workdir] + overrides, log)
+      run_stage('train', [py, 'train.py', '--config', args.config, '--workdir', workdir] + overrides, log,
+                **lock.for_child())
     latest = latest_checkpoint(workdir)
     if latest is None:
       raise StageFailed(f'training wrote no checkpoint in {workdir}/checkpoints.')
@@ -185,8 +195,10 @@ def main(argv: Sequence[str] | None = None) -> int:
   except (StageFailed, errors.HeadGANError) as e:
     print(f'error: {e}', file=sys.stderr)
     _write_log(workdir, log, start, failed=str(e))
+    lock.release()
     return 2
   _write_log(workdir, log, start)
+  lock.release()
   print(f'\nmain job done in {time.perf_counter() - start:.0f} s (checkpoint step {step}). Outputs:')
   where = {'checkpoints': os.path.join(workdir, 'checkpoints', str(step)),
            'TensorBoard logs': os.path.join(workdir, 'tensorboard'),

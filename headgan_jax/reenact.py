@@ -8,6 +8,9 @@ W is a training work folder (its latest checkpoint and its config.json are used)
 (W/checkpoints/<N>). The pipeline, all of it the training code's own pieces:
   reference image --Tracker.track_image--> p_ref^id, p_ref^exp, camera; y_ref = its crop, x_ref its 3D face image
   driving video --Tracker.iter_video (chunks)--> p_t^exp, camera_t; eq. 1: x_t = render(p_ref^id, p_t^exp, c_t)
+    (a run of Table 1's "landmarks" ablation, config.model.conditioning = 'landmarks': x_t and x_ref are drawn
+    sketches of the driver's and the reference's tracked 2-D landmarks instead; the driver's landmarks carry the
+    driver's face shape, so its cross-identity output takes that shape: there is no eq. 1 for landmarks)
   driving audio (or --audio) --audio.features + the training set's statistics--> h_t^(a)
   G(x_{t-k:t}, y_ref, x_ref, h_t^(a)) --> y~_t, the image_size x image_size crop (nothing is pasted back, as the paper)
   --> H.264 + AAC (PyAV) at the driving fps; --side-by-side writes driving crop | x_t | y~_t.
@@ -112,8 +115,8 @@ def drive_windows(x: np.ndarray, history: np.ndarray) -> np.ndarray:
 def keep_last_good(track, last: dict | None) -> tuple[dict, np.ndarray, dict | None]:
   """The driving coefficients of a chunk with every frame without a usable face replaced by the last good frame's
   (carried across chunks in `last`; before the first good frame, the tracker's nearest good frame). Returns
-  (p_exp / rotation / translation / scale arrays, the replaced frames (n,) bool, the new `last`)."""
-  names = ('p_exp', 'rotation', 'translation', 'scale')
+  (p_exp / rotation / translation / scale / landmarks arrays, the replaced frames (n,) bool, the new `last`)."""
+  names = ('p_exp', 'rotation', 'translation', 'scale', 'landmarks')
   arrays = {n: np.array(getattr(track, n), np.float32) for n in names}
   bad = ~np.asarray(track.valid, bool)
   good = np.flatnonzero(~bad)
@@ -174,16 +177,24 @@ class Reenactor:
       out.append(np.asarray(self._generate(self.variables, xs, y_ref, x_ref, hs))[:m])
     return np.concatenate(out)
 
-  def track_reference(self, reference: str):
+  def conditioning(self, p_id, p_exp, camera, landmarks: np.ndarray, bucket: int) -> np.ndarray:
+    """G's conditioning images (n, S, S, 3) in [0, 1]: the 3D face x_t of (p_id, p_exp, camera) (eq. 1), or for
+    config.model.conditioning = 'landmarks' the drawn 2-D landmarks (crop pixels), as the training pipeline makes."""
     from headgan_jax.data import track as track_lib
+    from headgan_jax.face3d import landmarks_image
+    if self.config.model.conditioning == 'landmarks':
+      return np.asarray(landmarks_image.draw_landmarks(np.asarray(landmarks, np.float32), self.size, self.size))
+    return track_lib.render_x(self.tracker.model, p_id, p_exp, camera, self.size, self.config.face3d.x_image_mode,
+                              bucket)
+
+  def track_reference(self, reference: str):
     from headgan_jax.data import video as video_lib
     from headgan_jax.face3d import camera as cam_lib
     ref = self.tracker.track_image(video_lib.read_image(reference), reference)  # NoFaceFoundError when none.
     if not ref.valid[0]:
       raise errors.NoFaceFoundError(f'{reference} ({ref.reasons[0]})')
     cam = cam_lib.Camera(ref.rotation[:1], ref.translation[:1], ref.scale[:1])
-    x_ref = track_lib.render_x(self.tracker.model, ref.p_id, ref.p_exp[:1], cam, self.size,
-                               self.config.face3d.x_image_mode, bucket=1)[0]
+    x_ref = self.conditioning(ref.p_id, ref.p_exp[:1], cam, ref.landmarks[:1], 1)[0]
     y_ref = ref.crops[0].astype(np.float32) / 127.5 - 1.0
     return ref, y_ref, x_ref
 
@@ -217,7 +228,6 @@ class Reenactor:
     import contextlib
     import tqdm
     from headgan_jax.audio import io as audio_io
-    from headgan_jax.data import track as track_lib
     from headgan_jax.data import video as video_lib
     from headgan_jax.face3d import camera as cam_lib
     say = say or (lambda m: print(m, file=sys.stderr))
@@ -250,8 +260,7 @@ class Reenactor:
         bad_count += int(bad.sum())
         bad_first += [done + int(i) for i in np.flatnonzero(bad)[:10 - len(bad_first)]]
         cam = cam_lib.Camera(coeffs['rotation'], coeffs['translation'], coeffs['scale'])
-        x = track_lib.render_x(self.tracker.model, ref.p_id, coeffs['p_exp'], cam, self.size,
-                               self.config.face3d.x_image_mode, int(self.config.track.chunk_frames))
+        x = self.conditioning(ref.p_id, coeffs['p_exp'], cam, coeffs['landmarks'], int(self.config.track.chunk_frames))
         if history is None:  # Before the first frame: the first frame repeated, as in training.
           history = np.repeat(x[:1], self.k, 0)
         rows = np.minimum(np.arange(done, done + n), len(h) - 1)  # The header's count may be a frame short.

@@ -75,12 +75,76 @@ def test_demo_counts_and_held_out_protocol(demo_build):
     spans = sorted((int(r['start']), int(r['start']) + len(r['frames']), split)
                    for split, recs in (('train', train), ('test', test)) for r in recs.values()
                    if r['clip'].decode() == clip)
-    assert spans[0][0] == 0 and spans[-1][1] == n and all(a[1] == b[0] for a, b in zip(spans, spans[1:]))
-    n_train = sum(b - a for a, b, s in spans if s == 'train')
-    assert n_train == (0 if clip == 'talk-05' else round(n * 0.8)), (clip, spans)
-    assert all(4 <= b - a <= 4 + 2 for a, b, s in spans if s == 'train')  # 4-frame sequences, a short tail joins.
-    assert sum(1 for *_, s in spans if s == 'test') == 1  # Test clips are whole, for evaluation.
-  assert counts['train']['frames'] == sum(round(r['frames'] * 0.8) for c, r in rows.items() if c != 'talk-05')
+    cut = 0 if clip == 'talk-05' else round(n * 0.8)
+    train_spans = [(a, b) for a, b, s in spans if s == 'train']
+    # 4-frame sequences from frame 0; the shorter tail of the train part is dropped (the authors').
+    assert train_spans == [(a, a + 4) for a in range(0, cut - cut % 4, 4)], (clip, spans)
+    assert [(a, b) for a, b, s in spans if s == 'test'] == [(cut, n)]  # Test clips are whole, for evaluation.
+  assert counts['train']['frames'] == sum(round(r['frames'] * 0.8) // 4 * 4 for c, r in rows.items()
+                                          if c != 'talk-05')
+
+
+def test_cut_drops_or_keeps_short_tails():
+  assert clips_lib.cut(11, 4, 3, keep_short_tails=False) == [(0, 4), (4, 8)]  # The authors': the tail is dropped.
+  assert clips_lib.cut(11, 4, 3, keep_short_tails=True) == [(0, 4), (4, 8), (8, 11)]
+  assert clips_lib.cut(10, 4, 3, keep_short_tails=True) == [(0, 4), (4, 10)]  # Shorter than min_length: joins.
+  assert clips_lib.cut(3, 4, 3, keep_short_tails=False) == []
+  assert clips_lib.cut(8, 4, 3, keep_short_tails=False) == [(0, 4), (4, 8)]
+
+
+def test_reference_set_spans_the_poses_sorted():
+  """8 frames evenly spaced along the first principal component of the standardised camera parameters, sorted by
+  it, only tracked frames, the same order whatever the SVD's sign."""
+  rng = np.random.default_rng(0)
+  n = 40
+  yaw = np.linspace(-1, 1, n)[rng.permutation(n)]  # A head turning: one pose carries the variation.
+  rotation = np.tile(np.float32([1, 0, 0, 0, 1, 0]), (n, 1))
+  rotation[:, 0], rotation[:, 2] = np.cos(yaw), np.sin(yaw)
+  translation = np.stack([30 + 5 * yaw, np.full(n, 32.0)], 1)  # The face centre moves with the turn.
+  scale = np.full(n, 20.0)
+  valid = np.ones(n, bool)
+  valid[np.argmax(yaw)] = False  # The most extreme pose is untracked: never a reference.
+  refs = clips_lib.reference_set(rotation, translation, scale, valid, 8)
+  assert refs.shape == (8,) and valid[refs].all() and len(set(refs.tolist())) == 8
+  picked = yaw[refs]
+  assert np.all(np.diff(picked) > 0) or np.all(np.diff(picked) < 0)  # Sorted by pose.
+  tracked = np.sort(yaw[valid])
+  assert {picked.min(), picked.max()} == {tracked[0], tracked[-1]}  # From one end of the poses to the other.
+  np.testing.assert_allclose(np.sort(picked), tracked[np.linspace(0, len(tracked) - 1, 8).round().astype(int)])
+  flipped = clips_lib.reference_set(rotation * [1, 1, -1, 1, 1, 1], translation * [-1, 1], scale, valid, 8)
+  assert flipped.tolist() in (refs.tolist(), refs[::-1].tolist())
+  assert clips_lib.middle_reference(refs) == 4
+  few = clips_lib.reference_set(rotation[:3], translation[:3], scale[:3], np.ones(3, bool), 8)
+  assert few.shape == (8,) and set(few.tolist()) == {0, 1, 2}
+  with pytest.raises(errors.DatasetError):
+    clips_lib.reference_set(rotation, translation, scale, np.zeros(n, bool), 8)
+
+
+def test_demo_records_carry_their_videos_reference_set(demo_build):
+  """Every record of a part stores the same 8 references of that part (train references in the train part,
+  test references in the held-out part), their frames and fits exactly the clip's."""
+  config, builder, _ = demo_build
+  train, test = read_split(builder, 'train'), read_split(builder, 'test')
+  frames = {}  # (clip, frame number) -> JPEG bytes, from every record.
+  for r in list(train.values()) + list(test.values()):
+    for i, b in enumerate(r['frames']):
+      frames[(r['clip'], int(r['start']) + i)] = (b, r, i)
+  for split, recs in (('train', train), ('test', test)):
+    by_clip = {}
+    for r in recs.values():
+      by_clip.setdefault(r['clip'], []).append(r)
+    for clip, rs in by_clip.items():
+      lo = min(int(r['start']) for r in rs)
+      hi = max(int(r['start']) + len(r['frames']) for r in rs)
+      for r in rs:
+        np.testing.assert_array_equal(r['ref_index'], rs[0]['ref_index'])
+        assert r['ref_index'].shape == (8,) and np.all((lo <= r['ref_index']) & (r['ref_index'] < hi))
+        for j, f in enumerate(r['ref_index']):
+          data, rec, i = frames[(clip, int(f))]
+          assert r['ref_frames'][j] == data and bool(rec['valid'][i])
+          for name in ('p_exp', 'rotation', 'landmarks', 'frame_p_id', 'frame_p_exp', 'frame_scale'):
+            np.testing.assert_array_equal(r[f'ref_{name}'][j], rec[name][i])
+  assert builder.info.metadata['build']['num_references'] == 8
 
 
 def test_demo_records_and_files(demo_build):
@@ -96,6 +160,7 @@ def test_demo_records_and_files(demo_build):
   assert dec['masks'].shape == (t, 64, 64) and 0 <= dec['masks'].min() and dec['masks'].max() <= 1
   assert dec['masks'].mean() > 0.2  # A person fills a good part of a talking-head crop.
   assert dec['landmarks'].shape == (t, 468, 2) and dec['p_exp'].shape == (t, model.num_exp)
+  assert dec['frame_p_id'].shape == (t, model.num_id) and dec['frame_p_exp'].shape == (t, model.num_exp)
   assert dec['p_id'].shape == (model.num_id,) and dec['rotation'].shape == (t, 6)
   assert dec['audio'].shape == (t, 300)
   # Raw features: the 216 character values are one-hot per part (not normalised).
@@ -199,13 +264,13 @@ def test_voxceleb_killed_and_restarted_gives_the_same_dataset(voxceleb_build, vo
   proc.wait()
   before = {p.name: p.stat().st_mtime_ns for p in cache_dir.rglob('*.npz') if p.name != 'face_model.npz'}
   assert 1 <= len(before) < 4
-  assert not (data_dir / 'headgan_voxceleb' / '64px' / '1.0.0').exists()
+  assert not (data_dir / 'headgan_voxceleb' / '64px' / building.DATASET_VERSION).exists()
   from headgan_jax.data import build  # Started again in this process (its models are loaded already).
   c = config.copy_and_resolve_references()
   c.data.data_dir, c.data.cache_dir = str(data_dir), str(cache_dir)
   with contextlib.redirect_stdout(io.StringIO()):
     build.build('headgan_voxceleb', c, manual_dir=str(root))
-  out = data_dir / 'headgan_voxceleb' / '64px' / '1.0.0'
+  out = data_dir / 'headgan_voxceleb' / '64px' / building.DATASET_VERSION
   rows = {r['clip']: r for r in map(json.loads, (out / 'report.jsonl').open())}
   assert sum(r['cached'] for r in rows.values()) == len(before)  # Cached clips were not done again ...
   assert {p.name: p.stat().st_mtime_ns for p in cache_dir.rglob('*.npz') if p.name in before} == before
@@ -283,6 +348,9 @@ def test_pipeline_batches_have_the_batch_shapes(demo_build):
 
 
 def test_pipeline_example_is_the_record_frame(demo_build):
+  """A training example: target t with its k past frames inside the record, the reference one of the video's
+  stored 8 (any sequence), x_t rendered on the device from the frame's OWN fit (face3d.train_identity
+  'per_frame'); 'per_clip' renders the clip's shared fit."""
   from headgan_jax.audio import stats as stats_lib
   from headgan_jax.data import pipeline, track
   from headgan_jax.face3d import camera as cam_lib
@@ -294,18 +362,101 @@ def test_pipeline_example_is_the_record_frame(demo_build):
   ex, other = hd[3], hd[4]
   record = src[int(ex['record_index'])]
   t, ref = int(ex['t']), int(ex['ref'])
-  assert record['valid'][t] and record['valid'][t - 1] and record['valid'][ref]
+  k = c.model.num_past_frames
+  assert record['valid'][t] and record['valid'][t - 1] and t >= k + 1  # Past frames never padded in training.
+  assert ref in record['ref_index'].tolist()  # One of the video's 8 references (a clip frame number).
+  j = record['ref_index'].tolist().index(ref)
   np.testing.assert_array_equal(ex['y'], pipeline.decode_record(record)['frames'][t])
+  np.testing.assert_array_equal(ex['y_ref'], clips_lib.decode_image(record['ref_frames'][j]))
+  np.testing.assert_array_equal(ex['p_id'][-1], record['ref_frame_p_id'][j])
   np.testing.assert_allclose(ex['audio'], stats_lib.normalise(record['audio'][t], ds.audio_stats), rtol=1e-6)
   fields = pipeline.Assembler(c, two_device_mesh(), ds, 2)({k: np.stack([ex[k], other[k]]) for k in
                                                            pipeline.HOST_FIELDS})
-  cam = cam_lib.Camera(record['rotation'][[t]], record['translation'][[t]], record['scale'][[t]])
-  x_t = track.render_x(ds.model, record['p_id'], record['p_exp'][[t]], cam, 64, bucket=1)[0]
-  np.testing.assert_allclose(np.asarray(fields['x_drive'])[0, ..., -3:], x_t, atol=1e-5)  # eq. 1 on the device
+
+  def render(prefix: str, p_id):
+    cam = cam_lib.Camera(record[f'{prefix}rotation'][[t]], record[f'{prefix}translation'][[t]],
+                         record[f'{prefix}scale'][[t]])
+    return track.render_x(ds.model, p_id, record[f'{prefix}p_exp'][[t]], cam, 64, bucket=1)[0]
+
+  x_t = np.asarray(fields['x_drive'])[0, ..., -3:]
+  np.testing.assert_allclose(x_t, render('frame_', record['frame_p_id'][[t]]), atol=1e-5)  # eq. 1 on the device
+  shared = render('', record['p_id'])
+  assert np.abs(x_t - shared).max() > 1e-3  # Each frame's own identity is not the clip's.
+  per_clip = pipeline.host_dataset(src, pipeline_config(demo_build, **{'face3d.train_identity': 'per_clip'}), 0, 1,
+                                   None, ds.audio_stats)[3]
+  assert int(per_clip['t']) == t
+  fields = pipeline.Assembler(c, two_device_mesh(), ds, 2)({k: np.stack([per_clip[k], other[k]]) for k in
+                                                           pipeline.HOST_FIELDS})
+  np.testing.assert_allclose(np.asarray(fields['x_drive'])[0, ..., -3:], shared, atol=1e-5)
   # D_m's box where the tracker put it (its side follows config.disc.mouth_size: compare the centres).
   side, stored_side = data.mouth_box_size(c), data.mouth_box_size(dataset_config_module.get_config())
   centre = np.asarray(fields['mouth'])[0] + side / 2
   assert np.abs(centre - (record['mouth'][t] + stored_side / 2)).max() <= 1
+
+
+def test_pipeline_references_come_from_every_sequence_of_the_video(demo_build):
+  """data.reference 'pose_set': over many examples, the references of one video's records lie in several of its
+  sequences (not only the example's own) and are always among the stored 8; 'sequence': always the own record."""
+  from headgan_jax.data import pipeline
+  c = pipeline_config(demo_build)
+  ds = pipeline.open_dataset(c)
+  src = ds.split('train')
+  hd = pipeline.host_dataset(src, c, 0, 1, None, ds.audio_stats)
+  own, other = 0, 0
+  for i in range(10 * len(src)):
+    ex = hd[i]
+    record = src[int(ex['record_index'])]
+    ref = int(ex['ref'])
+    assert ref in record['ref_index'].tolist()
+    inside = int(record['start']) <= ref < int(record['start']) + len(record['frames'])
+    own, other = own + inside, other + (not inside)
+  assert other > own > 0  # The video has several sequences: most references lie in another one.
+  seq = pipeline.host_dataset(src, pipeline_config(demo_build, **{'data.reference': 'sequence'}), 0, 1, None,
+                              ds.audio_stats)
+  for i in range(len(src)):
+    ex = seq[i]
+    record = src[int(ex['record_index'])]
+    assert int(record['start']) <= int(ex['ref']) < int(record['start']) + len(record['frames'])
+  with pytest.raises(errors.ConfigError, match='config.data.reference'):
+    pipeline.host_dataset(src, pipeline_config(demo_build, **{'data.reference': 'any'}), 0, 1, None, ds.audio_stats)
+
+
+def test_pipeline_pads_past_frames_only_when_asked(demo_build):
+  """data.pad_past_frames False (the authors'): targets t >= k + 1 only; True: any t with t-1 tracked."""
+  from headgan_jax.data import pipeline
+  valid = np.ones(6, bool)
+  np.testing.assert_array_equal(pipeline.target_frames(valid, 2, False), [3, 4, 5])
+  np.testing.assert_array_equal(pipeline.target_frames(valid, 2, True), [1, 2, 3, 4, 5])
+  c = pipeline_config(demo_build, **{'data.pad_past_frames': True})
+  ds = pipeline.open_dataset(c)
+  hd = pipeline.host_dataset(ds.split('train'), c, 0, 1, None, ds.audio_stats)
+  assert min(int(hd[i]['t']) for i in range(40)) < c.model.num_past_frames + 1
+
+
+def test_landmarks_conditioning_draws_the_stored_landmarks(demo_build):
+  """model.conditioning 'landmarks' (Table 1): x_{t-k:t} and x_ref are the drawn 2-D landmarks the dataset stores
+  (driving frames and reference), not the 3D face; the rest of the batch is the same."""
+  from headgan_jax.data import pipeline
+  from headgan_jax.face3d import landmarks_image
+  c = pipeline_config(demo_build)
+  lm = pipeline_config(demo_build, **{'model.conditioning': 'landmarks'})
+  ds = pipeline.open_dataset(c)
+  src = ds.split('train')
+  hd = pipeline.host_dataset(src, c, 0, 1, None, ds.audio_stats)
+  host = {k: np.stack([hd[3][k], hd[4][k]]) for k in pipeline.HOST_FIELDS}
+  face = pipeline.Assembler(c, two_device_mesh(), ds, 2)(host)
+  drawn = pipeline.Assembler(lm, two_device_mesh(), ds, 2)(host)
+  record = src[int(hd[3]['record_index'])]
+  t = int(hd[3]['t'])
+  j = record['ref_index'].tolist().index(int(hd[3]['ref']))
+  want = np.asarray(landmarks_image.draw_landmarks(record['landmarks'][t - 2:t + 1], 64, 64))  # frames t-2 .. t
+  got = np.asarray(drawn['x_drive'])[0].reshape(64, 64, 3, 3).transpose(2, 0, 1, 3)
+  np.testing.assert_array_equal(got, want)
+  np.testing.assert_array_equal(np.asarray(drawn['x_ref'])[0],
+                                np.asarray(landmarks_image.draw_landmarks(record['ref_landmarks'][j], 64, 64)))
+  assert np.abs(np.asarray(drawn['x_drive']) - np.asarray(face['x_drive'])).mean() > 0.05
+  for name in ('y', 'y_ref', 'audio', 'mouth', 'foreground'):
+    np.testing.assert_array_equal(np.asarray(drawn[name]), np.asarray(face[name]))
 
 
 def test_pipeline_same_seed_same_batches_and_exact_resume(demo_build):
@@ -358,24 +509,34 @@ def test_pipeline_downsamples_a_larger_build(demo_build):
   assert 0 <= np.asarray(fields['mouth']).min() and np.asarray(fields['mouth']).max() <= 32 - box
 
 
-def test_eval_batches_are_fixed_and_use_the_first_frame(demo_build):
+def test_eval_batches_are_fixed_and_use_the_middle_reference(demo_build):
+  """Held-out batches: the same every time; the reference of the self-reenactment protocol is the middle one of
+  the held-out video's pose-sorted reference set (the authors' test reference), with the clip's shared fit."""
   import ml_collections
   from headgan_jax.data import pipeline
   c = pipeline_config(demo_build)
   mesh = two_device_mesh()
   spec = ml_collections.ConfigDict(dict(num_batches=2, identities='unseen'))
   ev = pipeline.EvalBatches(c, mesh, 'test', spec)
-  assert len(ev) == 2
+  assert len(ev) == 2 and ev.reference == 'middle' == c.data.test_reference
   src = ev.dataset.split('test')
-  assert {src[i]['identity'] for i, _, _ in ev.items} == {b'talk-05'}  # never trained on
-  assert all(ref == int(np.flatnonzero(src[i]['valid'])[0]) for i, _, ref in ev.items)
+  assert {src[i]['identity'] for i, _ in ev.items} == {b'talk-05'}  # never trained on
+  for i in {i for i, _ in ev.items}:
+    record, ref = src[i], ev.references[i]
+    middle = int(record['ref_index'][4]) - int(record['start'])
+    assert ref['frame'] == record['frames'][middle] and bool(record['valid'][middle])
+    np.testing.assert_array_equal(ref['p_exp'], record['p_exp'][middle])
+    np.testing.assert_array_equal(ref['p_id'], record['p_id'])
   a = [leaves(f) for f in ev.iter_fields()]
   b = [leaves(f) for f in ev.iter_fields()]
   for x, y in zip(a, b):
     for u, v in zip(x, y):
       np.testing.assert_array_equal(u, v)
   seen = pipeline.EvalBatches(c, mesh, 'test', ml_collections.ConfigDict(dict(num_batches=0, identities='seen')))
-  assert {src[i]['identity'] for i, _, _ in seen.items} == {b'driving'}
+  assert {src[i]['identity'] for i, _ in seen.items} == {b'driving'}
+  first = pipeline.EvalBatches(pipeline_config(demo_build, **{'data.test_reference': 'first'}), mesh, 'test', spec)
+  for i in {i for i, _ in first.items}:
+    assert first.references[i]['frame'] == src[i]['frames'][int(np.flatnonzero(src[i]['valid'])[0])]
 
 
 def test_eval_batches_clip_start_reference_padding_and_train_size(demo_build):
@@ -393,11 +554,11 @@ def test_eval_batches_clip_start_reference_padding_and_train_size(demo_build):
   train = ev.dataset.split('train')
   first = min((train[i] for i in range(len(train))), key=lambda r: int(r['start']))
   assert first['clip'] == b'driving' and int(first['start']) == 0
-  assert all(ref == 0 and ev.references[i][0]['key'] == first['key'] for i, _, ref in ev.items)
+  assert all(ev.references[i]['frame'] == first['frames'][0] for i, _ in ev.items)
   fields = next(ev.iter_fields())
   want = (clips_lib.decode_image(first['frames'][0]).astype(np.float32) - 127.5) / 127.5
   np.testing.assert_allclose(np.asarray(fields['y_ref'])[0], want, atol=1e-6)  # The clip's first frame.
-  other = np.asarray(next(plain.iter_fields())['y_ref'])[0]  # The held-out record's own first frame differs.
+  other = np.asarray(next(plain.iter_fields())['y_ref'])[0]  # The held-out video's middle reference differs.
   assert np.abs(other - want).mean() > 1e-3
   with pytest.raises(errors.ConfigError, match="reference = 'last'"):
     pipeline.EvalBatches(c, mesh, 'test', ml_collections.ConfigDict(dict(identities='seen', pad=True, reference='last')))

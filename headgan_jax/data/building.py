@@ -32,6 +32,7 @@ from headgan_jax.audio import stats as stats_lib
 from headgan_jax.data import clips as clips_lib
 
 IMAGE_SIZES = (64, 128, 256)
+DATASET_VERSION = '2.0.0'  # Of both builders (their folders are <name>/<size>px/<version>).
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 VOXCELEB1_TEST_IDS = frozenset(f'id{n}' for n in range(10270, 10310))  # The 40 identities of VoxCeleb1's test set.
 VIDEO_SUFFIXES = ('.mp4', '.avi', '.mov', '.mkv', '.webm')
@@ -169,8 +170,9 @@ def clip_outputs(clip: clips_lib.Clip, parts_of, config_json_: str, cache_root: 
   cache = clips_lib.ClipCache(cache_root)
   result, cached = clips_lib.process_cached(clip, cache, lambda: _processor(config_json_, cache_root))
   parts = parts_of(result) if result.ok else []
-  records = list(clips_lib.records_from_clip(result, parts, int(config.train.sequence_length),
-                                             int(config.data.min_sequence_length))) if result.ok else []
+  records = list(clips_lib.records_from_clip(
+      result, parts, int(config.train.sequence_length), int(config.data.min_sequence_length),
+      int(config.data.num_references), bool(config.data.keep_short_tails))) if result.ok else []
   row = clips_lib.report_row(result, parts, records, cached)
   if result.ok and not records:
     row.update(status='too_few_frames', reason=f'{clip.path}: no record has two consecutive tracked frames')
@@ -307,8 +309,10 @@ def builder_base():
   class HeadganBuilder(tfds.core.GeneratorBasedBuilder):
     """Records of `clips.features()`; subclasses list the clips and say how each is split."""
 
-    VERSION = tfds.core.Version('1.0.0')
-    RELEASE_NOTES = {'1.0.0': 'First release: crops, landmarks, 3DMM coefficients, masks, raw audio features.'}
+    VERSION = tfds.core.Version(DATASET_VERSION)
+    RELEASE_NOTES = {'1.0.0': 'First release: crops, landmarks, 3DMM coefficients, masks, raw audio features.',
+                     '2.0.0': 'Per-video reference sets (ref_*), the per-frame fit (frame_*), short tails dropped, '
+                              'audio offsets.'}
     BUILDER_CONFIGS = [HeadganBuilderConfig(image_size=s) for s in IMAGE_SIZES]
     USE_BEAM = False
 
@@ -350,6 +354,8 @@ def builder_base():
 def build_metadata(config) -> dict[str, Any]:
   return dict(image_size=int(config.image_size), settings=clips_lib.settings_digest(config),
               sequence_length=int(config.train.sequence_length), audio_dim=int(config.model.audio_dim),
+              num_references=int(config.data.num_references), keep_short_tails=bool(config.data.keep_short_tails),
+              min_sequence_length=int(config.data.min_sequence_length),
               num_past_frames=int(config.model.num_past_frames), x_image_mode=str(config.face3d.x_image_mode))
 
 

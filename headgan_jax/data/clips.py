@@ -10,8 +10,13 @@ rules: the face moves too far, leaves the frame or is lost too long), 'too_few_f
 record needs).
 
 A finished clip becomes records (`records_from_clip`): TFDS examples of `features()`. Train records are the clip cut
-into sequences of config.data.sequence_length frames (the authors cut clips into 50-frame sequences); test records are
-whole (held-out) clips, so that evaluation can take the first frame as the reference and generate every frame.
+into sequences of config.train.sequence_length frames (the authors cut clips into 50-frame sequences and drop a shorter
+tail: config.data.keep_short_tails); test records are whole (held-out) clips, so that evaluation can generate every
+frame. Every record also carries its part's REFERENCE SET (`reference_set`, the authors' `reconstruct.py`): the
+config.data.num_references frames of the part spread over its head poses (standardised camera parameters, PCA to one
+component, sorted, evenly spaced), stored whole (`ref_frames`, `ref_masks`, `ref_<per-frame array>`), so that a
+training example of any sequence can take its reference from any of them and the self-reenactment protocol can take
+the middle one.
 Frames are stored as JPEG bytes and masks as PNG bytes (decoded lazily, only the frames a training example uses);
 x_t is NOT stored: it is rendered from (p_id, p_exp, camera) on the device (`data.pipeline`).
 """
@@ -36,7 +41,7 @@ from headgan_jax import errors
 
 NUM_POINTS = 468  # The face detector's landmarks (data.facemesh.NUM_POINTS; not imported: it loads LiteRT).
 REASON_KINDS = ('corrupt', 'no_audio', 'no_face', 'rejected_crop', 'too_few_frames')
-CACHE_FORMAT = 1  # Bump when ClipResult's file layout changes (old cache entries are then ignored).
+CACHE_FORMAT = 2  # Bump when ClipResult's file layout changes (old cache entries are then ignored).
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -89,7 +94,14 @@ class Clip:
 FRAME_ARRAYS = {
     'landmarks': np.float32, 'valid': np.bool_, 'p_exp': np.float32, 'rotation': np.float32,
     'translation': np.float32, 'scale': np.float32, 'fit_rms': np.float32, 'mouth': np.int32, 'audio': np.float32,
+    # The authors' per-frame fit (each frame's own identity): training frames are rendered from it when
+    # config.face3d.train_identity = 'per_frame' (data/track.py ClipTrack).
+    'frame_p_id': np.float32, 'frame_p_exp': np.float32, 'frame_rotation': np.float32,
+    'frame_translation': np.float32, 'frame_scale': np.float32,
 }
+# The per-frame arrays a reference frame needs (stored as `ref_<name>` in every record of the part).
+REFERENCE_ARRAYS = ('landmarks', 'p_exp', 'rotation', 'translation', 'scale', 'frame_p_id', 'frame_p_exp',
+                    'frame_rotation', 'frame_translation', 'frame_scale')
 
 
 @dataclasses.dataclass
@@ -277,7 +289,9 @@ class ClipProcessor:
     masks = track.masks if len(track.masks) else np.ones(track.crops.shape[:3], np.float32)
     arrays = dict(landmarks=track.landmarks, valid=track.valid, p_exp=track.p_exp, rotation=track.rotation,
                   translation=track.translation, scale=track.scale, fit_rms=track.fit_rms_px, mouth=track.mouth_boxes,
-                  audio=audio)
+                  audio=audio, frame_p_id=track.frame_p_id, frame_p_exp=track.frame_p_exp,
+                  frame_rotation=track.frame_rotation, frame_translation=track.frame_translation,
+                  frame_scale=track.frame_scale)
     arrays = {k: np.asarray(v, FRAME_ARRAYS[k]) for k, v in arrays.items()}
     result = ClipResult(
         clip, 'ok', fps=float(fps), num_source_frames=track.num_source_frames,
@@ -316,6 +330,31 @@ def usable_pairs(valid: np.ndarray) -> np.ndarray:
   return out
 
 
+def reference_set(rotation: np.ndarray, translation: np.ndarray, scale: np.ndarray, valid: np.ndarray,
+                  num: int) -> np.ndarray:
+  """(num,) int32 indices of `num` tracked frames spread over the head poses, sorted by pose (the authors'
+  reference frames): each frame's camera parameters (6-D rotation, translation, log scale) standardised over the
+  tracked frames, projected on their first principal component, sorted, `num` evenly spaced picks. Fewer tracked
+  frames than `num` repeat some; none tracked -> DatasetError."""
+  idx = np.flatnonzero(np.asarray(valid, bool))
+  if not len(idx):
+    raise errors.DatasetError('reference_set: no tracked frame to take a reference from.')
+  cam = np.concatenate([np.asarray(rotation, np.float64)[idx], np.asarray(translation, np.float64)[idx],
+                        np.log(np.maximum(np.asarray(scale, np.float64)[idx], 1e-12))[:, None]], axis=1)
+  std = cam.std(0)
+  z = (cam - cam.mean(0)) / np.where(std > 1e-12, std, 1.0)  # A constant parameter must not divide by 0.
+  _, _, vt = np.linalg.svd(z, full_matrices=False)
+  axis = vt[0] * np.sign(vt[0][np.argmax(np.abs(vt[0]))])  # SVD's sign is arbitrary: fix it, so the order is too.
+  order = idx[np.argsort(z @ axis, kind='stable')]
+  return order[np.linspace(0, len(order) - 1, int(num)).round().astype(int)].astype(np.int32)
+
+
+def middle_reference(ref_index: np.ndarray) -> int:
+  """Position in a pose-sorted reference set of the one the self-reenactment protocol uses (the authors': the
+  middle one, index num // 2)."""
+  return len(ref_index) // 2
+
+
 def features(audio_dim: int = 300):
   """The TFDS features of one record (import of tensorflow_datasets only here)."""
   import tensorflow_datasets as tfds
@@ -341,39 +380,75 @@ def features(audio_dim: int = 300):
       'fit_rms': T(shape=(None,), dtype=f32),  # landmark re-projection RMS, crop pixels
       'mouth': T(shape=(None, 2), dtype=np.int32),  # top-left (row, col) of D_m's mouth box
       'audio': T(shape=(None, audio_dim), dtype=f32),  # RAW h^(a) (T, 300); statistics in the dataset's metadata
+      # The per-frame fit (each frame's own identity; config.face3d.train_identity = 'per_frame').
+      'frame_p_id': T(shape=(None, None), dtype=f32, encoding='bytes'),
+      'frame_p_exp': T(shape=(None, None), dtype=f32, encoding='bytes'),
+      'frame_rotation': T(shape=(None, 6), dtype=f32),
+      'frame_translation': T(shape=(None, 2), dtype=f32),
+      'frame_scale': T(shape=(None,), dtype=f32),
+      # The part's reference set (`reference_set`): R frames sorted by pose, the same in every record of the part.
+      'ref_index': T(shape=(None,), dtype=np.int32),  # frame numbers in the clip
+      'ref_frames': T(shape=(None,), dtype=np.object_),  # JPEG bytes
+      'ref_masks': T(shape=(None,), dtype=np.object_),  # PNG bytes
+      'ref_landmarks': T(shape=(None, NUM_POINTS, 2), dtype=f32),
+      'ref_p_exp': T(shape=(None, None), dtype=f32, encoding='bytes'),
+      'ref_rotation': T(shape=(None, 6), dtype=f32),
+      'ref_translation': T(shape=(None, 2), dtype=f32),
+      'ref_scale': T(shape=(None,), dtype=f32),
+      'ref_frame_p_id': T(shape=(None, None), dtype=f32, encoding='bytes'),
+      'ref_frame_p_exp': T(shape=(None, None), dtype=f32, encoding='bytes'),
+      'ref_frame_rotation': T(shape=(None, 6), dtype=f32),
+      'ref_frame_translation': T(shape=(None, 2), dtype=f32),
+      'ref_frame_scale': T(shape=(None,), dtype=f32),
   })
 
 
-def _record(result: ClipResult, lo: int, hi: int) -> dict[str, Any]:
+def _record(result: ClipResult, lo: int, hi: int, refs: np.ndarray) -> dict[str, Any]:
   c = result.clip
   rec = dict(key=f'{c.clip_id}#{lo:05d}', clip=c.clip_id, identity=c.identity, video=c.video, start=np.int32(lo),
              fps=np.float32(result.fps), crop_box=result.crop_box, p_id=result.p_id,
              frames=np.array(result.frames[lo:hi], dtype=object), masks=np.array(result.masks[lo:hi], dtype=object))
   rec.update({k: v[lo:hi] for k, v in result.arrays.items()})
+  rec.update(ref_index=np.asarray(refs, np.int32), ref_frames=np.array([result.frames[i] for i in refs], dtype=object),
+             ref_masks=np.array([result.masks[i] for i in refs], dtype=object))
+  rec.update({f'ref_{k}': result.arrays[k][refs] for k in REFERENCE_ARRAYS})
   return rec
 
 
-def cut(num_frames: int, length: int, min_length: int) -> list[tuple[int, int]]:
-  """[lo, hi) sequences of `length` frames covering [0, num_frames); a last piece shorter than `min_length` joins
-  the one before it."""
+def cut(num_frames: int, length: int, min_length: int, keep_short_tails: bool = True) -> list[tuple[int, int]]:
+  """[lo, hi) sequences of `length` frames covering [0, num_frames). The last piece, when shorter than `length`:
+  dropped unless keep_short_tails (the authors drop it); kept, it joins the one before it when shorter than
+  `min_length`."""
   bounds = list(range(0, num_frames, length)) + [num_frames]
   pieces = list(zip(bounds[:-1], bounds[1:]))
+  if pieces and pieces[-1][1] - pieces[-1][0] < length and not keep_short_tails:
+    return pieces[:-1]
   if len(pieces) > 1 and pieces[-1][1] - pieces[-1][0] < min_length:
     pieces[-2:] = [(pieces[-2][0], num_frames)]
   return pieces
 
 
 def records_from_clip(result: ClipResult, parts: Sequence[tuple[str, int, int]], sequence_length: int,
-                      min_length: int) -> Iterator[tuple[str, str, dict[str, Any]]]:
-  """(split, key, record) for each part (split, lo, hi) of a clip: 'train' parts cut into sequences, others whole.
-  Records without a usable frame pair are left out (the report counts their frames as dropped)."""
+                      min_length: int, num_references: int = 8, keep_short_tails: bool = False
+                      ) -> Iterator[tuple[str, str, dict[str, Any]]]:
+  """(split, key, record) for each part (split, lo, hi) of a clip: 'train' parts cut into sequences (`cut`), others
+  whole; every record carries its part's reference set (`reference_set` over the part's tracked frames: a train
+  record's references can lie in another sequence of the part, never in another split). Records without a usable
+  frame pair are left out (the report counts their frames as dropped)."""
+  a = result.arrays
   for split, lo, hi in parts:
-    pieces = [(lo + a, lo + b) for a, b in cut(hi - lo, sequence_length, min_length)] if split == 'train' else [
-        (lo, hi)]
-    for a, b in pieces:
-      if usable_pairs(result.arrays['valid'][a:b]).any():
-        rec = _record(result, a, b)
-        yield split, rec['key'], rec
+    pieces = [(lo + s, lo + e) for s, e in cut(hi - lo, sequence_length, min_length, keep_short_tails)
+              ] if split == 'train' else [(lo, hi)]
+    pieces = [(s, e) for s, e in pieces if usable_pairs(a['valid'][s:e]).any()]
+    if not pieces:
+      continue
+    valid = np.zeros(len(a['valid']), bool)
+    for s, e in pieces:  # References come from the frames this split keeps.
+      valid[s:e] = a['valid'][s:e]
+    refs = reference_set(a['rotation'], a['translation'], a['scale'], valid, num_references)
+    for s, e in pieces:
+      rec = _record(result, s, e, refs)
+      yield split, rec['key'], rec
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -2,15 +2,20 @@
 
 Host side (grain, per process, numpy): the split's records are sharded over processes (record i goes to process
 i mod process_count), shuffled per epoch from config.seed, and each record gives one example per visit, sampled as
-the paper's self-reenactment: a target frame t whose frame t-1 is tracked too (the pair of L_F^Temp), the reference
-frame drawn from the same sequence, the k past frames t-k..t-1 (and t-1-k..t-1 for frame t-1; frames before the
-record's start repeat its first frame, as at inference). Only frames t and ref are decoded (JPEG crop + PNG mask);
-the rest is coefficients: p_id, p_exp / camera of frames t-1-k..t and ref, audio h_t and h_{t-1} normalised with the
-dataset's statistics (`audio.stats.normalise`).
+the authors do: a target frame t whose frame t-1 is tracked too (the pair of L_F^Temp) and, unless
+config.data.pad_past_frames, whose k past frames t-1-k .. t-1 all lie in the sequence; the reference drawn from the
+video's reference set (config.data.reference = 'pose_set': one of the config.data.num_references pose-spread frames
+the builder stored with every record of the video, whatever sequence they lie in; 'sequence': any tracked frame of
+the record). The training frames' coefficients are each frame's own fit (config.face3d.train_identity =
+'per_frame', the authors') or the clip's shared identity fit ('per_clip'); held-out frames (evaluation) always use
+the shared fit, as reenactment does. Only frames t and ref are decoded (JPEG crop + PNG mask); the rest is
+coefficients and landmarks: p_id, p_exp / camera / 2-D landmarks of frames t-1-k..t and ref, audio h_t and h_{t-1}
+normalised with the dataset's statistics (`audio.stats.normalise`).
 
 Device side (one jitted function on the train step's mesh, `assemble`): the per-process rows become global arrays
 (`jax.make_array_from_process_local_data`, batch axis sharded like the step's batch), then x_{t-1-k..t} and x_ref
-are rendered from the coefficients with our rasteriser (x_t is not stored: 200x less data per frame, and it costs
+are rendered from the coefficients with our rasteriser (config.model.conditioning = 'landmarks', Table 1's
+"landmarks" row: drawn sketches of the tracked 2-D landmarks instead, `face3d.landmarks_image`) (x_t is not stored: 200x less data per frame, and it costs
 about a millisecond per frame on a GPU), images are scaled to [-1, 1] and, when the dataset was built at a larger
 crop size (config.data.stored_size), area-downsampled to config.image_size; the mouth box of D_m is taken from the
 rendered mesh; `foreground` is the union of the person masks of y_t and y_ref ((B, H, W, 1) in {0, 1}, for the
@@ -43,12 +48,12 @@ from headgan_jax import errors
 from headgan_jax.audio import stats as stats_lib
 from headgan_jax.data import building, clips as clips_lib
 from headgan_jax.face3d import camera as cam_lib
-from headgan_jax.face3d import morphable, mouth, render
+from headgan_jax.face3d import landmarks_image, morphable, mouth, render
 from headgan_jax.data.sources import local_rows
 from headgan_jax.train import data
 from headgan_jax.train.step import batch_sharding
 
-VERSION = '1.0.0'
+VERSION = building.DATASET_VERSION
 DATASETS = ('headgan_demo', 'headgan_voxceleb')
 
 
@@ -116,7 +121,23 @@ def open_dataset(config, name: str | None = None) -> Dataset:
   if build.get('audio_dim') != int(config.model.audio_dim):
     raise errors.ConfigError(f'{path}: built with audio_dim {build.get("audio_dim")}, config.model.audio_dim = '
                              f'{config.model.audio_dim}.')
+  if build.get('num_references') != int(config.data.num_references):
+    raise errors.ConfigError(f'{path}: built with {build.get("num_references")} reference frames per video, '
+                             f'config.data.num_references = {config.data.num_references} (build it again into '
+                             'another --data_dir).')
   return ds
+
+
+DATA_CHOICES = {'data.reference': ('pose_set', 'sequence'), 'data.test_reference': ('middle', 'first'),
+                'face3d.train_identity': ('per_frame', 'per_clip'), 'model.conditioning': ('face3d', 'landmarks')}
+
+
+def check_data_config(config) -> None:
+  """ConfigError naming the field when a choice of the input pipeline has an unknown value."""
+  for path, allowed in DATA_CHOICES.items():
+    section, field = path.split('.')
+    if str(config[section][field]) not in allowed:
+      raise errors.ConfigError(f'config.{path} = {config[section][field]!r}: expected one of {", ".join(allowed)}.')
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -136,43 +157,103 @@ def frame_indices(t: int, k: int) -> np.ndarray:
   return np.maximum(np.arange(t - 1 - k, t + 1), 0)
 
 
-def make_example(record: dict[str, Any], t: int, ref: int, k: int, audio_stats: stats_lib.FeatureStats | None,
-                 standardise: str = 'lowlevel', ref_record: dict[str, Any] | None = None) -> dict[str, np.ndarray]:
-  """The host arrays of one training example (target frame t, reference frame ref) of a record; the audio scaled
-  by `audio.stats.normalise` (config.audio.standardise). ref_record: the record holding frame `ref` when it is
-  another record of the same clip (evaluation with the clip's first frame as reference)."""
-  rr = record if ref_record is None else ref_record
+COEFFICIENTS = ('p_exp', 'rotation', 'translation', 'scale')
+
+
+def _coefficient_names(identity: str) -> dict[str, str]:
+  """Example field -> record array of one frame's fit: the shared-identity fit ('per_clip') or each frame's own
+  ('per_frame', the `frame_*` arrays)."""
+  if identity == 'per_frame':
+    return {'p_id': 'frame_p_id', **{n: f'frame_{n}' for n in COEFFICIENTS}}
+  return {n: n for n in COEFFICIENTS}
+
+
+def frame_reference(record: dict[str, Any], i: int, identity: str = 'per_clip') -> dict[str, Any]:
+  """The reference view of frame i of `record`: its image and mask bytes, identity, fit and 2-D landmarks."""
+  names = _coefficient_names(identity)
+  ref = dict(frame=record['frames'][i], mask=record['masks'][i], landmarks=np.asarray(record['landmarks'][i]),
+             p_id=np.asarray(record[names.get('p_id', 'p_id')][i] if 'p_id' in names else record['p_id']))
+  ref.update({n: np.asarray(record[names[n]][i]) for n in COEFFICIENTS})
+  return ref
+
+
+def set_reference(record: dict[str, Any], j: int, identity: str = 'per_clip') -> dict[str, Any]:
+  """The reference view of entry j of the record's stored reference set (`clips.reference_set`)."""
+  names = _coefficient_names(identity)
+  ref = dict(frame=record['ref_frames'][j], mask=record['ref_masks'][j], landmarks=np.asarray(
+      record['ref_landmarks'][j]), p_id=np.asarray(record[f'ref_{names["p_id"]}'][j] if 'p_id' in names else
+                                                    record['p_id']))
+  ref.update({n: np.asarray(record[f'ref_{names[n]}'][j]) for n in COEFFICIENTS})
+  return ref
+
+
+def make_example(record: dict[str, Any], t: int, ref: dict[str, Any], k: int,
+                 audio_stats: stats_lib.FeatureStats | None, standardise: str = 'lowlevel',
+                 identity: str = 'per_clip') -> dict[str, np.ndarray]:
+  """The host arrays of one example: target frame t of a record, driven from frames t-1-k..t, with the reference
+  view `ref` (`frame_reference` / `set_reference`); coefficients of the record's frames from the fit `identity`
+  names; the audio scaled by `audio.stats.normalise` (config.audio.standardise). Per-frame rows (p_id, p_exp,
+  camera, landmarks) are frames t-1-k..t, then the reference."""
   idx = frame_indices(t, k)
+  names = _coefficient_names(identity)
   y = clips_lib.decode_image(record['frames'][t])
-  y_ref = clips_lib.decode_image(rr['frames'][ref])
-  fg = np.maximum(clips_lib.decode_image(record['masks'][t])[..., 0],
-                  clips_lib.decode_image(rr['masks'][ref])[..., 0])
+  y_ref = clips_lib.decode_image(ref['frame'])
+  fg = np.maximum(clips_lib.decode_image(record['masks'][t])[..., 0], clips_lib.decode_image(ref['mask'])[..., 0])
   audio = np.asarray(record['audio'][[t, max(t - 1, 0)]], np.float32)
   audio = stats_lib.normalise(audio, audio_stats, standardise)
-  coef = lambda name: np.concatenate([np.asarray(record[name])[idx], np.asarray(rr[name])[[ref]]])  # noqa: E731
-  return dict(y=y, y_ref=y_ref, fg=(fg >= 128).astype(np.uint8), p_id=np.asarray(record['p_id'], np.float32),
-              p_exp=coef('p_exp').astype(np.float32), rotation=coef('rotation'), translation=coef('translation'),
-              scale=coef('scale'), audio=audio[0], audio_prev=audio[1])
+  rows = lambda a, r: np.concatenate([np.asarray(a)[idx], np.asarray(r)[None]])  # noqa: E731
+  p_id = np.asarray(record[names['p_id']])[idx] if 'p_id' in names else np.repeat(
+      np.asarray(record['p_id'])[None], len(idx), 0)
+  out = dict(y=y, y_ref=y_ref, fg=(fg >= 128).astype(np.uint8),
+             p_id=np.concatenate([p_id, np.asarray(ref['p_id'])[None]]).astype(np.float32),
+             landmarks=rows(record['landmarks'], ref['landmarks']).astype(np.float32), audio=audio[0],
+             audio_prev=audio[1])
+  out.update({n: rows(record[names[n]], ref[n]).astype(np.float32) for n in COEFFICIENTS})
+  return out
+
+
+def target_frames(valid: np.ndarray, k: int, pad_past: bool) -> np.ndarray:
+  """Training targets of a record: frames t whose t-1 is tracked too, and unless pad_past, t >= k + 1 (frames
+  t-1-k .. t-1 inside the sequence: the authors never pad past frames in training)."""
+  usable = clips_lib.usable_pairs(valid)
+  if not pad_past:
+    usable[:k + 1] = False
+  return np.flatnonzero(usable)
 
 
 @dataclasses.dataclass(frozen=True)
 class SampleExample:
-  """grain random map: (record index, record) -> one self-reenactment example (t, ref drawn by the element's rng)."""
+  """grain random map: (record index, record) -> one self-reenactment example (t, ref drawn by the element's rng;
+  see the module docstring for the settings)."""
   k: int
   audio_stats: stats_lib.FeatureStats | None
   standardise: str = 'lowlevel'
+  reference: str = 'pose_set'
+  identity: str = 'per_frame'
+  pad_past: bool = False
+
+  @classmethod
+  def from_config(cls, config, audio_stats: stats_lib.FeatureStats | None) -> 'SampleExample':
+    return cls(int(config.model.num_past_frames), audio_stats, str(config.audio.standardise),
+               str(config.data.reference), str(config.face3d.train_identity), bool(config.data.pad_past_frames))
 
   def __call__(self, item, rng: np.random.Generator) -> dict[str, np.ndarray]:
     index, record = item
     valid = np.asarray(record['valid'], bool)
-    targets = np.flatnonzero(clips_lib.usable_pairs(valid))
-    refs = np.flatnonzero(valid)
+    targets = target_frames(valid, self.k, self.pad_past)
     if not len(targets):
-      raise errors.DatasetError(f'record {record["key"]!r} has no two consecutive tracked frames.')
+      raise errors.DatasetError(
+          f'record {record["key"]!r} has no frame t with t-1 tracked' + ('' if self.pad_past else
+          f' and {self.k + 1} past frames inside the record (config.data.pad_past_frames = True allows it)') + '.')
     t = int(rng.choice(targets))
-    ref = int(rng.choice(refs))
-    ex = make_example(record, t, ref, self.k, self.audio_stats, self.standardise)
-    ex.update(record_index=np.int64(index), t=np.int32(t), ref=np.int32(ref))
+    if self.reference == 'pose_set':
+      j = int(rng.integers(len(record['ref_index'])))
+      ref, ref_frame = set_reference(record, j, self.identity), int(record['ref_index'][j])
+    else:
+      r = int(rng.choice(np.flatnonzero(valid)))
+      ref, ref_frame = frame_reference(record, r, self.identity), int(record['start']) + r
+    ex = make_example(record, t, ref, self.k, self.audio_stats, self.standardise, self.identity)
+    ex.update(record_index=np.int64(index), t=np.int32(t), ref=np.int32(ref_frame))
     return ex
 
 
@@ -188,7 +269,8 @@ def host_dataset(source, config, process_index: int, process_count: int, local_b
   ds = grain.MapDataset.range(n)[process_index::process_count]
   ds = ds.seed(seed).shuffle().repeat()
   ds = ds.map(lambda i: (int(i), source[int(i)]))
-  ds = ds.random_map(SampleExample(int(config.model.num_past_frames), audio_stats, str(config.audio.standardise)))
+  check_data_config(config)
+  ds = ds.random_map(SampleExample.from_config(config, audio_stats))
   if local_batch is not None:
     ds = ds.batch(local_batch, drop_remainder=True)
   return ds
@@ -205,7 +287,8 @@ def _downsample(x: jax.Array, factor: int) -> jax.Array:
   return x.reshape(b, h // factor, factor, w // factor, factor, c).mean(axis=(2, 4))
 
 
-HOST_FIELDS = ('y', 'y_ref', 'fg', 'p_id', 'p_exp', 'rotation', 'translation', 'scale', 'audio', 'audio_prev')
+HOST_FIELDS = ('y', 'y_ref', 'fg', 'p_id', 'p_exp', 'rotation', 'translation', 'scale', 'landmarks', 'audio',
+               'audio_prev')
 
 
 def assemble(host: dict[str, jax.Array], model: morphable.MorphableModel, config, stored: int) -> dict[str, jax.Array]:
@@ -218,9 +301,13 @@ def assemble(host: dict[str, jax.Array], model: morphable.MorphableModel, config
   px = size / stored  # Cameras are in stored-crop pixels.
   cam = cam_lib.Camera(rotation=host['rotation'].reshape(b * n, 6),
                        translation=host['translation'].reshape(b * n, 2) * px, scale=host['scale'].reshape(b * n) * px)
-  p_id = jnp.broadcast_to(host['p_id'][:, None], (b, n, host['p_id'].shape[-1])).reshape(b * n, -1)
+  p_id = host['p_id'].reshape(b * n, -1)
   verts = cam_lib.project(morphable.identity_adaptation(model, p_id, host['p_exp'].reshape(b * n, -1)), cam)
-  x = render.render_face(model, verts, size, size, config.face3d.x_image_mode).reshape(b, n, size, size, 3)
+  if config.model.conditioning == 'landmarks':  # Table 1's "landmarks" row: the tracked 2-D points, drawn.
+    points = host['landmarks'].reshape(b * n, -1, 2) * px
+    x = landmarks_image.draw_landmarks(points, size, size).reshape(b, n, size, size, 3)
+  else:
+    x = render.render_face(model, verts, size, size, config.face3d.x_image_mode).reshape(b, n, size, size, 3)
   volume = lambda xs: jnp.moveaxis(xs, 1, 3).reshape(b, size, size, 3 * (k + 1))  # noqa: E731  oldest first
   corner = mouth.mouth_box(verts.reshape(b, n, *verts.shape[1:])[:, k + 1], model.mouth_indices, size,
                            int(config.disc.mouth_size))
@@ -240,8 +327,8 @@ def assemble_settings(config) -> str:
   """The config fields `assemble` reads, as a key: iterators of configs that differ elsewhere (seed, batch counts)
   share one compiled function."""
   return json.dumps(dict(image_size=int(config.image_size), model=dict(num_past_frames=int(
-      config.model.num_past_frames)), disc=dict(mouth_size=int(config.disc.mouth_size)),
-                         face3d=dict(x_image_mode=str(config.face3d.x_image_mode))), sort_keys=True)
+      config.model.num_past_frames), conditioning=str(config.model.conditioning)), disc=dict(mouth_size=int(
+          config.disc.mouth_size)), face3d=dict(x_image_mode=str(config.face3d.x_image_mode))), sort_keys=True)
 
 
 @functools.lru_cache(maxsize=8)
@@ -323,8 +410,8 @@ class TrainIterator:
 
 
 def clip_starts(dataset: Dataset) -> dict[bytes, tuple[dict[str, Any], int]]:
-  """clip -> (the record of any split that starts it, its first tracked frame): the reference of the paper's
-  self-reenactment protocol (the video's first frame), which for a training identity lies in the train split."""
+  """clip -> (the record of any split that starts it, its first tracked frame): the reference of the
+  'clip_start' protocol (the video's first frame), which for a training identity lies in the train split."""
   first: dict[bytes, tuple[int, dict[str, Any]]] = {}
   for source in dataset.sources.values():
     for i in range(len(source)):
@@ -339,10 +426,27 @@ def clip_starts(dataset: Dataset) -> dict[bytes, tuple[dict[str, Any], int]]:
   return out
 
 
-def eval_examples(dataset: Dataset, split: str, identities: str = 'all') -> list[tuple[int, int, int]]:
-  """(record index, t, ref) of every held-out frame of `split` in a fixed order (records by key): reference = the
-  record's first tracked frame, targets = every frame t whose t-1 is tracked. identities: 'all', 'seen' (those with
-  train records, self-reenactment on unseen frames) or 'unseen'."""
+REFERENCES = ('middle', 'first', 'clip_start')
+
+
+def test_reference(record: dict[str, Any], reference: str, starts: dict | None = None) -> dict[str, Any]:
+  """The reference view of a held-out record under a self-reenactment protocol: 'middle' (the authors': the middle
+  of the video's pose-sorted reference set), 'first' (the record's first tracked frame) or 'clip_start' (the first
+  tracked frame of the whole clip, from `clip_starts`). Held-out frames use the clip's shared identity fit."""
+  if reference == 'middle':
+    return set_reference(record, clips_lib.middle_reference(record['ref_index']))
+  if reference == 'first':
+    return frame_reference(record, int(np.flatnonzero(np.asarray(record['valid'], bool))[0]))
+  if reference == 'clip_start':
+    rec, frame = (starts or {})[record['clip']]
+    return frame_reference(rec, frame)
+  raise errors.ConfigError(f'reference = {reference!r}: expected one of {", ".join(REFERENCES)}.')
+
+
+def eval_examples(dataset: Dataset, split: str, identities: str = 'all') -> list[tuple[int, int]]:
+  """(record index, t) of every held-out frame of `split` in a fixed order (records by key): targets = every frame
+  t whose t-1 is tracked. identities: 'all', 'seen' (those with train records, self-reenactment on unseen frames)
+  or 'unseen'."""
   source = dataset.split(split)
   train_ids = set()
   if identities != 'all' and 'train' in dataset.sources:
@@ -355,23 +459,22 @@ def eval_examples(dataset: Dataset, split: str, identities: str = 'all') -> list
     if (identities == 'seen' and not seen) or (identities == 'unseen' and seen):
       continue
     valid = np.asarray(r['valid'], bool)
-    ref = int(np.flatnonzero(valid)[0])
-    out += [(i, int(t), ref) for t in np.flatnonzero(clips_lib.usable_pairs(valid))]
+    out += [(i, int(t)) for t in np.flatnonzero(clips_lib.usable_pairs(valid))]
   return out
 
 
 class EvalBatches:
   """Re-iterable global Batches of a held-out split: the same batches, in the same order, every time.
   spec fields: num_batches (0 = every frame; otherwise that many batches of evenly spaced frames), identities,
-  reference ('record', default: the held-out record's first tracked frame, as `eval_examples`; 'clip_start': the
-  first tracked frame of the whole clip, the paper's self-reenactment reference, in the train split for a training
-  identity, so that copying it is not a near-perfect answer on the few held-out frames right after it),
+  reference (`test_reference`; default config.data.test_reference: 'middle', the authors' test reference; 'first';
+  'clip_start': the first tracked frame of the whole clip, in the train split for a training identity),
   pad (default False: frames past the last whole batch are left out; True: the last batch is filled up by repeating
   its last frame, and `num_frames` counts only the real ones, the first rows in order)."""
 
   def __init__(self, config, mesh: Mesh, split: str, spec: ml_collections.ConfigDict | None = None,
                name: str | None = None):
     spec = spec or ml_collections.ConfigDict()
+    check_data_config(config)
     self.dataset = open_dataset(config, name)
     self.batch_size = int(config.train.batch_size)
     self.assembler = Assembler(config, mesh, self.dataset, self.batch_size)
@@ -392,14 +495,11 @@ class EvalBatches:
     self.items = items[:n]
     self.num_frames = min(getattr(self, 'num_frames', n), n)
     self.source = self.dataset.split(split)
-    reference = str(spec.get('reference', 'record'))
-    if reference not in ('record', 'clip_start'):
-      raise errors.ConfigError(f"eval spec reference = {reference!r}: expected 'record' or 'clip_start'")
-    self.references: dict[int, tuple[dict[str, Any], int]] = {}  # record index -> (reference record, frame).
-    if reference == 'clip_start':
-      starts = clip_starts(self.dataset)
-      self.references = {i: starts[self.source[i]['clip']] for i in {i for i, _, _ in self.items}}
-      self.items = [(i, t, self.references[i][1]) for i, t, _ in self.items]
+    self.reference = str(spec.get('reference', config.data.test_reference))
+    if self.reference not in REFERENCES:
+      raise errors.ConfigError(f'eval spec reference = {self.reference!r}: expected one of {", ".join(REFERENCES)}')
+    starts = clip_starts(self.dataset) if self.reference == 'clip_start' else None
+    self.references = {i: test_reference(self.source[i], self.reference, starts) for i in {i for i, _ in self.items}}
 
   def __len__(self) -> int:
     return len(self.items) // self.batch_size
@@ -412,8 +512,8 @@ class EvalBatches:
     lo, hi = self.assembler.rows
     for b in range(len(self)):
       rows = self.items[b * self.batch_size + lo: b * self.batch_size + hi]
-      examples = [make_example(self.source[i], t, ref, self.k, self.dataset.audio_stats, self.standardise,
-                               self.references.get(i, (None,))[0]) for i, t, ref in rows]
+      examples = [make_example(self.source[i], t, self.references[i], self.k, self.dataset.audio_stats,
+                               self.standardise) for i, t in rows]
       host = {f: np.stack([e[f] for e in examples]) for f in HOST_FIELDS}
       yield self.assembler(host)
 

@@ -6,10 +6,11 @@
 
 Protocols (Sec. 4.2-4.3; metrics/protocols.py): every record (sequence) of the test split of config.data.source is
 a clip.
-- self: the reference is the clip's first tracked frame, every tracked frame drives G (x_{t-k:t} rendered from the
+- self: the reference is the middle frame of the clip's pose-sorted reference set (the authors' test reference;
+  config.data.test_reference = 'first': the clip's first tracked frame), every tracked frame drives G (x_{t-k:t} rendered from the
   stored fit, frames before the clip's start repeat its first, as in training; the clip's own audio), and the clip is
   the ground truth.
-- cross: each clip drives once with the reference (first tracked frame) of a clip of another identity (seeded
+- cross: each clip drives once with the reference (as in self) of a clip of another identity (seeded
   choice); x_t is rendered with the REFERENCE's identity and the driver's expression and camera (eq. 1).
 The evaluators are the entries of config.evals (all of them, whatever their `every`; metrics/evaluators.py). For
 AED / APD both the generated and the driving frames are tracked with the project's tracker (data/track.py), each
@@ -104,9 +105,12 @@ def restore_generator(config, workdir: str, step: int | None) -> Restored:
 # --- Clips of the test split -----------------------------------------------------------------------------------
 
 
-def test_clips(dataset, split: str = 'test', max_clips: int = 0, max_frames: int = 0) -> list[dict[str, Any]]:
-  """The split's records in key order, each with 'frames_used' (tracked frames, at most max_frames) and 'ref' (its
-  first tracked frame); records with fewer than 2 tracked frames are left out."""
+def test_clips(dataset, split: str = 'test', max_clips: int = 0, max_frames: int = 0,
+               reference: str = 'middle') -> list[dict[str, Any]]:
+  """The split's records in key order, each with 'frames_used' (tracked frames, at most max_frames) and 'ref' (the
+  reference view, `pipeline.test_reference`: 'middle' or 'first'); records with fewer than 2 tracked frames are left
+  out."""
+  from headgan_jax.data import pipeline  # pylint: disable=import-outside-toplevel
   source = dataset.split(split)
   if len(source) == 0:
     raise DatasetError(f'{dataset.path}: split {split!r} has no records')
@@ -120,7 +124,7 @@ def test_clips(dataset, split: str = 'test', max_clips: int = 0, max_frames: int
     used = np.flatnonzero(np.asarray(rec['valid'], bool))
     if len(used) < 2:
       continue
-    rec['ref'] = int(used[0])
+    rec['ref'] = pipeline.test_reference(rec, reference)
     rec['frames_used'] = used[:max_frames] if max_frames else used
     out.append(rec)
   if not out:
@@ -129,16 +133,11 @@ def test_clips(dataset, split: str = 'test', max_clips: int = 0, max_frames: int
 
 
 def cross_example(ref_rec, drv_rec, t: int, k: int, stats, standardise: str) -> dict[str, np.ndarray]:
-  """One cross-identity example: the driver's frame t (expression, camera, audio, ground-truth-free image y) with
-  the reference's image, identity (for x_{t-k:t} too, eq. 1) and its reference frame's fit."""
-  from headgan_jax.data import clips as clips_lib, pipeline  # pylint: disable=import-outside-toplevel
-  ex = pipeline.make_example(drv_rec, t, t, k, stats, standardise)
-  ref = ref_rec['ref']
-  ex['y_ref'] = clips_lib.decode_image(ref_rec['frames'][ref])
-  ex['p_id'] = np.asarray(ref_rec['p_id'], np.float32)
-  for field in ('p_exp', 'rotation', 'translation', 'scale'):
-    ex[field] = np.array(ex[field])
-    ex[field][-1] = np.asarray(ref_rec[field][ref])  # The last row is the reference frame's (make_example's order).
+  """One cross-identity example: the driver's frame t (expression, camera, audio, 2-D landmarks, ground-truth-free
+  image y) with the reference's image, identity (for x_{t-k:t} too, eq. 1) and its reference frame's fit."""
+  from headgan_jax.data import pipeline  # pylint: disable=import-outside-toplevel
+  ex = pipeline.make_example(drv_rec, t, ref_rec['ref'], k, stats, standardise)
+  ex['p_id'] = np.broadcast_to(np.asarray(ref_rec['ref']['p_id'], np.float32), ex['p_id'].shape).copy()
   return ex
 
 
@@ -275,7 +274,8 @@ def evaluate(config, restored: Restored, *, protocols_to_run: Sequence[str] = ('
     raise ConfigError(f'config.data.source = {config.data.source!r}: evaluate.py needs a dataset with a test split '
                       f'({", ".join(pipeline.DATASETS)})')
   dataset = pipeline.open_dataset(config)
-  clips = test_clips(dataset, 'test', max_clips, max_frames)
+  pipeline.check_data_config(config)
+  clips = test_clips(dataset, 'test', max_clips, max_frames, str(config.data.test_reference))
   for p in protocols_to_run:
     if p not in protocols.PROTOCOLS:
       raise ConfigError(f'--protocols: unknown protocol {p!r} (known: {", ".join(protocols.PROTOCOLS)})')

@@ -3,10 +3,10 @@
   python -m headgan_jax.train.baselines --workdir RUN [--identities seen|unseen|all] [--grid docs/grid.png]
 
 On the held-out frames of the run's data source (split 'test'; by default only the identities that the training
-split has, i.e. self-reenactment on frames never trained on), with every frame's reference = the first tracked
-frame of its clip (the paper's self-reenactment protocol; for a training identity of the demo that frame is in the
-train split, the held-out frames are the clip's last 20%; `--reference record` takes the held-out record's own
-first frame instead), four numbers, each the mean absolute difference to the ground truth y_t over the face pixels
+split has, i.e. self-reenactment on frames never trained on), with every frame's reference = the run's
+config.data.test_reference ('middle': the middle of the held-out part's pose-sorted reference set, the authors' test
+reference; `--reference first` takes the held-out record's first frame, `--reference clip_start` the first frame of
+the whole clip, which for a training identity of the demo lies in the train split), four numbers, each the mean absolute difference to the ground truth y_t over the face pixels
 (the 3D face x_t's mask of the L1 loss, eq. 6; images in [-1, 1]):
 
   trained           G's output y~_t with the checkpoint's parameters (latest, or --step)
@@ -73,10 +73,12 @@ def face_l1(trainer, trained: Any, untrained: Any, batches) -> dict[str, float]:
 
 
 def held_out_batches(config: ml_collections.ConfigDict, mesh, identities: str = 'seen', split: str = 'test',
-                     reference: str = 'clip_start'):
-  """Every held-out frame of `split` of config.data.source for `identities` (the last batch padded)."""
+                     reference: str | None = None):
+  """Every held-out frame of `split` of config.data.source for `identities` (the last batch padded); reference
+  (None = config.data.test_reference): see `data.pipeline.test_reference`."""
   from headgan_jax.data import sources  # pylint: disable=import-outside-toplevel
-  spec = ml_collections.ConfigDict(dict(num_batches=0, identities=identities, pad=True, reference=reference))
+  spec = ml_collections.ConfigDict(dict(num_batches=0, identities=identities, pad=True,
+                                        reference=reference or str(config.data.test_reference)))
   return sources.make_eval_batches(config, mesh, split, spec)
 
 
@@ -109,7 +111,7 @@ def write_png(path: str, image: np.ndarray, scale: int = 2) -> None:
 
 
 def evaluate_workdir(workdir: str, step: int | None = None, identities: str = 'seen',
-                     grid_path: str | None = None, reference: str = 'clip_start') -> dict[str, Any]:
+                     grid_path: str | None = None, reference: str | None = None) -> dict[str, Any]:
   """The numbers of `face_l1` for the checkpoint `step` (default the latest) of the run in `workdir`."""
   from headgan_jax.train import loop  # pylint: disable=import-outside-toplevel
   location = checkpoints.find(workdir, step, step_flag='--step')
@@ -119,7 +121,8 @@ def evaluate_workdir(workdir: str, step: int | None = None, identities: str = 's
   trained = checkpoints.restore_generator(location, config, step_lib.replicated(trainer.mesh))
   batches = held_out_batches(config, trainer.mesh, identities, reference=reference)
   result = face_l1(trainer, trained, loop.generator_variables(trainer.init_state()), batches)
-  result.update(step=location.step, identities=identities, reference=reference, source=config.data.source)
+  result.update(step=location.step, identities=identities, reference=reference or str(config.data.test_reference),
+                source=config.data.source)
   if grid_path:
     write_png(grid_path, grid(trainer, trained, batches))
   return result
@@ -131,8 +134,10 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument('--step', type=int, default=None, help='checkpoint step (default: the latest)')
   parser.add_argument('--identities', choices=('seen', 'unseen', 'all'), default='seen',
                       help="held-out frames of the training identities ('seen', default), the others, or all")
-  parser.add_argument('--reference', choices=('clip_start', 'record'), default='clip_start',
-                      help="each frame's reference: its clip's first frame (default) or its held-out record's")
+  parser.add_argument('--reference', choices=('middle', 'first', 'clip_start'), default=None,
+                      help="each frame's reference (default: the run's config.data.test_reference, 'middle'): the "
+                      "middle of its video's pose-sorted reference set (the authors'), its held-out record's first "
+                      "frame, or its clip's first frame")
   parser.add_argument('--grid', default='', help='write an image grid of held-out frames to this .png')
   args = parser.parse_args(argv)
   try:

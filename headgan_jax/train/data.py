@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from headgan_jax.errors import DataError
-from headgan_jax.face3d import mouth, render
+from headgan_jax.face3d import landmarks_image, mouth, render
 
 
 @flax.struct.dataclass
@@ -111,6 +111,17 @@ def _ellipse_face(centre: jax.Array, radii: jax.Array, size: int) -> tuple[jax.A
   return jnp.where(inside[..., None], x, 0.0), inside
 
 
+def _ellipse_landmarks(centre: jax.Array, radii: jax.Array, size: int) -> jax.Array:
+  """The "landmarks" conditioning of the synthetic face (Table 1's landmarks row): 3 rings of 24 points (the
+  ellipse's outline and two inner ones) drawn as `face3d.landmarks_image` draws tracked landmarks."""
+  angle = jnp.arange(24, dtype=jnp.float32) * (2 * jnp.pi / 24)
+  ring = jnp.asarray([1.0, 0.6, 0.3])[:, None]
+  rows = centre[0] + radii[0] * ring * jnp.sin(angle)[None]
+  cols = centre[1] + radii[1] * ring * jnp.cos(angle)[None]
+  points = (jnp.stack([cols, rows], -1).reshape(-1, 2) + 1) / 2 * size  # (x, y) pixels
+  return landmarks_image.draw_landmarks(points, size, size)
+
+
 def _appearance(x: jax.Array, inside: jax.Array, colour: jax.Array, background: jax.Array, size: int) -> jax.Array:
   """A frame y of the identity (colour (3, 3) mixing, background (3,)) whose 3D face is x: smooth, learnable."""
   grid = (jnp.arange(size, dtype=jnp.float32) + 0.5) / size * 2 - 1
@@ -136,6 +147,10 @@ def _example(key: jax.Array, config: ml_collections.ConfigDict) -> Batch:
   x_ref, inside_ref = _ellipse_face(c_ref, radii, size)
   y_ref = _appearance(x_ref, inside_ref, colour, background, size)
   y = _appearance(xs[-1], insides[-1], colour, background, size)
+
+  if config.model.conditioning == 'landmarks':  # The images y stay those of the 3D face; G sees the landmarks.
+    xs = jax.vmap(lambda c: _ellipse_landmarks(c, radii, size))(centres)
+    x_ref = _ellipse_landmarks(c_ref, radii, size)
 
   def volume(frames: jax.Array) -> jax.Array:  # (k+1, H, W, 3) -> (H, W, 3(k+1)), oldest first.
     return jnp.moveaxis(frames, 0, 2).reshape(size, size, 3 * (k + 1))
