@@ -7,7 +7,8 @@ fields, like `tiny.py`). Values are the paper's, or where the paper is silent th
 Variants take an argument after the file name, as `key=value` pairs separated by commas:
   train.py --config configs/paper.py:ablation=no_flow --workdir ...
 ablation is one of the rows of Table 1: full (default), no_flow ("w/o F"), no_audio ("w/o audio") and landmarks
-(2D landmark images instead of the 3D face x_t).
+(2D landmark images instead of the 3D face x_t). audio_timing is measured (default), authors or centred
+(AUDIO_TIMINGS): configs/paper.py:ablation=no_audio,audio_timing=authors.
 """
 from __future__ import annotations
 
@@ -26,7 +27,11 @@ ABLATIONS = {
     'no_audio': {'model.use_audio': False},
     'landmarks': {'model.conditioning': 'landmarks'},
 }
-ARGS = {'ablation': 'full'}  # Every key a config argument may set, with its default.
+# Audio alignment (audio.lowlevel_offset, audio.chars_offset): 'measured' keeps the fields' values (measured on the
+# fixture clips with bench/audio_lag.py); 'authors': their DeepSpeech-era alignment; 'centred': no look-ahead.
+AUDIO_TIMINGS = {'measured': {}, 'authors': {'audio.lowlevel_offset': 4, 'audio.chars_offset': 5},
+                 'centred': {'audio.lowlevel_offset': 0, 'audio.chars_offset': 0}}
+ARGS = {'ablation': 'full', 'audio_timing': 'measured'}  # Every key a config argument may set, with its default.
 
 
 def parse_arg(arg: str | None, **defaults: str) -> dict[str, str]:
@@ -41,13 +46,14 @@ def parse_arg(arg: str | None, **defaults: str) -> dict[str, str]:
 
 
 def apply_variant(c: ml_collections.ConfigDict, arg: str | None) -> ml_collections.ConfigDict:
-  """c with the ablation named by `arg` applied (see the module docstring)."""
+  """c with the ablation and audio timing named by `arg` applied (see the module docstring)."""
   args = parse_arg(arg, **ARGS)
-  if args['ablation'] not in ABLATIONS:
-    raise ConfigError(f'config argument ablation={args["ablation"]}: expected one of {", ".join(ABLATIONS)}')
-  for path, value in ABLATIONS[args['ablation']].items():
-    section, field = path.split('.')
-    c[section][field] = value
+  for key, table in (('ablation', ABLATIONS), ('audio_timing', AUDIO_TIMINGS)):
+    if args[key] not in table:
+      raise ConfigError(f'config argument {key}={args[key]}: expected one of {", ".join(table)}')
+    for path, value in table[args[key]].items():
+      section, field = path.split('.')
+      c[section][field] = value
   c.variant = args['ablation']
   return c
 
@@ -94,6 +100,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   d.mouth_size = 64  # y_t^m crops are mouth_size x mouth_size.
   d.norm = 'affine'  # Instance norm of the middle layers: 'affine' (authors' 'spectralinstance') or 'plain'.
   d.use_mouth = True  # False: no mouth discriminator D_m (the authors' --no_mouth_D).
+  d.mouth_centre = 'mesh_median'  # D_m window centre: lip points' 'mesh_median' (authors) or 'mesh_mean' (mouth.py).
 
   # Losses (Appendix A, eq. 3-10).
   lo = c.loss = ml_collections.ConfigDict()
@@ -109,6 +116,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   lo.use_vgg = True  # Training refuses to start without vgg_weights unless this is False.
   lo.vgg_weights = ''  # Path to torchvision's vgg19 .pth (e.g. vgg19-dcbb9e9d.pth).
   lo.vgg_sha256 = ''  # Optional expected sha256 of that file.
+  lo.vgg_input = 'raw'  # What VGG19 sees: 'raw' (images in [-1, 1] as they are, the authors') or 'imagenet'
+  #                       (mapped to [0, 1], then ImageNet mean / std, as torchvision documents for its weights).
 
   # Optimisation (Section 4).
   t = c.train = ml_collections.ConfigDict()
@@ -149,7 +158,16 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   dt.demo_dir = os.path.normpath(os.path.join(_REPO, '..', 'shared', 'fixtures'))
   dt.demo_test_identity = 'talk-05'  # headgan_demo: the identity held out of training.
   dt.test_fraction = 0.2  # headgan_demo: the last 20% of every training identity's clip are test frames.
-  dt.min_sequence_length = 10  # A last piece shorter than this joins the sequence before it.
+  dt.keep_short_tails = False  # False (authors): the last piece of a clip shorter than sequence_length is dropped;
+  #                               True: kept, and joined to the sequence before it when shorter than:
+  dt.min_sequence_length = 10
+  dt.pad_past_frames = False  # Training targets: False (authors) only frames t whose past frames t-1-k .. t-1 lie
+  #                             in the sequence; True: any t, frames before the sequence's start repeat its first.
+  dt.reference = 'pose_set'  # Training reference: 'pose_set' (authors: one of the video's num_references frames
+  #                            spread over its poses, any sequence) or 'sequence' (any tracked frame of the sequence).
+  dt.num_references = 8  # Per video: standardised camera parameters -> PCA to 1-D -> sorted -> evenly spaced frames.
+  dt.test_reference = 'middle'  # Self-reenactment reference: 'middle' (authors: the middle of the pose-sorted set)
+  #                               or 'first' (the clip's first tracked frame).
   dt.jpeg_quality = 95  # Crops are stored as JPEG.
   dt.num_threads = 2  # Host threads reading and decoding examples (grain ReadOptions).
   dt.prefetch = 2  # Global batches assembled on the devices ahead of the train step.
@@ -165,6 +183,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   f.exp_prior = 1.0  # Weight of the Gaussian prior on p_exp.
   f.temporal_smoothness = 0.0  # Weight of || p_exp_t - p_exp_{t-1} ||^2 in video mode.
   f.max_residual_px = 4.0  # Frames whose RMS re-projection error exceeds this are flagged.
+  f.train_identity = 'per_frame'  # x_t of training frames rendered with: 'per_frame' (authors: each frame's own
+  #                                 fitted identity) or 'per_clip' (the identity shared by the clip's frames).
 
   # Face tracking: video -> crops, detector landmarks, 3DMM fit, x_t (data/track.py; Sec. 3.1, 4.1). The detector
   # (MediaPipe's BlazeFace + 468-point mesh + selfie segmentation, run by LiteRT) stands in for RetinaFace.
@@ -202,6 +222,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   a.num_chars = 27  # Classes per part of h^(aH): blank/space + 26 letters.
   a.asr_backend = 'pocketsphinx'  # 'pocketsphinx' (embedded default) or 'deepspeech' (needs asr_model).
   a.asr_model = ''
+  a.lowlevel_offset = 2  # Frames the low-level window is moved ahead of frame t (audio/features.py); measured by
+  #                        bench/audio_lag.py: peak of mouth opening vs low-level energy, mean of 36 clips (authors: 4).
+  a.chars_offset = 4  # Frames the character stream is moved ahead before the window is taken; measured likewise:
+  #                     peak of mouth opening vs letter presence (pocketsphinx) (authors: 5, for DeepSpeech).
   a.standardise = 'lowlevel'  # Dataset statistics applied to h^(a): 'lowlevel' (the 84 low-level values; the
   #                             characters stay 0/1), 'none' (authors: raw values) or 'all' (every dimension).
 

@@ -40,7 +40,7 @@ def test_speech_shape_and_content(speech, config, backend, fps):
   assert np.all(np.isfinite(h))
   chars = h[:, 84:].reshape(num_frames, 2 * L, 27)
   np.testing.assert_array_equal(chars.sum(-1), 1)  # One class per part.
-  centre = chars[:, L].argmax(-1)  # Part a_t itself sits at index L of the window t-L .. t+L-1.
+  centre = chars[:, L].argmax(-1)  # Index L of the window: part t + config.audio.chars_offset.
   assert np.sum(centre != asr.BLANK) >= 5
   np.testing.assert_array_equal(centre[-5:], asr.BLANK)  # Parts after the audio ends are silence.
   # Low-level part: energy follows speech and silence.

@@ -241,7 +241,7 @@ def check_demo_model_learns(demo, workdir, monkeypatch, capsys, steps: int = 20)
   r = json.loads(out.strip().splitlines()[-1])
   assert r['step'] == steps and r['identities'] == 'seen' and r['frames'] >= 3
   assert r['trained'] < 0.7 * r['untrained'], r
-  assert r['reference'] == 'clip_start' and r['copy_reference'] < r['untrained'], r
+  assert r['reference'] == 'middle' and r['copy_reference'] < r['untrained'], r
   assert r['warped_reference'] == pytest.approx(r['copy_reference'])  # "w/o F": R gets the reference unwarped.
   from PIL import Image  # pylint: disable=import-outside-toplevel
   assert Image.open(workdir / 'grid.png').size == (2 * 5 * 16, 2 * 16)  # One row: the one training identity.
@@ -393,7 +393,12 @@ def test_config_overrides_and_variants():
     config, _ = cli.parse(['train.py', f'--config={REPO / "configs" / "tiny.py"}:ablation={ablation}'])
     section, name = field.split('.')
     assert config[section][name] == value and config.image_size == 64, ablation
+  config, _ = cli.parse(['train.py', f'--config={paper}:ablation=no_audio,audio_timing=authors'])
+  assert (config.audio.lowlevel_offset, config.audio.chars_offset, config.model.use_audio) == (4, 5, False)
+  config, _ = cli.parse(['train.py', f'--config={paper}:audio_timing=centred'])
+  assert (config.audio.lowlevel_offset, config.audio.chars_offset) == (0, 0)
   bad = [([f'--config={paper}:ablation=no_mouth'], 'expected one of full, no_flow, no_audio, landmarks'),
+         ([f'--config={paper}:audio_timing=late'], 'expected one of measured, authors, centred'),
          ([f'--config={paper}', '--config.train.batch_sise=3'], "has no config field 'train.batch_sise'"),
          ([f'--config={paper}', '--config.train.batch_size=many'], 'batch_size=many'),
          (['--config=configs/none.py'], 'config file configs/none.py does not exist'),

@@ -20,13 +20,15 @@ Per short-term window x (W samples of the DC-removed, peak-normalised signal), X
 | 8-20| mfcc_1..mfcc_13   | DCT-II (ortho) of log10 of 40 talkbox triangular filter energies (13 linear + 27 log) |
 
 That is 21 values per short-term window; 21 deltas (difference to the previous window, 0 for the first) make 42;
-the mean (42) then the std (42) over the 2L * 16 short-term windows of parts a_{t-L} .. a_{t+L-1} make the 84 values
-of h_t^(aL), in this order: [mean(features), mean(deltas), std(features), std(deltas)].
+the mean (42) then the std (42) over the 2L * 16 short-term windows of parts a_{t-L+o} .. a_{t+L-1+o} make the 84
+values of h_t^(aL), in this order: [mean(features), mean(deltas), std(features), std(deltas)]. o is the window's
+offset in frames (config.audio.lowlevel_offset, positive = ahead of frame t): 0 centres the window on t (the paper
+says centred), L gives the authors' forward-looking window t .. t+2L-1 (see features.py for the measured default).
 
 Departures from pyAudioAnalysis, all deliberate: windows are placed on the frame grid (window j of part t starts at
-round((t + j / 16) * sr / fps), so there is no drift over long clips); the centred window of 2L parts replaces the
-authors' forward-looking one (the paper says centred); the signal is reflect-padded by L parts at both ends so every
-frame's window is full; an all-zero window gives 0 centroid / spread instead of NaN.
+round((t + j / 16) * sr / fps), so there is no drift over long clips); the signal is reflect-padded at both ends as
+far as the windows of the first and last frames reach, so every frame's window is full; an all-zero window gives 0
+centroid / spread instead of NaN.
 pyAudioAnalysis' filterbank quirk (bin k is taken to be at k * sr / (W // 2) Hz, twice its real frequency) is kept so
 the features match the library the paper used.
 """
@@ -147,17 +149,17 @@ def short_term_features(signal: np.ndarray, sample_rate: float, window: int, ste
 
 
 def lowlevel_features(waveform: np.ndarray, sample_rate: float, fps: float, num_frames: int,
-                      window_half: int) -> np.ndarray:
+                      window_half: int, offset: int = 0) -> np.ndarray:
   """h^(aL): (T, 84) float32 for the parts a_1:T of `waveform` (already clipped to T / fps seconds).
 
-  Frame t's value summarises the 16 * 2L short-term windows of parts a_{t-L} .. a_{t+L-1}.
+  Frame t's value summarises the 16 * 2L short-term windows of parts a_{t-L+offset} .. a_{t+L-1+offset}.
   """
   part = sample_rate / fps
   window = int(round(SHORT_WINDOW_PARTS * part))
   x = dc_normalize(waveform)
-  # Short-term window starts, in samples of the unpadded signal, for padded parts -L .. T+L-2.
+  # Short-term window starts, in samples of the unpadded signal, for parts -L+offset .. T+L-2+offset.
   num_parts = num_frames + 2 * window_half - 1
-  grid = np.arange(num_parts * SHORT_PER_PART) / SHORT_PER_PART - window_half
+  grid = np.arange(num_parts * SHORT_PER_PART) / SHORT_PER_PART - window_half + int(offset)
   starts = np.round(grid * part).astype(np.int64)
   left = max(0, -int(starts.min()))
   right = max(0, int(starts.max()) + window - len(x))
