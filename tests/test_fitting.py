@@ -222,3 +222,35 @@ def test_fit_video_weights_and_fixed_identity(model):
   np.testing.assert_array_equal(np.asarray(held.p_id[0]), fixed)
   free = fitting.fit_video(model, clip['points'], config)
   assert np.median(np.asarray(held.residual_px)) > np.median(np.asarray(free.residual_px))
+
+
+def _frame_energies(model, result, points, config):
+  """Each frame's own E (its landmark term + both priors) at the parameters of `result` (per-frame p_id)."""
+  bases = fitting.LandmarkBases.from_model(model)
+  settings = fitting.FitSettings.from_config(config)
+  start = fitting.start_state(result.p_id, result.p_exp, result.camera)
+  one = lambda r, t, s, e, i, p: fitting.energy(bases, fitting.PoseState(r[None], t[None], s[None], e[None], i),
+                                                p[None], settings)[0]
+  return np.asarray(jax.vmap(one)(*start, jnp.asarray(points)))
+
+
+def test_fit_frames_started_from_the_video_fit(model):
+  """Per-frame fits started from the clip's shared fit (what data/track.py stores for training frames): each frame
+  ends no worse than it started (energy and RMS), with an identity of its own nearer its truth than the shared one;
+  with 0 iterations the start comes back unchanged."""
+  clip = make_clip(model, 6, seed=4, shared_id=False)  # Six people: the shared identity is a compromise.
+  config = paper.get_config()
+  shared = fitting.fit_video(model, clip['points'], config)
+  frames = fitting.fit_frames(model, clip['points'], config, init=shared)
+  assert frames.p_id.shape == (6, model.num_id) and frames.p_exp.shape == (6, model.num_exp)
+  assert np.all(np.asarray(frames.residual_px) <= np.asarray(shared.residual_px) + 1e-4)
+  e_frames, e_shared = (_frame_energies(model, r, clip['points'], config) for r in (frames, shared))
+  assert np.all(e_frames <= e_shared * (1 + 1e-5))
+  own = lambda r: np.linalg.norm(np.asarray(r.p_id) - clip['p_id'], axis=1).mean()  # noqa: E731
+  assert own(frames) < 0.8 * own(shared)
+  assert float(jnp.max(jnp.abs(frames.p_id))) <= config.face3d.id_bound + 1e-6
+  config.face3d.fit_iterations = 0
+  same = fitting.fit_frames(model, clip['points'], config, init=shared)
+  np.testing.assert_allclose(np.asarray(same.p_id), np.broadcast_to(np.asarray(shared.p_id), (6, model.num_id)))
+  np.testing.assert_allclose(np.asarray(same.camera.rotation), np.asarray(shared.camera.rotation), atol=1e-6)
+  np.testing.assert_allclose(np.asarray(same.residual_px), np.asarray(shared.residual_px), rtol=1e-4, atol=1e-4)

@@ -17,7 +17,8 @@ def test_box_size_follows_config():
   assert mouth.mouth_box_size(c.image_size, c.disc.mouth_size) == 8
 
 
-def test_mouth_box_centred_and_inside_image():
+@pytest.mark.parametrize('centre, stat', [('mesh_median', np.median), ('mesh_mean', np.mean)])
+def test_mouth_box_centred_and_inside_image(centre, stat):
   rng = np.random.default_rng(0)
   mouth_idx = np.arange(5, 25)
   verts = rng.uniform(0, 256, (6, 40, 3)).astype(np.float32)
@@ -26,17 +27,43 @@ def test_mouth_box_centred_and_inside_image():
   for f, (dx, dy) in enumerate(offsets):
     verts[f, mouth_idx, 0] = 128 + dx + rng.normal(0, 5, 20)
     verts[f, mouth_idx, 1] = 150 + dy + rng.normal(0, 5, 20)
-  corners = np.asarray(mouth.mouth_box(jnp.asarray(verts), mouth_idx, 256, 64))
+  corners = np.asarray(mouth.mouth_box(jnp.asarray(verts), mouth_idx, 256, 64, centre=centre))
   assert corners.shape == (6, 2) and corners.dtype == np.int32
   assert np.all(corners >= 0) and np.all(corners + 64 <= 256)
-  centre = verts[0, mouth_idx, :2].mean(0)
-  np.testing.assert_array_equal(corners[0], np.round(centre[::-1] - 32))
+  middle = stat(verts[0, mouth_idx, :2], axis=0)
+  np.testing.assert_array_equal(corners[0], np.round(middle[::-1] - 32))
   assert corners[1, 1] == 0 and corners[2, 1] == 192 and corners[3, 0] == 0 and corners[4, 0] == 192
   np.testing.assert_array_equal(corners[5], [192, 192])
   # jit-able, and a single frame gives (2,).
-  jitted = jax.jit(lambda v: mouth.mouth_box(v, mouth_idx, 256, 64))(jnp.asarray(verts))
+  jitted = jax.jit(lambda v: mouth.mouth_box(v, mouth_idx, 256, 64, centre=centre))(jnp.asarray(verts))
   np.testing.assert_array_equal(np.asarray(jitted), corners)
-  assert mouth.mouth_box(jnp.asarray(verts[0]), mouth_idx, 256, 64).shape == (2,)
+  assert mouth.mouth_box(jnp.asarray(verts[0]), mouth_idx, 256, 64, centre=centre).shape == (2,)
+
+
+def test_mouth_centre_options_give_the_documented_centres():
+  """'mesh_median' (the authors' rule, the default) is the per-coordinate median of the mouth points, 'mesh_mean'
+  their mean; on lips with a skewed spread the two windows differ and each sits where its statistic says."""
+  x = np.array([100.0, 102.0, 104.0, 106.0, 140.0])  # One far point drags the mean, not the median.
+  y = np.array([150.0, 151.0, 152.0, 170.0, 171.0])
+  verts = np.zeros((1, 8, 3), np.float32)
+  idx = np.array([1, 2, 4, 5, 7])
+  verts[0, idx, 0], verts[0, idx, 1] = x, y
+  verts[0, [0, 3, 6], :2] = 10.0  # Not mouth points: ignored.
+  median = np.asarray(mouth.mouth_box(jnp.asarray(verts), idx, 256, 64, centre='mesh_median'))[0]
+  mean = np.asarray(mouth.mouth_box(jnp.asarray(verts), idx, 256, 64, centre='mesh_mean'))[0]
+  np.testing.assert_array_equal(median, [152 - 32, 104 - 32])  # (row, col) = median (y, x) - side / 2
+  np.testing.assert_array_equal(mean, [np.round(158.8 - 32), np.round(110.4 - 32)])
+  np.testing.assert_array_equal(np.asarray(mouth.mouth_box(jnp.asarray(verts), idx, 256, 64))[0], median)
+  assert paper.get_config().disc.mouth_centre in mouth.MOUTH_CENTRES
+  np.testing.assert_allclose(np.asarray(mouth.mouth_centre(jnp.asarray(verts[0, idx, :2]), 'mesh_median')), [104, 152])
+
+
+def test_unknown_mouth_centre_names_the_config_field():
+  v = jnp.zeros((2, 10, 3))
+  with pytest.raises(errors.ConfigError, match=r"config\.disc\.mouth_centre.*'box'.*mesh_median.*mesh_mean"):
+    mouth.mouth_box(v, np.arange(10), 64, 32, centre='box')
+  with pytest.raises(errors.ConfigError, match='config.disc.mouth_centre'):
+    jax.jit(lambda a: mouth.mouth_box(a, np.arange(10), 64, 32, centre='median'))(v)
 
 
 def test_mouth_box_rejects_nan():

@@ -8,6 +8,7 @@ import json
 import os
 
 import filelock
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from scipy.spatial import ConvexHull
@@ -20,7 +21,7 @@ from headgan_jax.data import facemesh as fm
 from headgan_jax.data import track
 from headgan_jax.data import video as video_lib
 from headgan_jax.face3d import camera as cam_lib
-from headgan_jax.face3d import fitting, morphable
+from headgan_jax.face3d import fitting, morphable, mouth
 
 CLIPS = ('driving.mp4', 'demo/talk-01.mp4', 'demo/talk-02.mp4', 'demo/talk-03.mp4', 'demo/talk-04.mp4',
          'demo/talk-05.mp4')
@@ -142,7 +143,7 @@ def test_identity_adaptation_reference_shape_driving_expression_and_pose(fixture
   frames = slice(60, 90)
   drv = track.ClipTrack(**{**ct.__dict__, **{k: getattr(ct, k)[frames] for k in (
       'crops', 'landmarks', 'depth', 'valid', 'reasons', 'num_faces', 'p_exp', 'rotation', 'translation', 'scale',
-      'fit_rms_px', 'mouth_boxes', 'masks')}})
+      'fit_rms_px', 'mouth_boxes', 'masks') + track.FRAME_FIT_FIELDS}})
   x_t, x_ref = track.adapt_identity(model, ref, drv, config.image_size)
   assert x_t.shape == (30, 256, 256, 3) and x_ref.shape == (256, 256, 3)
   # The adapted shapes decompose (3-D least squares on [U_id, U_exp]) into exactly the reference's identity and the
@@ -227,6 +228,9 @@ def test_face_leaving_the_frame_rejects_the_clip_with_the_reason(fixtures_dir, t
   assert ct.rejected is not None and 'leaving.mp4' in ct.rejected
   assert 'leaves the frame' in ct.rejected or 'no face in frames' in ct.rejected or 'moves too far' in ct.rejected
   assert ct.num_frames == 0 and ct.num_source_frames == 24
+  m = tracker.model
+  assert ct.frame_p_id.shape == (0, m.num_id) and ct.frame_p_exp.shape == (0, m.num_exp)
+  assert ct.frame_rotation.shape == (0, 6) and ct.frame_translation.shape == (0, 2) and ct.frame_scale.shape == (0,)
   out = tmp_path / 'out'
   assert track.main([str(path), '--out', str(out)]) == 2
   report = json.loads((out / 'report.json').read_text())
@@ -268,6 +272,83 @@ def test_streamed_chunks_share_the_identity_and_match_the_whole_clip(fixtures_di
   landmarks = np.concatenate([c.landmarks for c in chunks])
   assert np.abs(landmarks - whole.landmarks).max() < 1e-3  # Same box, same detector: same points.
   assert all(c.valid.all() for c in chunks) and np.median(np.concatenate([c.fit_rms_px for c in chunks])) < 4.0
+
+
+@pytest.fixture(scope='module')
+def short_track(fixtures_dir, tracker):
+  """(tracker without masks, ClipTrack of driving.mp4's first 64 frames = one fit bucket, no padding)."""
+  frames, fps = video_lib.read_video(fixtures_dir / 'driving.mp4')
+  cfg = paper.get_config()
+  cfg.track.masks = False
+  trk = track.Tracker(cfg, model=tracker.model)
+  return trk, trk.track_frames(frames[:64], fps, 'driving.mp4')
+
+
+def _as_jax(cam: cam_lib.Camera) -> cam_lib.Camera:
+  return cam_lib.Camera(*(jnp.asarray(a) for a in (cam.rotation, cam.translation, cam.scale)))
+
+
+def _landmark_rms(trk, ct, p_id, p_exp, cam) -> np.ndarray:
+  """(T,) RMS px between the model's projected landmark vertices and the track's landmarks."""
+  m = trk.model
+  verts = np.asarray(cam_lib.project(morphable.identity_adaptation(m, jnp.asarray(p_id), jnp.asarray(p_exp)),
+                                     _as_jax(cam)))
+  diff = verts[:, np.asarray(m.landmark_indices), :2] - ct.landmarks[:, trk.points]
+  return np.sqrt((diff ** 2).sum(-1).mean(-1))
+
+
+def test_clip_track_carries_the_per_frame_fit(short_track, tmp_path):
+  """Beside the shared fit, every frame's own identity, expression and camera (the authors' training x_t): right
+  shapes, each frame's landmarks fitted at least as well as by the shared fit, equal to fitting.fit_frames on the
+  same points (started from the stored shared fit), saved and loaded."""
+  trk, ct = short_track
+  m, t = trk.model, 64
+  assert ct.valid.all()
+  for name, shape in (('frame_p_id', (t, m.num_id)), ('frame_p_exp', (t, m.num_exp)), ('frame_rotation', (t, 6)),
+                      ('frame_translation', (t, 2)), ('frame_scale', (t,))):
+    a = getattr(ct, name)
+    assert a.shape == shape and a.dtype == np.float32, (name, a.shape, a.dtype)
+  shared = _landmark_rms(trk, ct, ct.p_id, ct.p_exp, ct.camera)
+  np.testing.assert_allclose(shared, ct.fit_rms_px, atol=1e-3)
+  own = _landmark_rms(trk, ct, ct.frame_p_id, ct.frame_p_exp, ct.frame_camera)
+  assert np.all(own <= shared + 1e-4), np.flatnonzero(own > shared + 1e-4)
+  assert np.median(own) < np.median(shared)
+  assert ct.frame_p_id.std(0).max() > 0.01  # An identity of its own per frame, not copies of the shared one.
+  assert np.abs(ct.frame_p_id).max() <= trk.config.face3d.id_bound + 1e-6
+  init = fitting.FitResult(camera=_as_jax(ct.camera), p_id=jnp.asarray(ct.p_id), p_exp=jnp.asarray(ct.p_exp),
+                           residual_px=jnp.asarray(ct.fit_rms_px), flagged=jnp.asarray(~ct.valid))
+  ref = fitting.fit_frames(m, ct.landmarks[:, trk.points], trk.config, init=init)
+  for mine, theirs in ((ct.frame_p_id, ref.p_id), (ct.frame_p_exp, ref.p_exp), (ct.frame_rotation, ref.camera.rotation),
+                       (ct.frame_translation, ref.camera.translation), (ct.frame_scale, ref.camera.scale)):
+    np.testing.assert_allclose(mine, np.asarray(theirs), rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(own, np.asarray(ref.residual_px), atol=1e-3)
+  ct.save(tmp_path / 'track.npz')
+  back = track.ClipTrack.load(tmp_path / 'track.npz')
+  for name in track.FRAME_FIT_FIELDS:
+    np.testing.assert_array_equal(getattr(back, name), getattr(ct, name))
+
+
+def test_mouth_centre_config_reaches_the_tracker(short_track):
+  """Tracker.mouth_boxes centres D_m's window as config.disc.mouth_centre says; the paper's default is the authors'
+  median; a bad value fails when the tracker is made."""
+  trk, ct = short_track
+  m = trk.model
+  verts = cam_lib.project(morphable.identity_adaptation(m, jnp.asarray(ct.p_id), jnp.asarray(ct.p_exp)),
+                          _as_jax(ct.camera))
+  boxes = {}
+  for centre in mouth.MOUTH_CENTRES:
+    cfg = paper.get_config()
+    cfg.disc.mouth_centre = centre
+    boxes[centre] = track.Tracker(cfg, model=m).mouth_boxes(ct.p_id, ct.p_exp, ct.camera)
+    np.testing.assert_array_equal(boxes[centre], np.asarray(mouth.mouth_box(verts, m.mouth_indices, 256, 64,
+                                                                             centre=centre)))
+  assert (boxes['mesh_median'] != boxes['mesh_mean']).any(axis=1).mean() > 0.5  # The option changes the windows.
+  assert paper.get_config().disc.mouth_centre == 'mesh_median'
+  np.testing.assert_array_equal(ct.mouth_boxes, boxes['mesh_median'])
+  cfg = paper.get_config()
+  cfg.disc.mouth_centre = 'lips'
+  with pytest.raises(errors.ConfigError, match='config.disc.mouth_centre'):
+    track.Tracker(cfg, model=m)
 
 
 # ---- Pure pieces (no model files needed). ----
@@ -373,5 +454,26 @@ def test_clip_track_save_load_round_trip(tmp_path):
   assert back.reasons.tolist() == ['', 'no face detected', ''] and back.notes == ('a note',) and back.rejected is None
   np.testing.assert_array_equal(back.crops, ct.crops)
   assert np.abs(back.masks - ct.masks).max() <= 0.5 / 255 + 1e-6
+  # Built without the per-frame fit (and so saved), it is the shared fit per frame; a file written before the
+  # frame_* arrays existed loads the same way.
+  np.testing.assert_array_equal(back.frame_p_id, np.ones((t, 4), np.float32))
+  for name, shared in (('frame_p_exp', 'p_exp'), ('frame_rotation', 'rotation'), ('frame_translation', 'translation'),
+                       ('frame_scale', 'scale')):
+    np.testing.assert_array_equal(getattr(back, name), getattr(ct, shared))
+    assert getattr(back, name).dtype == np.float32
+  with np.load(path) as z:
+    old = {k: z[k] for k in z.files if k not in track.FRAME_FIT_FIELDS}
+  np.savez(tmp_path / 'old.npz', **old)
+  back = track.ClipTrack.load(tmp_path / 'old.npz')
+  assert back.frame_p_id.shape == (t, 4) and back.frame_scale.shape == (t,)
+  np.testing.assert_array_equal(back.frame_p_exp, ct.p_exp)
+  # Given per-frame arrays round-trip as they are.
+  own = dict(frame_p_id=rng.random((t, 4), np.float32), frame_p_exp=rng.random((t, 5), np.float32),
+             frame_rotation=rng.random((t, 6), np.float32), frame_translation=rng.random((t, 2), np.float32),
+             frame_scale=rng.random(t, np.float32))
+  track.ClipTrack(**{**ct.__dict__, **own}).save(tmp_path / 'own.npz')
+  back = track.ClipTrack.load(tmp_path / 'own.npz')
+  for name, value in own.items():
+    np.testing.assert_array_equal(getattr(back, name), value)
   with pytest.raises(errors.VideoError, match='nothing.npz'):
     track.ClipTrack.load(tmp_path / 'nothing.npz')

@@ -310,7 +310,7 @@ def assemble(host: dict[str, jax.Array], model: morphable.MorphableModel, config
     x = render.render_face(model, verts, size, size, config.face3d.x_image_mode).reshape(b, n, size, size, 3)
   volume = lambda xs: jnp.moveaxis(xs, 1, 3).reshape(b, size, size, 3 * (k + 1))  # noqa: E731  oldest first
   corner = mouth.mouth_box(verts.reshape(b, n, *verts.shape[1:])[:, k + 1], model.mouth_indices, size,
-                           int(config.disc.mouth_size))
+                           int(config.disc.mouth_size), centre=str(config.disc.mouth_centre))
   fg = _downsample(host['fg'][..., None].astype(jnp.float32), factor) >= 0.5
   return dict(x_drive=volume(x[:, 1:k + 2]), x_drive_prev=volume(x[:, 0:k + 1]), y_ref=img(host['y_ref']),
               x_ref=x[:, k + 2], audio=host['audio'], audio_prev=host['audio_prev'], y=img(host['y']),
@@ -328,7 +328,7 @@ def assemble_settings(config) -> str:
   share one compiled function."""
   return json.dumps(dict(image_size=int(config.image_size), model=dict(num_past_frames=int(
       config.model.num_past_frames), conditioning=str(config.model.conditioning)), disc=dict(mouth_size=int(
-          config.disc.mouth_size)), face3d=dict(x_image_mode=str(config.face3d.x_image_mode))), sort_keys=True)
+          config.disc.mouth_size), mouth_centre=str(config.disc.mouth_centre)), face3d=dict(x_image_mode=str(config.face3d.x_image_mode))), sort_keys=True)
 
 
 @functools.lru_cache(maxsize=8)

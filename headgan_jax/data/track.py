@@ -4,8 +4,10 @@ Per clip, as the authors' preprocessing: detect the face in every frame, take th
 margin (config.track.crop_margin) and crop every frame to it, resized to config.image_size; a clip whose boxes move
 too far (config.track.max_box_distance), whose face leaves the frame or is lost for too long is rejected with the
 reason. Then, per frame: the detector's 468 landmarks (in crop pixels), one video-mode fit (shared identity,
-per-frame expression and camera; `face3d.fitting`), x_t rendered by our rasteriser, the mouth box of D_m and a
-foreground (person) mask. Frames where no face is found or the fit is rejected are flagged with the reason.
+per-frame expression and camera; `face3d.fitting`), a per-frame fit of the same points (each frame its own
+identity, expression and camera: what the authors render training frames with), x_t rendered by our rasteriser, the
+mouth box of D_m (centred as config.disc.mouth_centre says) and a foreground (person) mask. Frames where no face is
+found or the fit is rejected are flagged with the reason.
 
 Stages are separate methods of `Tracker` (created once: it holds the detector, landmark and segmentation models and
 the 3DMM), so reenactment can stream a long video in chunks with bounded memory (`Tracker.iter_video`: a first pass
@@ -49,6 +51,12 @@ class ClipTrack:
   When `rejected` is a reason, the per-frame arrays are empty (T = 0) and `num_source_frames` tells the clip length.
   Invalid frames (valid False, reasons[t] says why) carry the parameters of the fit to the nearest valid frame's
   points, so x_t is defined for every frame; datasets should skip them.
+
+  Two fits of the same points: the video-mode fit (p_id shared by the clip, p_exp, rotation, translation, scale:
+  evaluation, reenactment and eq. 1 use it) and the per-frame fit (frame_*: each frame's own identity, expression
+  and camera, `fitting.fit_frames`), with which the authors render the 3D face of every training frame
+  (their reconstruct.py / helpers/reconstruction.py). Built without the frame_* arrays (or loaded from a file
+  written before they existed), they are filled from the shared fit.
   """
   source: str
   fps: float
@@ -70,6 +78,17 @@ class ClipTrack:
   mouth_boxes: np.ndarray  # (T, 2) int32 top-left (row, col) of D_m's mouth window (face3d.mouth)
   masks: np.ndarray  # (T, S, S) float32 in [0, 1], 1 = person (empty (0, ...) when config.track.masks is False)
   notes: tuple[str, ...] = ()
+  frame_p_id: np.ndarray | None = None  # (T, K_id) float32, each frame's own identity
+  frame_p_exp: np.ndarray | None = None  # (T, K_exp) float32
+  frame_rotation: np.ndarray | None = None  # (T, 6)
+  frame_translation: np.ndarray | None = None  # (T, 2) crop pixels
+  frame_scale: np.ndarray | None = None  # (T,) crop pixels per model unit
+
+  def __post_init__(self):
+    shared = shared_as_frame_fit(self.p_id, self.p_exp, self.rotation, self.translation, self.scale)
+    for name, value in shared.items():
+      if getattr(self, name) is None:
+        setattr(self, name, value)
 
   @property
   def num_frames(self) -> int:
@@ -78,6 +97,11 @@ class ClipTrack:
   @property
   def camera(self) -> cam_lib.Camera:
     return cam_lib.Camera(rotation=self.rotation, translation=self.translation, scale=self.scale)
+
+  @property
+  def frame_camera(self) -> cam_lib.Camera:
+    """The per-frame fit's cameras (frame_rotation, frame_translation, frame_scale)."""
+    return cam_lib.Camera(rotation=self.frame_rotation, translation=self.frame_translation, scale=self.frame_scale)
 
   @property
   def points3d(self) -> np.ndarray:
@@ -112,10 +136,10 @@ class ClipTrack:
     except (OSError, ValueError, EOFError) as e:
       raise errors.VideoError(f'{path}: not a readable ClipTrack .npz file: {e}') from e
     names = [f.name for f in dataclasses.fields(cls)]
-    missing = [n for n in names if n not in arrays]
+    missing = [n for n in names if n not in arrays and n not in FRAME_FIT_FIELDS]
     if missing:
       raise errors.VideoError(f'{path}: not a ClipTrack file (missing {", ".join(missing)}).')
-    kw = {n: arrays[n] for n in names}
+    kw = {n: arrays[n] for n in names if n in arrays}  # Older files lack frame_*: __post_init__ fills them.
     kw['source'], kw['fps'] = str(kw['source']), float(kw['fps'])
     kw['num_source_frames'] = int(kw['num_source_frames'])
     kw['rejected'] = str(kw['rejected']) or None
@@ -124,8 +148,21 @@ class ClipTrack:
     return cls(**kw)
 
 
+FRAME_FIT_FIELDS = ('frame_p_id', 'frame_p_exp', 'frame_rotation', 'frame_translation', 'frame_scale')
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Pure pieces (numpy / jit).
+
+def shared_as_frame_fit(p_id, p_exp, rotation, translation, scale) -> dict[str, np.ndarray]:
+  """The shared fit written as a per-frame one (FRAME_FIT_FIELDS): p_id repeated over the T frames, copies of the
+  rest, float32."""
+  p_exp = np.asarray(p_exp, np.float32)
+  p_id = np.asarray(p_id, np.float32)
+  frame_id = np.array(np.broadcast_to(p_id, (p_exp.shape[0],) + p_id.shape[-1:]))
+  copies = (np.array(a, np.float32) for a in (p_exp, rotation, translation, scale))
+  return dict(zip(FRAME_FIT_FIELDS, (frame_id, *copies)))
+
 
 def _padding(t: int, bucket: int) -> int:
   """Frames to add so that T becomes a multiple of bucket (a single frame stays single): one compile per bucket."""
@@ -279,6 +316,7 @@ class Tracker:
     if len(self.points) != model.num_landmarks:
       raise errors.FaceModelError(f'the tracker was given {len(self.points)} detector points for a model with '
                                   f'{model.num_landmarks} landmark vertices.')
+    mouth.check_centre(str(config.disc.mouth_centre))  # A bad value fails now, not after a clip is tracked.
     self.bases = fitting.LandmarkBases.from_model(model)
     self.fit_settings = fitting.FitSettings.from_config(config)
     # Inner-lip mid points, for lip_gap (decided on the model's mean, seen from the front).
@@ -336,6 +374,25 @@ class Tracker:
                scale=jnp.exp(state.log_scale), rms=jnp.sqrt(sq / self.model.num_landmarks))
     return {k: np.asarray(v, np.float32)[:t] if k != 'p_id' else np.asarray(v, np.float32) for k, v in out.items()}
 
+  def fit_each_frame(self, landmarks: np.ndarray, usable: np.ndarray, shared: dict) -> dict:
+    """Per-frame fit of (T, 468, 2+) crop-pixel landmarks (`fitting.fit_each_frame`: every frame its own identity,
+    expression and camera, as the authors render training frames), each frame started from `shared`, the video fit
+    of the same frames (`fit`'s dict). Why start there: the bounded LM from the closed-form start needs far more
+    than config.face3d.fit_iterations steps on one frame (on driving.mp4, 46 of 150 frames ended worse than the
+    shared fit after 10); from the shared fit no frame can end worse (E never increases). Frames with usable False
+    take the nearest usable frame's points, as in `fit`. Returns numpy FRAME_FIT_FIELDS arrays and 'rms' (T,)."""
+    t = len(landmarks)
+    src = fill_missing(usable) if usable.any() else np.arange(t)
+    pad = _padding(t, int(self.config.track.fit_bucket))  # Same buckets as `fit`: one compile per bucket.
+    grow = lambda a: np.concatenate([a, np.repeat(a[-1:], pad, 0)]) if pad else a  # noqa: E731
+    points = fitting.validate_landmarks(grow(landmarks[src][:, self.points, :2]), self.model.num_landmarks)
+    start = fitting.start_state(shared['p_id'], grow(shared['p_exp']), cam_lib.Camera(
+        *(grow(shared[k]) for k in ('rotation', 'translation', 'scale'))))
+    state, sq = fitting.fit_each_frame(self.bases, jnp.asarray(points), self.fit_settings, start)
+    values = (state.p_id, state.p_exp, cam_lib.matrix_to_rotation_6d(state.rot), state.trans,
+              jnp.exp(state.log_scale), jnp.sqrt(sq / self.model.num_landmarks))
+    return {k: np.asarray(v, np.float32)[:t] for k, v in zip(FRAME_FIT_FIELDS + ('rms',), values)}
+
   # Stage 4: what is drawn from the fit.
   def render(self, p_id, p_exp, camera: cam_lib.Camera) -> np.ndarray:
     return render_x(self.model, p_id, p_exp, camera, self.size, self.config.face3d.x_image_mode,
@@ -345,8 +402,8 @@ class Tracker:
     vertices = cam_lib.project(morphable.identity_adaptation(self.model, jnp.asarray(p_id), jnp.asarray(p_exp)),
                                cam_lib.Camera(*(jnp.asarray(a) for a in (camera.rotation, camera.translation,
                                                                           camera.scale))))
-    return np.asarray(mouth.mouth_box(vertices, self.model.mouth_indices, self.size, int(self.config.disc.mouth_size)),
-                      np.int32)
+    return np.asarray(mouth.mouth_box(vertices, self.model.mouth_indices, self.size, int(self.config.disc.mouth_size),
+                                      centre=str(self.config.disc.mouth_centre)), np.int32)
 
   def masks(self, crops: np.ndarray) -> np.ndarray:
     if not self.config.track.masks:
@@ -382,6 +439,7 @@ class Tracker:
       fit = self.fit(points, usable, p_id)
     else:  # A chunk of a streamed video without any face: parameters from its (borrowed) points, all invalid.
       fit = self.fit(points, np.ones_like(usable), p_id)
+    frame = self.fit_each_frame(points, usable, fit)
     cam = cam_lib.Camera(fit['rotation'], fit['translation'], fit['scale'])
     limit = self.fit_settings.max_residual_px
     accepted = fit['rms'] <= limit
@@ -394,7 +452,8 @@ class Tracker:
         crops=crops, landmarks=points[..., :2], depth=points[..., 2], valid=usable & accepted,
         reasons=reasons.astype(str), num_faces=loc.det.count.astype(np.int32), p_id=fit['p_id'], p_exp=fit['p_exp'],
         rotation=fit['rotation'], translation=fit['translation'], scale=fit['scale'], fit_rms_px=fit['rms'],
-        mouth_boxes=self.mouth_boxes(fit['p_id'], fit['p_exp'], cam), masks=self.masks(crops), notes=loc.notes)
+        mouth_boxes=self.mouth_boxes(fit['p_id'], fit['p_exp'], cam), masks=self.masks(crops), notes=loc.notes,
+        **{k: frame[k] for k in FRAME_FIT_FIELDS})
 
   def _rejected(self, source, fps, num_source, box, reason, notes) -> ClipTrack:
     s = self.size
@@ -404,7 +463,9 @@ class Tracker:
                      depth=empty(fm.NUM_POINTS), valid=empty(dtype=bool), reasons=empty(dtype=str),
                      num_faces=empty(dtype=np.int32), p_id=np.zeros(self.model.num_id, np.float32),
                      p_exp=empty(self.model.num_exp), rotation=empty(6), translation=empty(2), scale=empty(),
-                     fit_rms_px=empty(), mouth_boxes=empty(2, dtype=np.int32), masks=empty(s, s), notes=tuple(notes))
+                     fit_rms_px=empty(), mouth_boxes=empty(2, dtype=np.int32), masks=empty(s, s), notes=tuple(notes),
+                     frame_p_id=empty(self.model.num_id), frame_p_exp=empty(self.model.num_exp),
+                     frame_rotation=empty(6), frame_translation=empty(2), frame_scale=empty())
 
   def track_frames(self, frames: np.ndarray, fps: float, source: str = '<frames>', p_id=None) -> ClipTrack:
     """Tracks a clip held in memory: frames (T, H, W, 3) uint8."""

@@ -24,7 +24,8 @@ with config.face3d's weights. Minimisation:
    box constraints as in the authors' bounded least squares, on top of the soft Gaussian prior).
 
 Everything is jit-compiled with a fixed iteration count and vmapped over frames. `fit_video` shares one identity
-over all frames (the paper's "one mean identity per video"); `fit_frames` fits every frame independently. In video
+over all frames (the paper's "one mean identity per video"); `fit_frames` fits every frame independently (the
+authors render each training frame's 3D face with such a per-frame fit; data/track.py stores both). In video
 mode each frame's landmark term may be weighted (0 = a padding or faceless frame that must not pull on the shared
 identity: clips are padded to fixed lengths so the fit compiles once per length bucket), and the identity may be held
 at a given p_id (the later chunks of a streamed video, or eq. 1's reference identity). Frames
@@ -333,6 +334,13 @@ def _fit_clip(bases: LandmarkBases, points: jax.Array, settings: FitSettings, it
   p_id = jnp.zeros((bases.id_basis.shape[0],), jnp.float32) if p_id is None else p_id
   rot, trans, log_scale = jax.vmap(initial_camera, in_axes=(None, 0))(bases.mean, points)
   state = PoseState(rot, trans, log_scale, jnp.zeros((t, bases.exp_basis.shape[0])), p_id)
+  return _refine(bases, points, settings, iterations, weights, state, fix_identity)
+
+
+def _refine(bases: LandmarkBases, points: jax.Array, settings: FitSettings, iterations: int, weights,
+            state: PoseState, fix_identity: bool = False):
+  """`iterations` LM steps from `state` (traced inside a jitted caller); E never increases. Returns (PoseState,
+  per-frame sum of squared residuals)."""
   e0, _ = energy(bases, state, points, settings, weights)
 
   def body(carry, _):
@@ -367,19 +375,47 @@ def fit_video(model: MorphableModel, landmarks, config, weights=None, p_id=None)
 
 
 @functools.partial(jax.jit, static_argnames=('iterations',))
-def _fit_independent(bases: LandmarkBases, points: jax.Array, settings: FitSettings, iterations: int):
-  state, sq = jax.vmap(lambda p: _fit_clip(bases, p[None], settings, iterations))(points)
+def _fit_independent(bases: LandmarkBases, points: jax.Array, settings: FitSettings, iterations: int,
+                     init: PoseState | None = None):
+  if init is None:
+    state, sq = jax.vmap(lambda p: _fit_clip(bases, p[None], settings, iterations))(points)
+  else:
+    one = jnp.ones((1,), jnp.float32)
+    start = lambda s: PoseState(s.rot[None], s.trans[None], s.log_scale[None], s.p_exp[None], s.p_id)
+    state, sq = jax.vmap(lambda p, s: _refine(bases, p[None], settings, iterations, one, start(s)))(points, init)
   squeeze = lambda a: a[:, 0]
   return PoseState(squeeze(state.rot), squeeze(state.trans), squeeze(state.log_scale), squeeze(state.p_exp),
                    state.p_id), sq[:, 0]
 
 
-def fit_frames(model: MorphableModel, landmarks, config) -> FitResult:
-  """Every frame (B, L, 2 or 3) fitted on its own: own camera, identity and expression (e.g. a reference image)."""
+def fit_each_frame(bases: LandmarkBases, points: jax.Array, settings: FitSettings, init: PoseState | None = None
+                   ) -> tuple[PoseState, jax.Array]:
+  """Every frame of points (B, L, 2) fitted on its own, batched and jitted: PoseState with p_id (B, K_id) and the
+  per-frame sum of squared residuals (B,). The authors' per-frame reconstruction (one bounded fit per frame).
+
+  init: a per-frame PoseState (rot (B, 3, 3), trans, log_scale, p_exp, p_id (B, K_id)) to start each frame's LM
+  from instead of the closed-form camera and p = 0, e.g. the video fit's solution. Frames stay independent; as E
+  never increases, each frame then ends at most at the energy it started with.
+  """
+  return _fit_independent(bases, points, settings._replace(iterations=0), settings.iterations, init)
+
+
+def start_state(p_id, p_exp, camera: cam_lib.Camera) -> PoseState:
+  """The per-frame PoseState of a fit given as arrays (p_id (K_id,) or (B, K_id), p_exp (B, K_exp), a camera batched
+  over B), to start `fit_each_frame` from."""
+  p_exp = jnp.asarray(p_exp, jnp.float32)
+  p_id = jnp.broadcast_to(jnp.asarray(p_id, jnp.float32), p_exp.shape[:1] + jnp.shape(p_id)[-1:])
+  cam = cam_lib.Camera(*(jnp.asarray(a, jnp.float32) for a in (camera.rotation, camera.translation, camera.scale)))
+  return PoseState(cam_lib.rotation_matrix(cam), cam.translation, jnp.log(cam.scale), p_exp, p_id)
+
+
+def fit_frames(model: MorphableModel, landmarks, config, init: FitResult | None = None) -> FitResult:
+  """Every frame (B, L, 2 or 3) fitted on its own: own camera, identity and expression (e.g. a reference image).
+  init: a FitResult of the same B frames (e.g. `fit_video`'s) to start each frame's fit from (`fit_each_frame`)."""
   points = jnp.asarray(validate_landmarks(landmarks, model.num_landmarks))
   settings = FitSettings.from_config(config)
-  state, sq = _fit_independent(LandmarkBases.from_model(model), points, settings._replace(iterations=0),
-                               settings.iterations)
+  start = None if init is None else start_state(init.p_id, init.p_exp, init.camera)
+  state, sq = fit_each_frame(LandmarkBases.from_model(model), points, settings, start)
   rms = jnp.sqrt(sq / points.shape[1])
   cam = cam_lib.Camera(rotation=cam_lib.matrix_to_rotation_6d(state.rot), translation=state.trans,
                        scale=jnp.exp(state.log_scale))
