@@ -218,8 +218,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   a = c.audio = ml_collections.ConfigDict()
   a.window_half = 4  # L: the window is 2L parts a_{t-L-1 .. t+L}.
   a.sample_rate = 16_000  # Audio is resampled to this rate.
-  a.num_lowlevel = 84  # h^(aL).
-  a.num_chars = 27  # Classes per part of h^(aH): blank/space + 26 letters.
   a.asr_backend = 'pocketsphinx'  # 'pocketsphinx' (embedded default) or 'deepspeech' (needs asr_model).
   a.asr_model = ''
   a.lowlevel_offset = 2  # Frames the low-level window is moved ahead of frame t (audio/features.py); measured by

@@ -116,6 +116,7 @@ LONGEST_FIRST = {
     'test_reenact.py::test_peak_memory': 170,
     'test_train_loop.py::test_training_loop': 115,
     'test_evaluate.py::test_train_with': 90,
+    'test_config_fields.py::test_every_paper_leaf_is_read': 90,
 }
 
 

@@ -103,7 +103,7 @@ def check_evaluate_writes_eval_json_and_the_table(evaluated):
   assert self_['fvd']['network'].startswith('I3D Kinetics-400')
   # CSIM and AED measured something or say why (faces in 16 px frames of a 2-step generator are rarely found).
   assert 'dlib' in self_['csim']['network']
-  for line in ('HeadGAN (paper, VoxCeleb)', f'ours, step {STEPS} (self-reenactment)', 'Skipped:', 'self/fid: skipped',
+  for line in ('HeadGAN (paper, VoxCeleb)', f'ours (full), step {STEPS} (self-reenactment)', 'Skipped:', 'self/fid: skipped',
                'Networks:'):
     assert line in stdout, line
 

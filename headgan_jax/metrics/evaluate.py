@@ -344,9 +344,10 @@ def run(args: argparse.Namespace) -> tuple[str, str]:
   results, meta = evaluate(config, restored, protocols_to_run=protocols_to_run, max_clips=args.max_clips,
                            max_frames=args.max_frames, track_size=args.track_size, seed=args.seed,
                            progress=not args.no_progress)
-  meta.update(workdir=workdir, checkpoint_step=step, seconds=round(time.perf_counter() - start, 1))
+  variant = str(config.get('variant', 'full'))  # The row of Table 1 the run trained (configs/paper.py ABLATIONS).
+  meta.update(workdir=workdir, checkpoint_step=step, variant=variant, seconds=round(time.perf_counter() - start, 1))
   out = report.write_eval_json(args.out or os.path.join(workdir, 'eval.json'), results, meta)
-  table = report.format_table1(results, label=f'ours, step {step}')
+  table = report.format_table1(results, label=f'ours ({variant}), step {step}')
   return out, table
 
 
