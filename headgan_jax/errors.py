@@ -63,3 +63,7 @@ class DatasetError(HeadGANError):
 
 class CheckpointError(HeadGANError):
   """A checkpoint is missing, unreadable, or was written for another config than the one saved beside it."""
+
+
+class WorkdirBusyError(HeadGANError):
+  """A work folder is in use by another live training run (names its process id, host and start time)."""

@@ -40,12 +40,13 @@ class StageFailed(Exception):
 
 
 def latest_checkpoint(workdir: str) -> tuple[int, float] | None:
-  """(step, modification time) of the latest checkpoint in workdir, or None."""
+  """(step, modification time) of the newest whole checkpoint in workdir, or None (a damaged newer one does not
+  count: training then runs, sets it aside and trains again from the whole one)."""
   from headgan_jax.train import checkpoints  # pylint: disable=import-outside-toplevel
-  steps = checkpoints.checkpoint_steps(workdir)
-  if not steps:
+  step, _ = checkpoints.newest_whole(workdir)
+  if step is None:
     return None
-  return steps[-1], os.path.getmtime(os.path.join(workdir, checkpoints.CHECKPOINT_DIR, str(steps[-1])))
+  return step, os.path.getmtime(os.path.join(workdir, checkpoints.CHECKPOINT_DIR, str(step)))
 
 
 def fresh(paths: Sequence[str], than: float) -> bool:

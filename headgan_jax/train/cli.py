@@ -13,7 +13,8 @@ Several hosts: start the same command on every host.
   --coordinator_address=HOST:PORT --num_processes=N --process_id=I
                                        anywhere else (e.g. GPU machines started by hand or by another scheduler).
 
-Exit status: 0 finished; 2 bad configuration or input, or a NaN / inf loss (one message, no traceback);
+Exit status: 0 finished; 2 bad configuration or input, a NaN / inf loss, no whole checkpoint to resume from, or
+another live run training in the same work folder (one message naming it: pid, host, start time; no traceback);
 128 + signal number (143 SIGTERM, 130 SIGINT) when a signal stopped it after writing a checkpoint: run the same
 command again to resume.
 """
@@ -127,6 +128,7 @@ def main(argv: list[str] | None = None) -> int:
       compilation_cache.enable()
     from headgan_jax.train import loop  # pylint: disable=import-outside-toplevel
     workdir = fv.workdir or config.train.workdir
+    loop.refuse_if_busy(workdir)  # At once, before anything is built; Trainer.run holds the lock itself.
     trainer = loop.Trainer.create(config)
     start = time.perf_counter()
     result = trainer.run(workdir, progress=fv.progress)

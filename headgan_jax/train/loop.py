@@ -9,7 +9,10 @@ Work folder:
   WORKDIR/config.json        the resolved config of the run (written once; a resumed run must match it, except for
                              the fields in RESUMABLE_FIELDS, or it stops with the differing fields named)
   WORKDIR/checkpoints/<N>/   orbax checkpoints after N steps: 'state' (the TrainState, an opaque pytree here) and
-                             'data' (every process's data-iterator state); keep-N, atomic, written by all processes
+                             'data' (every process's data-iterator state); keep-N, atomic, written by all processes;
+                             checksums.json, written by process 0 once orbax has finished the step
+  WORKDIR/checkpoints_damaged/  checkpoints found damaged on resume, moved aside (train/checkpoints.py: `damage`)
+  WORKDIR/run.lock           locked by the process training here: a second run in the folder is refused
   WORKDIR/assets/            the training set's 3DMM and audio statistics (written at every start by process 0), so
                              that the folder alone reenacts and evaluates its checkpoints (train/checkpoints.py reads
                              this layout: G alone, the config check, the assets)
@@ -29,7 +32,11 @@ unchanged: the mesh spans every device of every process, each process feeds its 
 steps and takes part in orbax's collective checkpoint writes, and only process 0 writes TensorBoard files and the
 config. WORKDIR must be storage that every host sees (a bucket or a network file system).
 
-Faults: SIGTERM or SIGINT (preemptible VMs, Ctrl-C) lets the current step finish, writes a checkpoint and returns
+Faults: a run resumes from the newest checkpoint that is whole; each newer damaged one (truncated, a file missing,
+other bytes than were written) is moved to WORKDIR/checkpoints_damaged/ with one line on stderr (step, why, where);
+when checkpoints exist but none is whole it stops with CheckpointError and moves nothing. A second run in a work
+folder that a live process trains in stops at once with WorkdirBusyError naming that process (`hold_workdir`).
+SIGTERM or SIGINT (preemptible VMs, Ctrl-C) lets the current step finish, writes a checkpoint and returns
 with `stopped_by` set (on several hosts the processes agree on the step to stop at); a second signal acts as usual.
 A NaN or inf in any metric stops training with NonFiniteLossError naming the step, the terms and the last good
 checkpoint; metrics are checked every step (one step behind, so the host does not wait on the device) and always
@@ -55,7 +62,7 @@ import tqdm
 from jax.experimental import multihost_utils
 
 from headgan_jax.data import sources
-from headgan_jax.errors import ConfigError, NonFiniteLossError
+from headgan_jax.errors import CheckpointError, ConfigError, NonFiniteLossError, WorkdirBusyError
 from headgan_jax.face3d.mouth import crop_mouth
 from headgan_jax.nn import vgg as vgg_lib
 from headgan_jax.train import checkpoints, data, evals as evals_lib, metric_writer, state as state_lib
@@ -132,6 +139,82 @@ def save_or_check_config(config: ml_collections.ConfigDict, workdir: str) -> Non
   if jax.process_index() == 0:
     os.makedirs(workdir, exist_ok=True)
     write_atomic(path, _config_json(config))
+
+
+# --- The work folder: one run at a time, resumed from a whole checkpoint ---------------------------------------
+
+
+def _agree(value: int) -> int:
+  """Process 0's `value` on every process (a collective on several hosts; nothing on one)."""
+  if jax.process_count() == 1:
+    return value
+  return int(np.asarray(multihost_utils.broadcast_one_to_all(np.int32(value))))
+
+
+def _refuse_together(busy: str | None, workdir: str) -> None:
+  """WorkdirBusyError on every process when process 0 found WORKDIR `busy` (its message)."""
+  if _agree(busy is not None):
+    raise WorkdirBusyError(busy or checkpoints.workdir_holder(workdir) or
+                           f'{workdir} is in use by another training run (process 0 found it locked).')
+
+
+def refuse_if_busy(workdir: str | os.PathLike) -> None:
+  """WorkdirBusyError at once when a live process trains in WORKDIR (a probe: creates nothing). train.py calls it
+  before building anything; `hold_workdir` is what keeps a second run out."""
+  workdir = os.path.abspath(os.fspath(workdir))
+  _refuse_together(checkpoints.workdir_holder(workdir) if jax.process_index() == 0 else None, workdir)
+
+
+@contextlib.contextmanager
+def hold_workdir(workdir: str | os.PathLike):
+  """WORKDIR's run lock (train/checkpoints.py: flock, released by the kernel however the process ends) for the
+  duration, or WorkdirBusyError on every process when another live run holds it. Several hosts: a run uses one work
+  folder for all of them and only its process 0 takes the lock (the others would refuse each other where the file
+  system locks across hosts); the others learn the outcome from it."""
+  workdir = os.path.abspath(os.fspath(workdir))
+  lock, busy = None, None
+  if jax.process_index() == 0:
+    try:
+      lock = checkpoints.lock_workdir(workdir)
+    except WorkdirBusyError as e:
+      busy = str(e)
+  _refuse_together(busy, workdir)
+  try:
+    yield
+  finally:
+    if lock is not None:
+      lock.release()
+
+
+def set_aside_damaged(workdir: str, report: Callable[[str], None] = checkpoints.say) -> int | None:
+  """The step of WORKDIR's newest whole checkpoint (None: no checkpoint yet), after moving every newer damaged one
+  to WORKDIR/checkpoints_damaged/ (one `report` line each: step, why, where). CheckpointError, moving nothing, when
+  checkpoints exist but none is whole: starting afresh over them is for the user to decide. Call it on one process,
+  holding the work folder's lock (a reader beside the run only skips damaged checkpoints)."""
+  step, damaged = checkpoints.newest_whole(workdir)
+  if step is None and damaged:
+    raise CheckpointError(f'{os.path.join(workdir, CHECKPOINT_DIR)}: no checkpoint there is whole, so training cannot '
+                          f'resume: {checkpoints.describe(damaged)}. Move them out of the folder (or use another '
+                          'work folder) to start afresh.')
+  for d in damaged:  # Moved before orbax's CheckpointManager lists the folder: it would see a damaged latest.
+    report(f'skipping checkpoint step {d.step}: {d.reason}; moved to {checkpoints.set_aside(workdir, d)}')
+  return step
+
+
+def resume_step(workdir: str) -> int | None:
+  """`set_aside_damaged` on process 0, its step on every process (CheckpointError on all when it refused)."""
+  none, refused, message = -1, -2, None
+  code = none
+  if jax.process_index() == 0:
+    try:
+      step = set_aside_damaged(workdir)
+      code = none if step is None else step
+    except CheckpointError as e:
+      code, message = refused, str(e)
+  code = _agree(code)
+  if code == refused:
+    raise CheckpointError(message or f'{workdir}: no checkpoint there is whole (process 0 says why).')
+  return None if code == none else code
 
 
 # --- Signals -------------------------------------------------------------------------------------------------
@@ -320,8 +403,9 @@ class Trainer:
     return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding), abstract)
 
   def restore(self, workdir: str | os.PathLike, step: int | None = None) -> tuple[Any, int]:
-    """(state, step) of checkpoint `step` (default the latest) of the run in `workdir`, replicated on the mesh: the
-    whole TrainState (G alone, for inference: checkpoints.load). CheckpointError when there is no such checkpoint."""
+    """(state, step) of checkpoint `step` (default the newest whole one: checkpoints.find) of the run in `workdir`,
+    replicated on the mesh: the whole TrainState (G alone, for inference: checkpoints.load). CheckpointError when
+    there is no such checkpoint or it is damaged."""
     step = checkpoints.find(workdir, step).step
     with self.checkpoint_manager(workdir) as manager:
       restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(self.abstract_state())))
@@ -346,29 +430,44 @@ class Trainer:
         state=ocp.args.StandardSave(state),
         data=ocp.args.JsonSave({'process_count': jax.process_count(), 'iterator_states': states})))
 
-  def restore_or_init(self, manager: ocp.CheckpointManager, iterator: sources.TrainIterator) -> tuple[Any, int]:
-    """(state, step) of the latest checkpoint (the iterator set to its position), or a fresh state and 0."""
-    latest = manager.latest_step()
-    if latest is None:
+  def restore_or_init(self, manager: ocp.CheckpointManager, iterator: sources.TrainIterator,
+                      step: int | None) -> tuple[Any, int]:
+    """(state, step) of checkpoint `step` (the iterator set to its position), or a fresh state and 0 for None.
+    CheckpointError when the checkpoint does not restore into this trainer's state."""
+    if step is None:
       return self.init_state(), 0
-    restored = manager.restore(latest, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(self.abstract_state()), data=ocp.args.JsonRestore()))
+    folder = os.path.join(os.fspath(manager.directory), str(step))
+    try:
+      restored = manager.restore(step, args=ocp.args.Composite(
+          state=ocp.args.StandardRestore(self.abstract_state()), data=ocp.args.JsonRestore()))
+    except Exception as e:  # pylint: disable=broad-exception-caught  # orbax / tensorstore raise plain Exceptions.
+      # It was found whole (set_aside_damaged), so this is no damage: most likely other code or another config.
+      raise CheckpointError(f'{folder} is whole but does not restore into this run\'s train state: '
+                            f'{(str(e).strip().splitlines() or [type(e).__name__])[0][:300]}') from e
+    if jax.process_index() == 0 and not os.path.exists(os.path.join(folder, checkpoints.CHECKSUMS_FILE)):
+      checkpoints.write_checksums(folder)  # Read back whole and restored: later checks compare instead of reading.
     saved = restored.data
     if saved['process_count'] != jax.process_count():
-      raise ConfigError(f'the checkpoint at step {latest} in {manager.directory} was written by '
+      raise ConfigError(f'the checkpoint at step {step} in {manager.directory} was written by '
                         f'{saved["process_count"]} processes, this run has {jax.process_count()}: each process\'s '
                         'data position cannot be carried over; resume with the same number of processes')
     iterator.set_state(saved['iterator_states'][jax.process_index()])
-    return restored.state, latest
+    return restored.state, step
 
   def run(self, workdir: str | os.PathLike, num_steps: int | None = None, progress: bool = True,
           iterator: sources.TrainIterator | None = None) -> RunResult:
     """Trains until `num_steps` (default total_steps(config)) steps are done in total, resuming from `workdir`.
 
-    `iterator` replaces the config's data source (it must keep the same contract).
+    `iterator` replaces the config's data source (it must keep the same contract). WorkdirBusyError when another
+    live process trains in `workdir`; the work folder's lock is held until this returns.
     """
-    config, t = self.config, self.config.train
     workdir = os.path.abspath(os.fspath(workdir))
+    with hold_workdir(workdir):
+      return self._run(workdir, num_steps, progress, iterator)
+
+  def _run(self, workdir: str, num_steps: int | None, progress: bool,
+           iterator: sources.TrainIterator | None) -> RunResult:
+    config, t = self.config, self.config.train
     iterator = sources.make_train_iterator(config, self.mesh) if iterator is None else iterator
     num_steps = total_steps(config, getattr(iterator, 'num_examples', None)) if num_steps is None else num_steps
     if num_steps < 0:
@@ -379,9 +478,10 @@ class Trainer:
     is_writer = jax.process_index() == 0
     if is_writer:  # The folder then reenacts and evaluates its checkpoints without the dataset.
       checkpoints.write_assets(config, workdir)
+    resume = resume_step(workdir)  # Before orbax's manager lists the folder: damaged ones are moved aside first.
     with contextlib.ExitStack() as stack:
       manager = stack.enter_context(self.checkpoint_manager(workdir))
-      state, start = self.restore_or_init(manager, iterator)
+      state, start = self.restore_or_init(manager, iterator, resume)
       if start > num_steps:
         raise ConfigError(f'{workdir} holds a checkpoint at step {start}, beyond the requested {num_steps} steps')
       writer = stack.enter_context(metric_writer.MetricWriter(os.path.join(workdir, TENSORBOARD_DIR), is_writer))
@@ -391,8 +491,19 @@ class Trainer:
       bar = stack.enter_context(tqdm.tqdm(total=num_steps, initial=start, unit='step', dynamic_ncols=True,
                                           disable=not (progress and is_writer)))
 
+      unsealed: list[int] = []  # Steps saved by this run whose checksums.json is not written yet.
+
+      def seal() -> None:
+        """checksums.json of the checkpoints orbax has finished (process 0): what readers check them against."""
+        for saved in unsealed if is_writer else ():
+          folder = os.path.join(os.fspath(manager.directory), str(saved))
+          if os.path.isdir(folder):  # Not when keep_checkpoints removed it already.
+            checkpoints.write_checksums(folder)
+        unsealed.clear()
+
       def last_checkpoint() -> str:
         manager.wait_until_finished()
+        seal()
         good = manager.latest_step()
         if good is None:
           return 'No checkpoint was written yet.'
@@ -437,11 +548,17 @@ class Trainer:
           generate = lambda b: self.generate_fn(state, b)[0]  # noqa: E731
           writer.write_scalars(done, evals_lib.run_eval(ev, generate, eval_sets[ev.name]))
         if do_save:
+          manager.wait_until_finished()  # orbax's save waits for the previous one anyway; then it can be sealed.
+          seal()
           self.save(manager, done, state, iterator)
+          unsealed.append(done)
+        elif unsealed and not manager.is_saving_in_progress():  # Sealed as soon as orbax is done: a run killed
+          seal()                                                # later leaves it checkable by its checksums.
         bar.update(1)
         if stopped_by is not None:
           break
       check_pending()
       writer.flush()
       manager.wait_until_finished()
+      seal()
     return RunResult(state, done, stopped_by)
