@@ -121,29 +121,30 @@ def test_reference_set_spans_the_poses_sorted():
 
 
 def test_demo_records_carry_their_videos_reference_set(demo_build):
-  """Every record of a part stores the same 8 references of that part (train references in the train part,
-  test references in the held-out part), their frames and fits exactly the clip's."""
+  """Every record of a clip stores the same 8 references, their frames and fits exactly the clip's: taken from the
+  clip's train records when it has any (a training identity's held-out frames too), else from its own (talk-05)."""
   config, builder, _ = demo_build
   train, test = read_split(builder, 'train'), read_split(builder, 'test')
-  frames = {}  # (clip, frame number) -> JPEG bytes, from every record.
-  for r in list(train.values()) + list(test.values()):
-    for i, b in enumerate(r['frames']):
-      frames[(r['clip'], int(r['start']) + i)] = (b, r, i)
+  frames = {}  # (clip, frame number) -> (JPEG bytes, record, index), from every record.
+  by_clip: dict[bytes, list] = {}
   for split, recs in (('train', train), ('test', test)):
-    by_clip = {}
     for r in recs.values():
-      by_clip.setdefault(r['clip'], []).append(r)
-    for clip, rs in by_clip.items():
-      lo = min(int(r['start']) for r in rs)
-      hi = max(int(r['start']) + len(r['frames']) for r in rs)
-      for r in rs:
-        np.testing.assert_array_equal(r['ref_index'], rs[0]['ref_index'])
-        assert r['ref_index'].shape == (8,) and np.all((lo <= r['ref_index']) & (r['ref_index'] < hi))
-        for j, f in enumerate(r['ref_index']):
-          data, rec, i = frames[(clip, int(f))]
-          assert r['ref_frames'][j] == data and bool(rec['valid'][i])
-          for name in ('p_exp', 'rotation', 'landmarks', 'frame_p_id', 'frame_p_exp', 'frame_scale'):
-            np.testing.assert_array_equal(r[f'ref_{name}'][j], rec[name][i])
+      by_clip.setdefault(r['clip'], []).append((split, r))
+      for i, b in enumerate(r['frames']):
+        frames[(r['clip'], int(r['start']) + i)] = (b, r, i)
+  for clip, rs in by_clip.items():
+    source = [r for split, r in rs if split == 'train'] or [r for _, r in rs]
+    lo = min(int(r['start']) for r in source)
+    hi = max(int(r['start']) + len(r['frames']) for r in source)
+    assert (clip == b'talk-05') == (not any(split == 'train' for split, _ in rs))
+    for _, r in rs:
+      np.testing.assert_array_equal(r['ref_index'], rs[0][1]['ref_index'])
+      assert r['ref_index'].shape == (8,) and np.all((lo <= r['ref_index']) & (r['ref_index'] < hi))
+      for j, f in enumerate(r['ref_index']):
+        data, rec, i = frames[(clip, int(f))]
+        assert r['ref_frames'][j] == data and bool(rec['valid'][i])
+        for name in ('p_exp', 'rotation', 'landmarks', 'frame_p_id', 'frame_p_exp', 'frame_scale'):
+          np.testing.assert_array_equal(r[f'ref_{name}'][j], rec[name][i])
   assert builder.info.metadata['build']['num_references'] == 8
 
 

@@ -12,9 +12,9 @@ record needs).
 A finished clip becomes records (`records_from_clip`): TFDS examples of `features()`. Train records are the clip cut
 into sequences of config.train.sequence_length frames (the authors cut clips into 50-frame sequences and drop a shorter
 tail: config.data.keep_short_tails); test records are whole (held-out) clips, so that evaluation can generate every
-frame. Every record also carries its part's REFERENCE SET (`reference_set`, the authors' `reconstruct.py`): the
-config.data.num_references frames of the part spread over its head poses (standardised camera parameters, PCA to one
-component, sorted, evenly spaced), stored whole (`ref_frames`, `ref_masks`, `ref_<per-frame array>`), so that a
+frame. Every record also carries its video's REFERENCE SET (`reference_set`, the authors' `reconstruct.py`): the
+config.data.num_references frames of the clip's training frames (of a held-out clip: its own) spread over its head
+poses (standardised camera parameters, PCA to one component, sorted, evenly spaced), stored whole (`ref_frames`, `ref_masks`, `ref_<per-frame array>`), so that a
 training example of any sequence can take its reference from any of them and the self-reenactment protocol can take
 the middle one.
 Frames are stored as JPEG bytes and masks as PNG bytes (decoded lazily, only the frames a training example uses);
@@ -432,20 +432,30 @@ def records_from_clip(result: ClipResult, parts: Sequence[tuple[str, int, int]],
                       min_length: int, num_references: int = 8, keep_short_tails: bool = False
                       ) -> Iterator[tuple[str, str, dict[str, Any]]]:
   """(split, key, record) for each part (split, lo, hi) of a clip: 'train' parts cut into sequences (`cut`), others
-  whole; every record carries its part's reference set (`reference_set` over the part's tracked frames: a train
-  record's references can lie in another sequence of the part, never in another split). Records without a usable
-  frame pair are left out (the report counts their frames as dropped)."""
+  whole. Every record carries the video's reference set (`reference_set`): over the clip's train frames when it has
+  any (so a training example's reference is never a held-out frame, and the held-out frames of a training identity
+  are driven from its video's references, as the test protocol of a seen person would be), else over the part's own
+  frames (a held-out identity's clip). Records without a usable frame pair are left out (the report counts their
+  frames as dropped)."""
   a = result.arrays
+  pieces_of = []
   for split, lo, hi in parts:
     pieces = [(lo + s, lo + e) for s, e in cut(hi - lo, sequence_length, min_length, keep_short_tails)
               ] if split == 'train' else [(lo, hi)]
-    pieces = [(s, e) for s, e in pieces if usable_pairs(a['valid'][s:e]).any()]
+    pieces_of.append((split, [(s, e) for s, e in pieces if usable_pairs(a['valid'][s:e]).any()]))
+
+  def refs_over(pieces: list[tuple[int, int]]) -> np.ndarray:
+    valid = np.zeros(len(a['valid']), bool)
+    for s, e in pieces:  # References come from the frames the records keep.
+      valid[s:e] = a['valid'][s:e]
+    return reference_set(a['rotation'], a['translation'], a['scale'], valid, num_references)
+
+  train = [p for split, pieces in pieces_of if split == 'train' for p in pieces]
+  train_refs = refs_over(train) if train else None
+  for split, pieces in pieces_of:
     if not pieces:
       continue
-    valid = np.zeros(len(a['valid']), bool)
-    for s, e in pieces:  # References come from the frames this split keeps.
-      valid[s:e] = a['valid'][s:e]
-    refs = reference_set(a['rotation'], a['translation'], a['scale'], valid, num_references)
+    refs = train_refs if train_refs is not None else refs_over(pieces)
     for s, e in pieces:
       rec = _record(result, s, e, refs)
       yield split, rec['key'], rec
