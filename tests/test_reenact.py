@@ -115,8 +115,10 @@ def test_keep_last_good_and_windows():
     valid = np.array([False, True, False, False, True])
     p_exp = np.arange(5, dtype=np.float32)[:, None]
     rotation, translation, scale = np.zeros((5, 6)), np.zeros((5, 2)), np.arange(5.0)
+    landmarks = np.arange(5, dtype=np.float32)[:, None, None] * np.ones((1, 468, 2))  # The landmarks ablation's.
   arrays, bad, last = reenact.keep_last_good(T, None)
   assert arrays['p_exp'][:, 0].tolist() == [1, 1, 1, 1, 4] and bad.tolist() == [1, 0, 1, 1, 0]
+  assert arrays['landmarks'][:, 0, 0].tolist() == [1, 1, 1, 1, 4]
   T.valid = np.array([False, False, True, True, True])
   arrays, _, _ = reenact.keep_last_good(T, last)  # The next chunk starts with the last good frame of this one.
   assert arrays['p_exp'][:, 0].tolist() == [4, 4, 2, 3, 4]
