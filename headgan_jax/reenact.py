@@ -187,12 +187,18 @@ class Reenactor:
     return track_lib.render_x(self.tracker.model, p_id, p_exp, camera, self.size, self.config.face3d.x_image_mode,
                               bucket)
 
-  def track_reference(self, reference: str):
+  def track_reference(self, reference: str, notes: list[str] | None = None):
     from headgan_jax.data import video as video_lib
     from headgan_jax.face3d import camera as cam_lib
-    ref = self.tracker.track_image(video_lib.read_image(reference), reference)  # NoFaceFoundError when none.
+    # Upright (EXIF), 8-bit RGB, at most video.MAX_IMAGE_SIDE; what was done goes to `notes`.
+    image = video_lib.read_image(reference, notes)
+    ref = self.tracker.track_image(image, reference)  # NoFaceFoundError when none.
     if not ref.valid[0]:
       raise errors.NoFaceFoundError(f'{reference} ({ref.reasons[0]})')
+    side = float(ref.crop_box[2] - ref.crop_box[0])
+    if notes is not None and side < self.size / 2:  # A tiny image or a far face: it is upscaled, so blurry.
+      notes.append(f'{reference}: the face crop is only {side:.0f} px wide (upscaled to {self.size} px): expect a '
+                   'blurry result.')
     cam = cam_lib.Camera(ref.rotation[:1], ref.translation[:1], ref.scale[:1])
     x_ref = self.conditioning(ref.p_id, ref.p_exp[:1], cam, ref.landmarks[:1], 1)[0]
     y_ref = ref.crops[0].astype(np.float32) / 127.5 - 1.0
@@ -205,7 +211,11 @@ class Reenactor:
     from headgan_jax.audio import features, io as audio_io, stats as stats_lib
     source = audio or driving
     try:
-      wave = audio_io.load_audio(source, OUTPUT_AUDIO_RATE)
+      said: list[str] = []
+      wave = audio_io.load_audio(source, OUTPUT_AUDIO_RATE, said)  # Several streams / damaged packets: said.
+      for note in said:
+        notes.append(note)
+        say(f'note: {note}')
     except errors.AudioError as e:
       if audio is not None or 'has no audio stream' not in str(e):
         raise
@@ -233,11 +243,17 @@ class Reenactor:
     say = say or (lambda m: print(m, file=sys.stderr))
     start = time.perf_counter()
     notes: list[str] = []
-    if not str(out).lower().endswith('.mp4'):
-      raise errors.VideoError(f'{out}: the output must be an .mp4 file.')
-    ref, y_ref, x_ref = self.track_reference(reference)
-    notes += list(ref.notes)
+    for extra_out in filter(None, (side_by_side_out, grid_out)):
+      check_out(extra_out, (reference, driving, audio), suffixes=None)
+    created = check_out(out, (reference, driving, audio))
+    for folder in created:
+      say(f'note: created the folder {folder} for the output.')
+    ref_notes: list[str] = []
+    ref, y_ref, x_ref = self.track_reference(reference, ref_notes)
     info = video_lib.video_info(driving)
+    for note in ref_notes + list(info.notes):
+      say(f'note: {note}')
+    notes += ref_notes + list(ref.notes) + list(info.notes)
     fps, total = info.fps, info.num_frames
     h, wave, audio_source = self.audio(driving, audio, fps, total, notes, say)
     bounds = audio_io.part_bounds(fps, total, OUTPUT_AUDIO_RATE)
@@ -281,11 +297,48 @@ class Reenactor:
         bar.update(n)
       if grid_out:
         video_lib.write_image(grid_out, np.concatenate(grid_rows_got, axis=0))
+    report = video_lib.decode_report(driving)
+    if report is not None and report.message():
+      notes.append(report.message())
+      say(f'note: {report.message()}')
     summary = Summary(out=os.path.abspath(out), num_frames=done, fps=fps, image_size=self.size,
                       frame_size=(self.size, self.size * (3 if side_by_side else 1)), audio=audio_source,
                       no_face_frames=bad_count, no_face_first=bad_first,
                       seconds=round(time.perf_counter() - start, 2), notes=notes)
     return summary
+
+
+def check_out(out: str | os.PathLike, inputs: Sequence[str | None] = (), suffixes: tuple[str, ...] | None = ('.mp4',),
+              create: bool = True) -> list[str]:
+  """Refuses an output path that cannot be written (one line naming it: wrong suffix, a folder, an input file, a
+  file in the way of its folder, a folder without write permission); creates its missing folders (the chosen answer
+  to `--out` inside a folder that does not exist) and returns them, outermost first (create=False: only checks)."""
+  out = os.fspath(out)
+  if os.path.isdir(out):
+    raise errors.VideoError(f'{out}: is a folder; the output must be a file path (e.g. {os.path.join(out, "out.mp4")}).')
+  if suffixes and not out.lower().endswith(suffixes):
+    raise errors.VideoError(f'{out}: the output must be an {" or ".join(suffixes)} file.')
+  for given in filter(None, inputs):
+    if os.path.exists(given) and os.path.exists(out) and os.path.samefile(given, out):
+      raise errors.VideoError(f'{out}: is also an input ({given}); writing it would destroy the input.')
+  folder = os.path.dirname(os.path.abspath(out))
+  missing, f = [], folder
+  while not os.path.exists(f):
+    missing.append(f)
+    f = os.path.dirname(f)
+  if not os.path.isdir(f):
+    raise errors.VideoError(f'{out}: cannot create its folder {folder}: {f} is a file, not a folder.')
+  if not create:
+    if not os.access(f, os.W_OK | os.X_OK):
+      raise errors.VideoError(f'{out}: the folder {f} is not writable.')
+    return missing[::-1]
+  try:
+    os.makedirs(folder, exist_ok=True)
+  except OSError as e:
+    raise errors.VideoError(f'{out}: cannot create its folder {folder}: {e.strerror or e}.') from e
+  if not os.access(folder, os.W_OK | os.X_OK):
+    raise errors.VideoError(f'{out}: the folder {folder} is not writable.')
+  return missing[::-1]
 
 
 def reenactor_from_checkpoint(checkpoint: str, batch_size: int = 8) -> tuple[Reenactor, Checkpoint]:
@@ -330,6 +383,11 @@ def main(argv: Sequence[str] | None = None) -> int:
   from headgan_jax import compilation_cache
   compilation_cache.enable()
   try:
+    for path, what in ((args.reference, 'reference image'), (args.driving, 'driving video'), (args.audio, 'audio')):
+      if path is not None and not os.path.isfile(path):
+        raise errors.VideoError(f'{path}: ' + (f'is a folder, not a file (the {what}).' if os.path.isdir(path) else
+                                               f'file not found (the {what}).'))
+    check_out(args.out, (args.reference, args.driving, args.audio), create=False)  # Refusals before any work.
     summary = reenact(args.checkpoint, args.reference, args.driving, args.out, args.audio, args.side_by_side,
                       args.batch, not args.no_progress, side_by_side_out=args.side_by_side_out, grid_out=args.grid)
   except errors.HeadGANError as e:

@@ -141,7 +141,7 @@ def test_reference_without_a_face_is_refused(reenactor, clips, tmp_path, capsys)
   assert not (tmp_path / 'o.mp4').exists()
 
 
-def test_checkpoint_of_another_config_is_refused(workdir, tmp_path, capsys):
+def test_checkpoint_of_another_config_is_refused(workdir, fixtures_dir, tmp_path, capsys):
   folder, config_json, step = reenact.find_checkpoint(workdir / 'checkpoints' / '1')  # One checkpoint's folder.
   assert (step, config_json) == (1, str(workdir / 'config.json'))
   other = tmp_path / 'other'
@@ -149,13 +149,16 @@ def test_checkpoint_of_another_config_is_refused(workdir, tmp_path, capsys):
   config = json.loads((workdir / 'config.json').read_text())
   config['model']['ngf'] = 16
   (other / 'config.json').write_text(json.dumps(config))
-  code = reenact.main(['--checkpoint', str(other), '--reference', 'r.png', '--driving', 'd.mp4', '--out',
-                       str(tmp_path / 'o.mp4')])
+  inputs = ['--reference', str(fixtures_dir / 'reference.png'), '--driving', str(fixtures_dir / 'driving.mp4')]
+  code = reenact.main(['--checkpoint', str(other), *inputs, '--out', str(tmp_path / 'o.mp4')])
   err = capsys.readouterr().err
   assert code == 2 and 'written for another config' in err and 'Traceback' not in err
-  assert reenact.main(['--checkpoint', str(tmp_path / 'none'), '--reference', 'r.png', '--driving', 'd.mp4',
-                       '--out', 'o.mp4']) == 2
+  assert reenact.main(['--checkpoint', str(tmp_path / 'none'), *inputs, '--out', str(tmp_path / 'o.mp4')]) == 2
   assert 'no such folder' in capsys.readouterr().err
+  # Missing inputs are refused before the checkpoint is read (one line naming the file).
+  assert reenact.main(['--checkpoint', str(other), '--reference', 'r.png', '--driving', 'd.mp4', '--out',
+                       str(tmp_path / 'o.mp4')]) == 2
+  assert 'r.png: file not found (the reference image).' in capsys.readouterr().err
 
 
 @pytest.mark.slow

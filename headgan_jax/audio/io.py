@@ -6,7 +6,8 @@ The paper splits the audio signal into T parts a_1:T, part a_t aligned with fram
 Audio that ends before the last frame is padded with silence, audio that runs on after it is cut (`clip_to_frames`).
 
 Every failure to read audio raises `AudioError` naming the file: missing or empty file, corrupt header, no audio
-stream, a stream that decodes to no samples.
+stream, a stream that decodes to no samples. A file with several audio streams gives the default one's (said in the
+notes); packets damaged mid-stream become silence of their length (counted in the notes).
 """
 from __future__ import annotations
 
@@ -58,35 +59,101 @@ def video_timing(path: str) -> VideoTiming:
     return VideoTiming(fps=float(Fraction(rate)), num_frames=num_frames)
 
 
-def load_audio(path: str, sample_rate: int) -> np.ndarray:
-  """Decodes the first audio stream of `path`, downmixed to mono and resampled to `sample_rate`.
+def choose_audio_stream(container):
+  """The audio stream used: the one marked default when there are several (else the first)."""
+  streams = list(container.streams.audio)
+  for stream in streams:
+    if stream.disposition & av.stream.Disposition.default:
+      return stream
+  return streams[0]
+
+
+def _describe_stream(stream) -> str:
+  ctx = stream.codec_context
+  lang = (stream.metadata or {}).get('language') or (stream.metadata or {}).get('LANGUAGE')
+  title = (stream.metadata or {}).get('title')
+  bits = [f'stream #{stream.index}', ctx.name, f'{ctx.sample_rate} Hz', f'{ctx.channels} channel(s)']
+  bits += [f'language {lang}'] if lang and lang != 'und' else []
+  bits += [f'"{title}"'] if title else []
+  return ', '.join(bits)
+
+
+def load_audio(path: str, sample_rate: int, notes: list[str] | None = None) -> np.ndarray:
+  """Decodes the audio stream of `path` (the default one when there are several: said in `notes`), downmixed to mono
+  (the mean of the channels) and resampled to `sample_rate` (any source rate: 8 to 96 kHz and beyond).
 
   Returns float32 samples (N,) in [-1, 1] whose sample 0 is at the time of the first video frame when the file has a
   video stream (the audio's start offset, e.g. an AAC priming delay, is compensated) and at the audio start otherwise.
+  Packets that do not decode (damaged data) become silence of their length, so what follows stays in step; their
+  count is said in `notes`. AudioError naming the file when nothing decodes.
   """
+  path = os.fspath(path)
+  notes = [] if notes is None else notes
   with _open(path) as container:
     if not container.streams.audio:
       raise AudioError(f'{path}: has no audio stream.')
-    stream = container.streams.audio[0]
+    stream = choose_audio_stream(container)
+    if len(container.streams.audio) > 1:
+      others = '; '.join(_describe_stream(s) for s in container.streams.audio if s is not stream)
+      notes.append(f'{path}: has {len(container.streams.audio)} audio streams: the sound is taken from '
+                   f'{_describe_stream(stream)} (the {"default" if stream.disposition & av.stream.Disposition.default else "first"}'
+                   f' one), not from: {others}.')
     # Planar float at the target rate in the source layout; channels are averaged here (ffmpeg's own downmix
     # scales by -3 dB instead of taking the mean).
     resampler = av.AudioResampler(format='fltp', rate=int(sample_rate))
-    chunks = []
+    chunks, count, bad, first_error, t0 = [], 0, 0, '', None
+    tb = stream.time_base
+
+    def add(frames):
+      nonlocal count
+      for out in frames:
+        x = out.to_ndarray().mean(axis=0)
+        chunks.append(x)
+        count += len(x)
+
+    packets = container.demux(stream)
+    while True:
+      try:
+        packet = next(packets)
+      except StopIteration:
+        break
+      except av.error.FFmpegError as e:  # The container breaks off: keep what decoded.
+        bad += 1
+        first_error = first_error or str(e)
+        break
+      try:
+        frames = stream.decode(packet)
+      except (av.error.FFmpegError, ValueError) as e:
+        bad += 1
+        first_error = first_error or str(e)
+        continue
+      for frame in frames:
+        if frame.pts is not None and tb is not None:
+          t = float(frame.pts * tb)
+          t0 = t if t0 is None else t0
+          gap = int(round((t - t0) * sample_rate)) - count
+          if gap > sample_rate // 50 and chunks:  # A hole of > 20 ms (packets lost): silence, to stay in step.
+            chunks.append(np.zeros(gap, np.float32))
+            count += gap
+        add(resampler.resample(frame))
     try:
-      for frame in container.decode(stream):
-        chunks.extend(out.to_ndarray().mean(axis=0) for out in resampler.resample(frame))
-      chunks.extend(out.to_ndarray().mean(axis=0) for out in resampler.resample(None))
-    except av.error.FFmpegError as e:
-      raise AudioError(f'{path}: the audio stream cannot be decoded: {e}') from e
+      add(resampler.resample(None))
+    except (av.error.FFmpegError, ValueError):
+      pass
+    if bad:
+      notes.append(f'{path}: {bad} audio packet(s) could not be decoded ({first_error}); their time is silent.')
     offset = _start_offset_s(container, stream)
-  samples = np.concatenate(chunks).astype(np.float32) if chunks else np.zeros(0, np.float32)
+  # One copy at a time: a 10-minute track at 44.1 kHz is 106 MB of float32.
+  samples = np.concatenate(chunks).astype(np.float32, copy=False) if chunks else np.zeros(0, np.float32)
+  chunks.clear()
   if samples.size == 0:
-    raise AudioError(f'{path}: the audio stream holds no samples.')
+    raise AudioError(f'{path}: the audio stream holds no samples' + (f' that decode ({first_error})' if bad else '')
+                     + '.')
   if not np.all(np.isfinite(samples)):
     raise AudioError(f'{path}: the audio stream decodes to NaN or infinite samples.')
   shift = int(round(offset * sample_rate))
   if shift > 0:  # Audio starts after the first frame: silence until it does.
-    samples = np.concatenate([np.zeros(shift, np.float32), samples])
+    samples = np.pad(samples, (shift, 0))
   elif shift < 0:
     samples = samples[-shift:]
   return samples
