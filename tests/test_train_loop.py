@@ -408,6 +408,20 @@ def test_config_overrides_and_variants():
       cli.parse(['train.py'] + args)
 
 
+def test_a_saved_config_json_resumes_with_overrides(tmp_path):
+  """train.py --config WORKDIR/config.json (a copied work folder) takes overrides like a config file; a field the
+  file lacks and a file that is neither .py nor .json are refused in one line."""
+  saved = tmp_path / 'config.json'
+  saved.write_text(train_configs.loop_test_config().to_json())
+  config, fv = cli.parse(['train.py', '--config', str(saved), '--workdir', str(tmp_path), '--config.train.num_steps=7'])
+  assert config.train.num_steps == 7 and fv.workdir == str(tmp_path) and config.image_size == 16
+  with pytest.raises(ConfigError, match="has no config field 'train.nope'"):
+    cli.parse(['train.py', f'--config={saved}', '--config.train.nope=1'])
+  (tmp_path / 'notes.txt').write_text('x')
+  with pytest.raises(ConfigError, match=r'expected a config file path.py\[:arg\] or a saved config.json'):
+    cli.parse(['train.py', '--config', str(tmp_path / 'notes.txt')])
+
+
 def test_unknown_data_source_names_the_known_ones():
   config = train_configs.loop_test_config()
   config.data.source = 'headgan_vox'

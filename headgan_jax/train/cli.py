@@ -43,12 +43,36 @@ def _config_argument(argv: list[str]) -> str | None:
   return None
 
 
+def _without_config_argument(argv: list[str]) -> list[str]:
+  """argv without its --config value (given as '--config X' or '--config=X')."""
+  out, skip = [], False
+  for arg in argv:
+    if skip:
+      skip = False
+    elif arg in ('--config', '-config'):
+      skip = True
+    elif not arg.startswith(('--config=', '-config=')):
+      out.append(arg)
+  return out
+
+
 def load_config(spec: str):
-  """get_config(arg) of 'path/to/config.py[:arg]', with a clear ConfigError for a missing file or a bad argument."""
+  """get_config(arg) of 'path/to/config.py[:arg]', or a work folder's saved 'config.json', with a clear ConfigError
+  for a missing file, a file that is neither, or a bad argument."""
   import importlib.util  # pylint: disable=import-outside-toplevel
   path, _, arg = spec.partition(':')
   if not os.path.isfile(path):
     raise ConfigError(f'config file {path} does not exist')
+  if path.endswith('.json'):
+    import json  # pylint: disable=import-outside-toplevel
+    import ml_collections  # pylint: disable=import-outside-toplevel
+    try:
+      with open(path, encoding='utf-8') as f:
+        return ml_collections.ConfigDict(json.load(f))
+    except (json.JSONDecodeError, UnicodeDecodeError, TypeError) as e:
+      raise ConfigError(f'config file {path} is not a valid config.json ({e})') from e
+  if not path.endswith('.py'):
+    raise ConfigError(f'config file {path}: expected a config file path.py[:arg] or a saved config.json')
   module_spec = importlib.util.spec_from_file_location('headgan_config_check', path)
   module = importlib.util.module_from_spec(module_spec)
   module_spec.loader.exec_module(module)
@@ -72,8 +96,16 @@ def _check_overrides(argv: list[str], config, spec: str) -> None:
 def parse(argv: list[str]):
   """(config with overrides applied, flag values) from argv (argv[0] is the program)."""
   fv = flags.FlagValues()
-  config_flag = config_flags.DEFINE_config_file('config', None, 'config file, optionally with an argument after ":"',
-                                                flag_values=fv, lock_config=True, sys_argv=argv)
+  spec = _config_argument(argv)
+  if spec is not None and spec.partition(':')[0].endswith('.json'):  # A work folder's saved config: overrides apply.
+    argv = _without_config_argument(argv)
+    saved = load_config(spec)
+    _check_overrides(argv, saved, spec)  # Before the flag is defined: it defines a flag per override given.
+    config_flag = config_flags.DEFINE_config_dict('config', saved, 'a saved config.json', flag_values=fv,
+                                                  lock_config=True, sys_argv=argv)
+  else:
+    config_flag = config_flags.DEFINE_config_file('config', None, 'config file, optionally with an argument after ":"',
+                                                  flag_values=fv, lock_config=True, sys_argv=argv)
   flags.DEFINE_string('workdir', '', 'work folder: config.json, checkpoints/, tensorboard/ (default '
                       'config.train.workdir)', flag_values=fv)
   flags.DEFINE_bool('progress', True, 'progress bar on the console', flag_values=fv)
@@ -86,7 +118,6 @@ def parse(argv: list[str]):
   if any(a in ('-h', '--help', '-help', '--helpfull') for a in argv[1:]):
     print(__doc__ + '\nFlags:\n' + fv.get_help(), file=sys.stderr)
     raise SystemExit(0)
-  spec = _config_argument(argv)
   if spec is None:
     raise ConfigError('--config is required, e.g. --config configs/tiny.py')
   base = load_config(spec)  # Clear errors for a missing file or a bad argument before absl wraps them.
