@@ -90,6 +90,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # Convolution: 'auto' = the im2col weight gradient of nn/conv.py on the CPU backend (3-6x faster there), XLA's
   # own elsewhere (cuDNN / TPU); 'xla' = always XLA's; 'im2col' = always ours. Same maths either way.
   m.conv_impl = 'auto'
+  m.remat = 'none'  # Rematerialise SPADE/AdaIN blocks: 'none', 'blocks', 'blocks_convs' (nn/blocks.py).
 
   # Discriminators D and D_m (Appendix B.2; SPADE's multi-scale PatchGAN).
   d = c.disc = ml_collections.ConfigDict()

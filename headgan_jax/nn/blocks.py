@@ -18,6 +18,16 @@ Convs that feed an instance norm directly carry no bias by default: the norm sub
 such a bias only ever receives an identically zero gradient. The authors' code drops it before its encoder and
 discriminator norms but keeps it on the first conv of SPADE and AdaIN blocks; `BlockSettings.dead_conv_biases`
 adds those back (the parameter count then equals theirs exactly; training is unchanged).
+
+Rematerialisation (config.model.remat, `BlockSettings.remat`; docs/accelerators.md has the measured memory): 'none'
+keeps every activation the backward pass needs (default). 'blocks' wraps every SPADE and AdaIN block of F and R in
+flax's `nn.remat` (`jax.checkpoint`): the forward pass keeps only each block's inputs (the previous block's output,
+the condition / audio vector) and the backward pass recomputes the block's inside: instance norms, SPADE's
+`spade_hidden`-wide modulation maps (256 channels, 8x R's 32 at full resolution), LeakyReLUs and convolutions, i.e.
+one more forward pass of the blocks. 'blocks_convs' wraps the same blocks but keeps the output of every convolution
+(tagged 'conv' by `Conv`; a policy `save_only_these_names`), so the backward pass recomputes only the elementwise
+work (norms, modulation, LeakyReLU): less memory saved, almost no FLOPs added. Parameters, their names, the
+spectral-norm statistics and every value are the same whichever is chosen (tests/test_remat.py).
 """
 from __future__ import annotations
 
@@ -28,6 +38,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.ad_checkpoint import checkpoint_name
 
 from headgan_jax import errors
 from headgan_jax.nn import conv as conv_lib
@@ -39,6 +50,8 @@ PADDING_MODES = ('zeros', 'reflect')
 NORM_KINDS = ('affine', 'plain')
 CONV_IMPLS = conv_lib.CONV_IMPLS
 IN_EPSILON = 1e-5  # PyTorch's InstanceNorm2d default, as in the authors' code.
+REMAT_POLICIES = ('none', 'blocks', 'blocks_convs')  # config.model.remat; see the module docstring.
+CONV_OUTPUT_NAME = 'conv'  # checkpoint_name of every Conv's output (kept by the 'blocks_convs' policy).
 
 
 def xavier_normal(gain: float) -> nn.initializers.Initializer:
@@ -123,6 +136,7 @@ class BlockSettings:
     init_gain: Xavier-normal gain of every conv / dense kernel.
     conv_impl: the convolution primitive (`conv_function`), e.g. 'xla'.
     dtype: compute dtype (parameters stay float32).
+    remat: rematerialisation of the SPADE / AdaIN blocks, one of REMAT_POLICIES (module docstring).
   """
   spade_hidden: int = 256
   spade_resize: str = 'nearest_floor'
@@ -136,6 +150,7 @@ class BlockSettings:
   init_gain: float = 0.02
   conv_impl: str = 'xla'
   dtype: Dtype = jnp.float32
+  remat: str = 'none'
 
   def conv(self, features: int, kernel_size: int = 3, strides: int = 1, *, padding: int | None = None,
            use_bias: bool = True, spectral_norm: bool = False, name: str | None = None) -> 'Conv':
@@ -143,7 +158,8 @@ class BlockSettings:
     module's compact method (the conv becomes that module's child)."""
     mode = self.padding_7x7 if kernel_size == 7 else 'zeros'
     return Conv(features, kernel_size, strides, padding=padding, use_bias=use_bias, spectral_norm=spectral_norm,
-                init_gain=self.init_gain, dtype=self.dtype, padding_mode=mode, conv_impl=self.conv_impl, name=name)
+                init_gain=self.init_gain, dtype=self.dtype, padding_mode=mode, conv_impl=self.conv_impl,
+                name_output=self.remat == 'blocks_convs', name=name)
 
   def instance_norm(self, affine: bool = False, name: str | None = None) -> nn.InstanceNorm:
     return instance_norm(self.dtype, affine=affine, name=name)
@@ -159,12 +175,14 @@ def block_settings(config, affine_norm: bool | None = None) -> BlockSettings:
   if m.spade_resize not in RESIZE_METHODS:
     raise errors.ConfigError(f'config.model.spade_resize = {m.spade_resize!r}; expected one of {RESIZE_METHODS}')
   conv_function(m.conv_impl)  # ConfigError for an unknown implementation.
+  if m.remat not in REMAT_POLICIES:
+    raise errors.ConfigError(f'config.model.remat = {m.remat!r}; expected one of {REMAT_POLICIES}')
   return BlockSettings(
       spade_hidden=m.spade_hidden, spade_resize=m.spade_resize, shortcut=m.block_shortcut,
       spectral_norm=m.block_spectral_norm, encoder_spectral_norm=m.encoder_spectral_norm,
       affine_norm=(m.encoder_norm == 'affine') if affine_norm is None else affine_norm,
       padding_7x7=m.padding_7x7, dead_conv_biases=m.dead_conv_biases, lrelu_slope=m.lrelu_slope,
-      init_gain=m.init_gain, conv_impl=m.conv_impl, dtype=compute_dtype(m))
+      init_gain=m.init_gain, conv_impl=m.conv_impl, dtype=compute_dtype(m), remat=m.remat)
 
 
 class Conv(nn.Module):
@@ -181,6 +199,7 @@ class Conv(nn.Module):
   dtype: Dtype = jnp.float32
   padding_mode: str = 'zeros'
   conv_impl: str = 'xla'
+  name_output: bool = False  # Tag the output CONV_OUTPUT_NAME (kept by the 'blocks_convs' remat policy).
 
   @nn.compact
   def __call__(self, x: jax.Array, update_stats: bool = False) -> jax.Array:
@@ -197,8 +216,10 @@ class Conv(nn.Module):
     if self.spectral_norm:
       # dtype float32: flax's SpectralNorm stores its (normalised) output as the kernel at init, and parameters
       # must stay float32; the conv casts to the compute dtype itself.
-      return nn.SpectralNorm(conv, dtype=jnp.float32, name='sn')(x, update_stats=update_stats)
-    return conv(x)
+      y = nn.SpectralNorm(conv, dtype=jnp.float32, name='sn')(x, update_stats=update_stats)
+    else:
+      y = conv(x)
+    return checkpoint_name(y, CONV_OUTPUT_NAME) if self.name_output else y
 
 
 class ConvNormReLU(nn.Module):
@@ -284,6 +305,28 @@ class AdainBlock(nn.Module):
         nn.leaky_relu(dx, s.lrelu_slope), update_stats)
     dx = AdaIN(s, name='norm_1')(dx, a)
     return s.conv(c, 3, spectral_norm=s.spectral_norm, name='conv_1')(nn.leaky_relu(dx, s.lrelu_slope), update_stats)
+
+
+def _remat(cls: type[nn.Module], settings: BlockSettings) -> type[nn.Module]:
+  """`cls` (a block whose __call__ is (self, x, condition, update_stats)) under settings.remat."""
+  if settings.remat == 'none':
+    return cls
+  if settings.remat not in REMAT_POLICIES:
+    raise errors.ConfigError(f'config.model.remat = {settings.remat!r}; expected one of {REMAT_POLICIES}')
+  policy = (jax.checkpoint_policies.save_only_these_names(CONV_OUTPUT_NAME) if settings.remat == 'blocks_convs'
+            else None)  # None: nothing inside the block is kept.
+  return nn.remat(cls, static_argnums=(3,), policy=policy)  # argnum 3 = update_stats (flax counts self as 0).
+
+
+def spade_block(settings: BlockSettings, name: str) -> nn.Module:
+  """A `SpadeBlock`, rematerialised per settings.remat; call inside a compact method, with update_stats
+  positional: `spade_block(s, 'spade_0')(x, cond, update_stats)`."""
+  return _remat(SpadeBlock, settings)(settings, name=name)
+
+
+def adain_block(settings: BlockSettings, name: str) -> nn.Module:
+  """An `AdainBlock`, rematerialised per settings.remat (see `spade_block`)."""
+  return _remat(AdainBlock, settings)(settings, name=name)
 
 
 def compute_dtype(config_model) -> Dtype:

@@ -139,11 +139,11 @@ class DenseFlowNetwork(nn.Module):
     x_drive = x_drive.astype(s.dtype)
     h = feats[0]
     for i in range(self.low_blocks):
-      h = blocks.SpadeBlock(s, name=f'spade_low_{i}')(h, x_drive, update_stats)
+      h = blocks.spade_block(s, f'spade_low_{i}')(h, x_drive, update_stats)
     for level in range(self.num_down):
       h = blocks.PixelShuffle(2, name=f'shuffle_{level}')(h)
       if level < self.num_down - 1:
-        h = blocks.SpadeBlock(s, name=f'spade_up_{level}')(h, x_drive, update_stats)
+        h = blocks.spade_block(s, f'spade_up_{level}')(h, x_drive, update_stats)
     raw_flow = s.conv(2, 7, name='flow_head')(h).astype(jnp.float32)
     mask = (jnp.tanh(s.conv(1, 7, name='mask_head')(h).astype(jnp.float32)) + 1) / 2
     return FlowOutput(flow=raw_flow * mask, mask=mask, features=feats)
