@@ -55,7 +55,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import functools
 import importlib.util
 import json
 import os
@@ -72,8 +71,7 @@ os.environ.setdefault('JAX_PLATFORMS', 'cpu')  # Lowering only: no accelerator i
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 from jax import export as jax_export  # noqa: E402
-from jax.sharding import AbstractMesh, NamedSharding  # noqa: E402
-from jax.sharding import PartitionSpec as P  # noqa: E402
+from jax.sharding import AbstractMesh  # noqa: E402
 
 from headgan_jax.nn import vgg as vgg_lib  # noqa: E402
 from headgan_jax.train import data, state as state_lib, step as step_lib  # noqa: E402

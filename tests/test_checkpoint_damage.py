@@ -204,10 +204,13 @@ def test_readers_take_the_newest_whole_checkpoint_and_name_it_when_refusing(trai
   with pytest.raises(errors.CheckpointError) as e:
     checkpoints.find(root / '3')
   assert str(e.value) == f'{root / "3"}: checkpoint is damaged: {reason}; {alternative}'
-  # The command: exit status 2 and that one line (reenact.py stops at the checkpoint, before its other inputs).
+  # The command: exit status 2 and that one line (reenact.py checks that its input files exist, then stops at the
+  # checkpoint before it reads them).
+  for name in ('x.png', 'x.mp4'):
+    (run_copy / name).write_bytes(b'')
   capsys.readouterr()
-  assert reenact.main(['--checkpoint', str(root / '3'), '--reference', 'x.png', '--driving', 'x.mp4', '--out',
-                       str(run_copy / 'out.mp4')]) == 2
+  assert reenact.main(['--checkpoint', str(root / '3'), '--reference', str(run_copy / 'x.png'), '--driving',
+                       str(run_copy / 'x.mp4'), '--out', str(run_copy / 'out.mp4')]) == 2
   assert stderr_lines(capsys) == [f'error: {e.value}']
   # Readers move nothing (training may run beside them; only the run holding the lock moves damaged ones aside).
   assert sorted(checkpoints.step_folders(run_copy)) == [1, 2, 3] and not (run_copy / checkpoints.DAMAGED_DIR).exists()
