@@ -4,7 +4,7 @@ XLA:CPU allocates an executable's buffers afresh on every call. Under glibc's ma
 threshold (at most 32 MiB) is a new mmap, so every call page-faults and zeroes all of its memory again:
 `bench/g_step.py --config configs/paper.py --batch 1 --vs-torch --steps 3` made 39.4 M minor page faults (~160 GB
 of pages) in 7 minutes. tcmalloc keeps freed memory for reuse: 4.0 M faults, and the demo train step went from 1.40
-to 1.02 s (README, "Performance on CPU"). Google's Cloud TPU VMs preload tcmalloc for the same reason. Tuning glibc
+to 1.02 s (docs/performance.md, "Host allocator: tcmalloc"). Google's Cloud TPU VMs preload tcmalloc for the same reason. Tuning glibc
 instead (mallopt: no mmap, one arena, no trimming) was measured too and is slower (1.21 s; its single arena
 serialises XLA's compiler threads).
 

@@ -1,4 +1,4 @@
-"""The README's tracking figures on the fixture clips, and docs/track_driving_75.png.
+"""The tracking figures of docs/tracking.md on the fixture clips, and docs/track_driving_75.png.
 
   .venv/bin/python scripts/track_figures.py [--fixtures ../shared/fixtures] [--docs docs]
 
@@ -8,7 +8,7 @@ re-projection RMS (px at 256), the correlation of the fit's mouth opening (model
 measured on the detector's points, and for driving.mp4 the min IoU of x_t's face region with the landmarks' convex
 hull. Writes the overlay (crop | landmarks | x_t over the crop) of driving.mp4 frame 75. Prints a Markdown table
 and one JSON line. The fixtures are CC BY-NC-SA 4.0 (driving.mp4: HeadGAN's authors) / third-party: the PNG is a
-derived image of one frame, credited in the README.
+derived image of one frame, credited in docs/tracking.md.
 """
 from __future__ import annotations
 

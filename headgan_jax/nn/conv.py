@@ -43,7 +43,7 @@ CONV_IMPLS = ('auto', 'xla', 'im2col', 'onednn')
 # per frame with 8 MiB, 2.61 with 32 MiB (2.31 with XLA's own weight gradient).
 CHUNK_BYTES = 32 << 20
 # 'auto' uses ours for convolutions of at least AUTO_MIN_FLOPS forward FLOPs per call and K_h K_w max(C_in, C_out)
-# >= AUTO_MIN_WIDTH. Measured per shape (bench/conv_grad.py, README): XLA:CPU's weight gradient is 2-6x slower
+# >= AUTO_MIN_WIDTH. Measured per shape (bench/conv_grad.py, docs/performance.md): XLA:CPU's weight gradient is 2-6x slower
 # than ours on every such conv of the paper's G and up to 200x on D's stride-1 4x4 256 -> 512 layer; on narrow
 # ones (3x3, 32 -> 32) and small ones (the test configs' < 0.05 GFLOP) both are within 2x and XLA's compiles faster.
 AUTO_MIN_FLOPS = 1e8
@@ -65,7 +65,7 @@ def narrow_forward_kind(kernel_shape: Sequence[int], strides: Sequence[int]) -> 
   """How `forward_narrow` computes a stride-1 convolution with a large window (K_h K_w >= NARROW_MIN_WINDOW) and
   few channels on one side (<= NARROW_MAX_CHANNELS, fewer than the other side's), or None for XLA's own:
   'output' for few output channels (G's 7x7 heads, 32 -> 1, 2, 3 at 262x262: XLA:CPU ran them 8-24x slower),
-  'rows' for few input channels (G's first 7x7 convolutions, 6 or 9 -> 32: 1.7x / 2.6x faster than XLA's, README;
+  'rows' for few input channels (G's first 7x7 convolutions, 6 or 9 -> 32: 1.7x / 2.6x faster than XLA's, docs/performance.md;
   a full im2col form measured before it was not faster than XLA's)."""
   kh, kw, c_in, c_out = kernel_shape
   if tuple(strides) != (1, 1) or kh * kw < NARROW_MIN_WINDOW:
