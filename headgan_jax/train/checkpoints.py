@@ -29,6 +29,7 @@ The one place that knows the work folder's layout (train/loop.py writes it):
   damage(folder)          -> why a checkpoint would not restore completely (naming the file), or None when whole
   newest_whole / set_aside / write_checksums: the training loop's resume (train/loop.py) on top of `damage`
   lock_workdir / workdir_holder: one training run per work folder (WorkdirBusyError naming the other process)
+  stop_on_no_space(workdir): the training loop's writes that fail for lack of space -> CheckpointError in one line
 
 The training loop restores the whole TrainState itself (Trainer.restore / restore_or_init: it needs D and the
 optimisers) but finds the checkpoint here too (`find`; on resume `newest_whole`, moving newer damaged ones aside).
@@ -36,10 +37,14 @@ optimisers) but finds the checkpoint here too (`find`; on resume `newest_whole`,
 from __future__ import annotations
 
 import dataclasses
+import contextlib
 import datetime
+import errno
 import fcntl
 import json
+import logging
 import os
+import re
 import socket
 import sys
 import time
@@ -504,6 +509,107 @@ def read_stats(path: str):
     raise errors.CheckpointError(f'{path}: mean {stats.mean.shape} and std {stats.std.shape} must be vectors of one '
                                  'length.')
   return stats
+
+
+# --- Writes that fail for lack of space ---------------------------------------------------------------------
+
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)  # A full disk, a quota, a file size limit (ulimit -f).
+# tensorstore (orbax's array writes) reports the OS error as "... [os_error_code='28']" inside a ValueError; an OSError
+# turned into text reads "[Errno 28] ...".
+_ERROR_CODE = re.compile(r"os_error_code='(\d+)'|\[Errno (\d+)\]")
+
+
+def no_space(e: BaseException | None) -> str | None:
+  """The OS's words for the cause ('No space left on device', ...) when `e`, or an exception it was raised from or
+  during, is a write that failed for lack of space; else None."""
+  seen = set()
+  while e is not None and id(e) not in seen:
+    seen.add(id(e))
+    if isinstance(e, OSError) and e.errno in _NO_SPACE:
+      return os.strerror(e.errno)
+    for match in _ERROR_CODE.finditer(str(e)):
+      code = int(match.group(1) or match.group(2))
+      if code in _NO_SPACE:
+        return os.strerror(code)
+    e = e.__cause__ or e.__context__
+  return None
+
+
+def no_space_message(workdir: str, e: BaseException, cause: str) -> str:
+  """One line: what could not be written (a file, or WORKDIR/checkpoints for orbax's writes), why, and the
+  checkpoint the same command resumes from once there is space."""
+  filename = e.filename if isinstance(e, OSError) and e.filename else None
+  where = filename or os.path.join(workdir, CHECKPOINT_DIR)
+  what = f'{where}' if filename else f'checkpoint step {_unfinished_step(workdir)} to {where}'
+  step, _ = newest_whole(workdir)
+  resume = (f'the newest whole checkpoint is step {step}: {os.path.join(workdir, CHECKPOINT_DIR, str(step))}'
+            if step is not None else 'no checkpoint was written yet')
+  return (f'cannot write {what}: {cause}. Training stopped; {resume}. Free some space (or raise the limit) and run '
+          'the same command to resume.')
+
+
+def _unfinished_step(workdir: str) -> str:
+  """The step of orbax's unfinished checkpoint folder (<step>.orbax-checkpoint-tmp...) in WORKDIR, '?' if none."""
+  root = os.path.join(workdir, CHECKPOINT_DIR)
+  steps = sorted(int(n.split('.')[0]) for n in (os.listdir(root) if os.path.isdir(root) else ())
+                 if '.orbax-checkpoint-tmp' in n and n.split('.')[0].isdigit())
+  return str(steps[-1]) if steps else '?'
+
+
+def _noise(e: BaseException | None) -> bool:
+  """Whether `e` is one of the reports orbax's and tensorstore's threads print when a write failed for lack of space:
+  the failure again, the asyncio loop orbax closed on it ('Event loop is closed': tensorstore's writes still in flight
+  complete into it), or the same at interpreter exit. The run's own error (a HeadGANError) is never noise."""
+  if e is None or isinstance(e, errors.HeadGANError):
+    return False
+  text = str(e)
+  return (no_space(e) is not None or (isinstance(e, RuntimeError) and 'Event loop is closed' in text) or
+          (isinstance(e, ImportError) and 'shutting down' in text))
+
+
+class _DropNoSpaceLogs(logging.Filter):
+  """Drops the error records (with tracebacks) that orbax's threads (absl) and asyncio log for `_noise`."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    if record.levelno < logging.ERROR:
+      return True
+    return not _noise(record.exc_info[1] if record.exc_info else None) and not _noise(Exception(record.getMessage()))
+
+
+@contextlib.contextmanager
+def stop_on_no_space(workdir: str):
+  """Turns a write that failed for lack of space into CheckpointError with `no_space_message` (train.py: that one
+  line, exit status 2), without the dozens of tracebacks orbax's and tensorstore's threads print for it (`_noise`:
+  dropped from the absl and asyncio logs, sys.excepthook and sys.unraisablehook while this is active, and, once such
+  a failure happened, until the process ends: the abandoned writes go on reporting until then). Other reports pass."""
+  quiet, loggers = _DropNoSpaceLogs(), [logging.getLogger(name) for name in ('absl', 'asyncio')]
+  excepthook, unraisablehook = sys.excepthook, sys.unraisablehook
+
+  def quiet_excepthook(kind, value, traceback):
+    if not _noise(value):
+      excepthook(kind, value, traceback)
+
+  def quiet_unraisablehook(unraisable):
+    if not _noise(unraisable.exc_value):
+      unraisablehook(unraisable)
+
+  for logger in loggers:
+    logger.addFilter(quiet)
+  sys.excepthook, sys.unraisablehook = quiet_excepthook, quiet_unraisablehook
+  failed = False
+  try:
+    yield
+  except Exception as e:  # pylint: disable=broad-exception-caught  # orbax raises tensorstore's ValueErrors and more.
+    cause = no_space(e)
+    if cause is None:
+      raise
+    failed = True
+    raise errors.CheckpointError(no_space_message(workdir, e, cause)) from e
+  finally:
+    if not failed:
+      for logger in loggers:
+        logger.removeFilter(quiet)
+      sys.excepthook, sys.unraisablehook = excepthook, unraisablehook
 
 
 # --- One training run per work folder --------------------------------------------------------------------------

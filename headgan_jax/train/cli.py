@@ -13,8 +13,9 @@ Several hosts: start the same command on every host.
   --coordinator_address=HOST:PORT --num_processes=N --process_id=I
                                        anywhere else (e.g. GPU machines started by hand or by another scheduler).
 
-Exit status: 0 finished; 2 bad configuration or input, a NaN / inf loss, no whole checkpoint to resume from, or
-another live run training in the same work folder (one message naming it: pid, host, start time; no traceback);
+Exit status: 0 finished; 2 bad configuration or input, a NaN / inf loss, no whole checkpoint to resume from,
+another live run training in the same work folder (one message naming it: pid, host, start time; no traceback), or a
+write that failed for lack of space (one message naming the folder, the cause and the checkpoint to resume from);
 128 + signal number (143 SIGTERM, 130 SIGINT) when a signal stopped it after writing a checkpoint: run the same
 command again to resume.
 """

@@ -36,6 +36,11 @@ Faults: a run resumes from the newest checkpoint that is whole; each newer damag
 other bytes than were written) is moved to WORKDIR/checkpoints_damaged/ with one line on stderr (step, why, where);
 when checkpoints exist but none is whole it stops with CheckpointError and moves nothing. A second run in a work
 folder that a live process trains in stops at once with WorkdirBusyError naming that process (`hold_workdir`).
+Killed at any moment (SIGKILL, power loss), a run loses only the steps after its last checkpoint: orbax writes each
+checkpoint in a temporary folder renamed into place once complete (the next run removes unfinished ones), and a run
+killed before sealing a checkpoint with checksums.json has it read back whole on resume. A write that fails for lack of
+space (ENOSPC, a quota, a file size limit) stops training with CheckpointError naming the folder, the cause and the
+checkpoint to resume from (checkpoints.stop_on_no_space); the unfinished checkpoint never replaces a whole one.
 SIGTERM or SIGINT (preemptible VMs, Ctrl-C) lets the current step finish, writes a checkpoint and returns
 with `stopped_by` set (on several hosts the processes agree on the step to stop at); a second signal acts as usual.
 A NaN or inf in any metric stops training with NonFiniteLossError naming the step, the terms and the last good
@@ -411,9 +416,13 @@ class Trainer:
       restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(self.abstract_state())))
     return restored.state, step
 
-  def checkpoint_manager(self, workdir: str | os.PathLike) -> ocp.CheckpointManager:
+  def checkpoint_manager(self, workdir: str | os.PathLike, cleanup: bool = False) -> ocp.CheckpointManager:
+    """orbax's manager of WORKDIR/checkpoints; `cleanup` removes the temporary folders of checkpoints whose writing
+    never finished (a run killed while writing): only for the run holding the work folder's lock, as a reader beside
+    a live run would remove the checkpoint it is writing."""
     # No save_interval_steps: orbax would also save the first step of a fresh run; `run` decides when to save.
-    options = ocp.CheckpointManagerOptions(max_to_keep=self.config.train.keep_checkpoints, create=True)
+    options = ocp.CheckpointManagerOptions(max_to_keep=self.config.train.keep_checkpoints, create=True,
+                                           cleanup_tmp_directories=cleanup)
     return ocp.CheckpointManager(os.path.abspath(os.path.join(os.fspath(workdir), CHECKPOINT_DIR)), options=options)
 
   def save(self, manager: ocp.CheckpointManager, step: int, state: Any, iterator: sources.TrainIterator) -> None:
@@ -459,10 +468,11 @@ class Trainer:
     """Trains until `num_steps` (default total_steps(config)) steps are done in total, resuming from `workdir`.
 
     `iterator` replaces the config's data source (it must keep the same contract). WorkdirBusyError when another
-    live process trains in `workdir`; the work folder's lock is held until this returns.
+    live process trains in `workdir`; the work folder's lock is held until this returns. CheckpointError (one line:
+    checkpoints.no_space_message) when a write fails for lack of space.
     """
     workdir = os.path.abspath(os.fspath(workdir))
-    with hold_workdir(workdir):
+    with hold_workdir(workdir), checkpoints.stop_on_no_space(workdir):
       return self._run(workdir, num_steps, progress, iterator)
 
   def _run(self, workdir: str, num_steps: int | None, progress: bool,
@@ -480,7 +490,7 @@ class Trainer:
       checkpoints.write_assets(config, workdir)
     resume = resume_step(workdir)  # Before orbax's manager lists the folder: damaged ones are moved aside first.
     with contextlib.ExitStack() as stack:
-      manager = stack.enter_context(self.checkpoint_manager(workdir))
+      manager = stack.enter_context(self.checkpoint_manager(workdir, cleanup=True))
       state, start = self.restore_or_init(manager, iterator, resume)
       if start > num_steps:
         raise ConfigError(f'{workdir} holds a checkpoint at step {start}, beyond the requested {num_steps} steps')
