@@ -1,6 +1,6 @@
-"""The demo: HeadGAN trained on the demo set (the six real clips of ../shared/fixtures) on 2 CPU cores in minutes.
+"""The demo: HeadGAN trained on the demo set (39 real clips of ../shared/fixtures) on 2 CPU cores in minutes.
 
-  python -m headgan_jax.data.build demo --image_size 64 --data_dir DATA        # once (about 2 min of CPU)
+  python -m headgan_jax.data.build demo --image_size 64 --data_dir DATA        # once (~1.5 min on 2 cores)
   python train.py --config configs/demo.py --workdir RUN --config.data.data_dir=DATA
   python -m headgan_jax.train.baselines --workdir RUN                           # did it learn? (4 numbers)
 
@@ -11,12 +11,14 @@ budget. Measured on this (shared, overloaded) machine: one step of this config c
 CPU-seconds; 250 steps -> ~5.5 min of steps plus ~2.5 min of start-up.
 - 64x64 images (the demo set is built at 64): a step costs ~1/16 of 256x256.
 - Widths / 4: G ngf 8 (8 -> 32 -> 128 channels; SPADE hidden 64), D and D_m ndf 16 (at most 128 channels). The
-  paper's widths would be 50 M parameters of G for 587 training frames.
+  paper's widths would be 50 M parameters of G for 1700 training frames.
 - No VGG19 perceptual terms (loss.use_vgg = False): torchvision's VGG19 weights cannot be downloaded here, and a
   randomly initialised VGG is no perceptual loss. With a weight file, `--config.loss.use_vgg=True
   --config.loss.vgg_weights=/path/vgg19-dcbb9e9d.pth` turns them on (the step then costs more).
-- Batch 4 and 250 steps (1000 examples, ~1.7 passes over the 587 training frames); the paper's schedule shape:
-  6 "epochs" (of 25 steps) at the full rate, then 4 with the rate decaying linearly to 0.
+- Batch 4 and 250 steps (1000 examples, ~0.6 passes over the 1700 training frames: 34 people x one 50-frame
+  sequence, the first 63 frames of each clip cut 50 / 13; building.DEMO_HELD_OUT's 4 people are test only and one
+  clip is rejected by the tracker's crop rule); the paper's schedule shape: 6 "epochs" (of 25 steps) at the full
+  rate, then 4 with the rate decaying linearly to 0.
 - The mouth window is the paper's share of the frame (64 of 256: 16 px here), resized to 64x64 for D_m.
 """
 from __future__ import annotations

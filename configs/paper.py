@@ -155,9 +155,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   dt.stored_size = 0  # Crop size of the built dataset to read; 0 = image_size. A multiple of image_size.
   dt.cache_dir = ''  # Per-clip cache of the builders; '' = <data_dir>/headgan_cache.
   dt.manual_dir = ''  # headgan_voxceleb: the VoxCeleb mp4 tree (identity/video/clip.mp4).
-  # headgan_demo: a folder of clips, one person each (the fixtures: driving.mp4 + demo/*.mp4).
+  # headgan_demo: a folder of clips, one person each (the fixtures: driving.mp4 + demo/*.mp4 + extra/*.mp4).
   dt.demo_dir = os.path.normpath(os.path.join(_REPO, '..', 'shared', 'fixtures'))
-  dt.demo_test_identity = 'talk-05'  # headgan_demo: the identity held out of training.
+  dt.demo_test_identity = 'talk-05'  # headgan_demo: held out with building.DEMO_HELD_OUT; the main job's driving clip.
   dt.test_fraction = 0.2  # headgan_demo: the last 20% of every training identity's clip are test frames.
   dt.keep_short_tails = False  # False (authors): the last piece of a clip shorter than sequence_length is dropped;
   #                               True: kept, and joined to the sequence before it when shorter than:
@@ -175,7 +175,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
   # 3D face (Sections 3.1, 4.1).
   f = c.face3d = ml_collections.ConfigDict()
-  f.model = ''  # Path to a 3DMM .npz in the project's format; '' = the embedded default.
+  f.model = ''  # '' = the learned default (data/learned_face_model.npz), 'data_free' = the data-free model,
+  #               else a path to a 3DMM .npz in the project's format.
   f.x_image_mode = 'triangle_centre'  # 'triangle_centre' (paper) or 'interpolated'.
   f.fit_iterations = 10  # Gauss-Newton / LM iterations (fixed so the fit compiles once).
   f.id_bound = 0.8  # |p_id| bound in standard deviations (authors' code); p is clipped to it every LM step.
@@ -189,8 +190,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
   # Face tracking: video -> crops, detector landmarks, 3DMM fit, x_t (data/track.py; Sec. 3.1, 4.1). The detector
   # (MediaPipe's BlazeFace + 468-point mesh + selfie segmentation, run by LiteRT) stands in for RetinaFace.
-  # config.face3d.model = '' tracks with the data-free default on the detector's points (data/face_model.py);
-  # a model learned from tracked clips (`python -m headgan_jax.data.track learn`) fits real faces better.
+  # config.face3d.model = '' tracks with the 3DMM learned from the fixture clips (data/learned_face_model.npz, made by
+  # scripts/learn_face_model.py); 'data_free' selects the data-free model on the detector's points (data/face_model.py).
   tr = c.track = ml_collections.ConfigDict()
   tr.models_dir = ''  # MediaPipe 0.10.14 model files; '' = ~/.cache/headgan_jax/mediapipe-0.10.14.
   tr.num_threads = 2  # LiteRT threads per model call.

@@ -41,7 +41,7 @@ def config():
 
 @pytest.fixture(scope='session')
 def tracker(config):
-  """A tracker with the data-free default 3DMM (one per xdist worker)."""
+  """A tracker with the learned default 3DMM (data/learned_face_model.npz) (one per xdist worker)."""
   if not _have_models():
     pytest.skip('MediaPipe model files not fetched (run scripts/setup.sh)')
   return track.Tracker(config)

@@ -6,7 +6,7 @@
       --beam_pipeline_options="runner=DataflowRunner,project=P,region=R,temp_location=gs://B/tmp,\\
       requirements_file=requirements.txt,setup_file=./setup.py"                    # a cluster (see README)
 
-Prints the one-screen summary (also in DIR/<name>/<size>px/2.0.0/summary.txt, beside report.jsonl) and the counts
+Prints the one-screen summary (also in DIR/<name>/<size>px/2.1.0/summary.txt, beside report.jsonl) and the counts
 per split, and ends with one JSON line. A build that was killed starts again where it stopped (per-clip cache).
 Exit status 2 with a message on bad input.
 """

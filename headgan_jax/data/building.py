@@ -1,9 +1,11 @@
 """What the two TFDS builders of datasets/ share: the builder base class, split rules, the Beam transforms.
 
-  headgan_demo      the real talking-head clips of a folder (../shared/fixtures: driving.mp4 + demo/talk-*.mp4),
-                    built in-process (a plain generator; 6 clips need no Beam). One identity is held out for test
-                    (config.data.demo_test_identity); of every other clip the last config.data.test_fraction of
-                    the frames are held-out test frames.
+  headgan_demo      the real talking-head clips of a folder and its demo/ and extra/ subfolders (../shared/fixtures:
+                    driving.mp4, demo/talk-*.mp4, extra/*.mp4: 39 people), each cut to its first DEMO_MAX_FRAMES
+                    frames, built in-process (a plain generator; no Beam). The identities of DEMO_HELD_OUT (and
+                    config.data.demo_test_identity) that the folder holds are held out whole for test (unseen and
+                    cross-identity figures); of every other clip the last config.data.test_fraction of the frames
+                    are held-out test frames.
   headgan_voxceleb  a VoxCeleb1 / VoxCeleb2 mp4 tree (--manual_dir) through Apache Beam (DirectRunner here, Dataflow /
                     Flink / Spark for the full set), the official identity splits.
 
@@ -32,10 +34,20 @@ from headgan_jax.audio import stats as stats_lib
 from headgan_jax.data import clips as clips_lib
 
 IMAGE_SIZES = (64, 128, 256)
-DATASET_VERSION = '2.0.0'  # Of both builders (their folders are <name>/<size>px/<version>).
+DATASET_VERSION = '2.1.0'  # Of both builders (their folders are <name>/<size>px/<version>).
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 VOXCELEB1_TEST_IDS = frozenset(f'id{n}' for n in range(10270, 10310))  # The 40 identities of VoxCeleb1's test set.
 VIDEO_SUFFIXES = ('.mp4', '.avi', '.mov', '.mkv', '.webm')
+# headgan_demo's held-out identities (file stems): never trained on, their whole (cut) clip is 'test'. The one source
+# of truth of the demo split (README, scripts/learn_face_model.py and the tests read it here). One person from each
+# kind of footage: video-retalking's camera clip, a VoxCeleb2 crop, a GRID studio clip, an HDTF-style address.
+DEMO_HELD_OUT = ('talk-05', 'pcavs-00473-bald-older-man', 'grid-woman-pink-top', 'may')
+# headgan_demo: frames kept of each clip (its first ones). 63 = the fewest whose first 1 - test_fraction (0.8) make
+# one whole 50-frame training sequence (round(50.4) = 50; the authors drop shorter tails) and 13 held-out frames.
+# Measured: a build costs ~33 ms per frame on 2 cores (decode 3, track 15, audio 15), so 39 x 63 frames build in
+# ~86 s (2026-12-03, warm compile cache), within the main job's budget; longer cuts cost in proportion.
+DEMO_MAX_FRAMES = 63
+DEMO_SUBFOLDERS = ('demo', 'extra')  # Scanned besides the folder itself (../shared/fixtures' layout).
 
 
 def default_project_config():
@@ -56,14 +68,17 @@ def build_config(project_config, image_size: int):
 # ----------------------------------------------------------------------------------------------------------------
 # Listing clips and splitting them.
 
-def list_demo_clips(folder: str | os.PathLike) -> list[clips_lib.Clip]:
-  """Every video in `folder` and in its `demo/` subfolder; one person per file, the identity is the file's stem."""
+def list_demo_clips(folder: str | os.PathLike, max_frames: int = DEMO_MAX_FRAMES) -> list[clips_lib.Clip]:
+  """Every video in `folder` and in its DEMO_SUBFOLDERS (those present); one person per file, the identity is the
+  file's stem; each clip cut to its first `max_frames` frames (0 = all)."""
   folder = os.fspath(folder)
   if not os.path.isdir(folder):
     raise errors.DatasetError(f'{folder}: the demo clip folder does not exist (set config.data.demo_dir or pass '
                               '--clips_dir a folder of short talking-head clips, one person per file).')
+  if max_frames < 0:
+    raise errors.DatasetError(f'max_frames = {max_frames}: the frames kept per demo clip must be >= 0 (0 = all).')
   paths = []
-  for sub in (folder, os.path.join(folder, 'demo')):
+  for sub in (folder,) + tuple(os.path.join(folder, d) for d in DEMO_SUBFOLDERS):
     if os.path.isdir(sub):
       paths += [os.path.join(sub, n) for n in sorted(os.listdir(sub)) if n.lower().endswith(VIDEO_SUFFIXES)]
   if len(paths) < 2:
@@ -72,11 +87,34 @@ def list_demo_clips(folder: str | os.PathLike) -> list[clips_lib.Clip]:
   out = []
   for p in paths:
     stem = os.path.splitext(os.path.basename(p))[0]
-    out.append(clips_lib.Clip(path=p, clip_id=stem, identity=stem, video=stem))
+    out.append(clips_lib.Clip(path=p, clip_id=stem, identity=stem, video=stem, max_frames=int(max_frames)))
   ids = [c.identity for c in out]
   if len(set(ids)) != len(ids):
     raise errors.DatasetError(f'{folder}: two clips share a file name ({sorted(ids)}); identities must be unique.')
   return out
+
+
+def demo_held_out(identities: Sequence[str], test_identity: str, folder: str = '') -> frozenset[str]:
+  """The identities of the demo set held out whole: DEMO_HELD_OUT and config.data.demo_test_identity, of those the
+  folder holds. DatasetError when test_identity is not a clip of it or no identity is left to train on."""
+  present = set(identities)
+  if test_identity not in present:
+    raise errors.DatasetError(f'config.data.demo_test_identity = {test_identity!r} is not a clip of {folder} '
+                              f'({", ".join(identities)}).')
+  held = frozenset(present & (set(DEMO_HELD_OUT) | {test_identity}))
+  if held == present:
+    raise errors.DatasetError(f'{folder}: every clip ({", ".join(identities)}) is a held-out identity '
+                              '(building.DEMO_HELD_OUT, config.data.demo_test_identity): none is left to train on.')
+  return held
+
+
+def demo_items(folder: str | os.PathLike, test_identity: str, test_fraction: float,
+               max_frames: int = DEMO_MAX_FRAMES) -> list[tuple[clips_lib.Clip, 'Parts']]:
+  """The demo set's plan: (clip, how it is split) for every clip of `folder` (`list_demo_clips`), the held-out
+  identities (`demo_held_out`) whole in 'test'."""
+  clips = list_demo_clips(folder, max_frames)
+  held = demo_held_out([c.identity for c in clips], test_identity, os.fspath(folder))
+  return [(c, Parts('demo', c.identity in held, float(test_fraction))) for c in clips]
 
 
 def demo_parts(num_frames: int, is_test_identity: bool, test_fraction: float) -> list[tuple[str, int, int]]:
@@ -312,7 +350,9 @@ def builder_base():
     VERSION = tfds.core.Version(DATASET_VERSION)
     RELEASE_NOTES = {'1.0.0': 'First release: crops, landmarks, 3DMM coefficients, masks, raw audio features.',
                      '2.0.0': 'Per-video reference sets (ref_*), the per-frame fit (frame_*), short tails dropped, '
-                              'audio offsets.'}
+                              'audio offsets.',
+                     '2.1.0': 'The learned 3DMM (data/learned_face_model.npz) is the tracker\'s default; the demo '
+                              'set adds extra/ (39 people, DEMO_HELD_OUT held out), clips cut to DEMO_MAX_FRAMES.'}
     BUILDER_CONFIGS = [HeadganBuilderConfig(image_size=s) for s in IMAGE_SIZES]
     USE_BEAM = False
 

@@ -83,11 +83,12 @@ def unpack_bytes(blob: np.ndarray, offsets: np.ndarray) -> list[bytes]:
 @dataclasses.dataclass(frozen=True)
 class Clip:
   """One input clip: its path, its id (unique in the dataset, e.g. 'id10001/1zcIwhmdeo4/00001'), the identity (the
-  person; splits never share one) and the video it was cut from."""
+  person; splits never share one), the video it was cut from, and how many of its first frames are used (0 = all)."""
   path: str
   clip_id: str
   identity: str
   video: str
+  max_frames: int = 0
 
 
 # Per-frame arrays of a ClipResult, with their dtypes (frame axis first).
@@ -166,16 +167,35 @@ def settings_digest(config) -> str:
   """A short hash of every config field that changes what a clip gives (image size, tracking, 3DMM, audio,
   encoding): cache entries of other settings are never reused."""
   d = config.data
+  from headgan_jax.data import face_model  # Here: clips.py stays importable without jax.
   parts = dict(image_size=int(config.image_size), track=config.track.to_dict(), face3d=config.face3d.to_dict(),
                audio={k: v for k, v in config.audio.to_dict().items() if k != 'standardise'},
                mouth=int(config.disc.mouth_size), jpeg=int(d.jpeg_quality),
-               format=CACHE_FORMAT)
+               format=CACHE_FORMAT, model=face_model.model_fingerprint(str(config.face3d.model)))
   return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
 def cache_name(clip: Clip) -> str:
+  """The clip's cache file name: its id, and its frame limit when it has one (a cut is another result)."""
+  key = clip.clip_id + (f'@{clip.max_frames}' if clip.max_frames else '')
   safe = re.sub(r'[^A-Za-z0-9._-]+', '_', clip.clip_id)
-  return f'{safe}-{hashlib.sha256(clip.clip_id.encode()).hexdigest()[:8]}.npz'
+  return f'{safe}-{hashlib.sha256(key.encode()).hexdigest()[:8]}.npz'
+
+
+def read_clip_frames(path: str, max_frames: int = 0) -> tuple[np.ndarray, float]:
+  """(frames (T, H, W, 3) uint8, fps) of a video; with max_frames > 0 only its first max_frames frames, decoded no
+  further (a 20 s 1080p clip of which 63 frames are used costs 63 decodes)."""
+  from headgan_jax.data import video as video_lib
+  if max_frames <= 0:
+    return video_lib.read_video(path)
+  fps = video_lib.video_info(path).fps
+  chunks, n = [], 0
+  for chunk in video_lib.iter_frames(path, min(64, max_frames)):
+    chunks.append(chunk[:max_frames - n])
+    n += len(chunks[-1])
+    if n >= max_frames:
+      break
+  return np.concatenate(chunks, axis=0), fps
 
 
 def write_atomic(path: epath.Path, data: bytes) -> None:
@@ -222,8 +242,8 @@ class ClipProcessor:
   """The tracker and the speech recogniser, created once per process (they load models), applied clip by clip."""
 
   def __init__(self, config, default_model_path: str | os.PathLike | None = None):
-    """default_model_path: a saved copy of the data-free default 3DMM (config.face3d.model == ''), so that every
-    worker of a build fits with the driver's model and skips deriving it (a detector run on a render)."""
+    """default_model_path: a saved copy of the build's default 3DMM (config.face3d.model == ''), so that every worker
+    of a build fits with the driver's model (the cache's copy belongs to the cache's settings digest)."""
     from headgan_jax.audio import asr
     from headgan_jax.data import track
     from headgan_jax.face3d import morphable
@@ -266,10 +286,9 @@ class ClipProcessor:
 
   def _process(self, clip: Clip) -> ClipResult:
     from headgan_jax.audio import features, io as audio_io
-    from headgan_jax.data import video as video_lib
     config = self.config
     t = time.perf_counter()
-    frames, fps = video_lib.read_video(clip.path)  # VideoError: corrupt, no video stream, no frames.
+    frames, fps = read_clip_frames(clip.path, clip.max_frames)  # VideoError: corrupt, no video stream, no frames.
     self._num_frames = len(frames)
     rate = int(config.audio.sample_rate)
     waveform = audio_io.load_audio(clip.path, rate)  # AudioError: no audio stream / undecodable.

@@ -1,13 +1,17 @@
 """3DMMs whose landmarks are the face detector's 468 points (`data.facemesh`): what the tracker fits.
 
-Three kinds, one format (`face3d.morphable`):
+Three kinds, one format (`face3d.morphable`); `config.face3d.model` chooses: '' = the learned default (LEARNED_MODEL),
+'data_free' (DATA_FREE) = the data-free model, else the path of a model file.
 
 - **Learned** (`learn_model`): a model on the detector's own mesh (468 vertices, 852 triangles), learned by PCA from
   tracked clips the way LSFM was learned (`morphable.learn_from_landmarks`: Procrustes, per-clip means = identity
   samples, per-frame deviations = expression samples), from the detector's 3-D points. This is what meets the
-  issue's figures on real footage and what a dataset should use (learned from its own training clips):
-  `python -m headgan_jax.data.track learn CLIPS... --out model.npz`, then config.face3d.model = model.npz.
-- **Data-free default** (`detector_default_model`): the project's own default 3DMM (`face3d.default_model`) sampled
+  issue's figures on real footage: `python -m headgan_jax.data.track learn CLIPS... --out model.npz`, then
+  config.face3d.model = model.npz. The tracker's default is one such model, committed beside this module
+  (LEARNED_MODEL, ~0.4 MB; its clips, licences and sha256 in LEARNED_MODEL_INFO), learned by
+  `scripts/learn_face_model.py` from the fixture clips whose licences allow it (not the demo set's held-out people).
+- **Data-free** (`detector_default_model`, config.face3d.model = 'data_free'): the project's own default 3DMM
+  (`face3d.default_model`) sampled
   at the detector's points. The correspondence is made by the project's own code from redistributable inputs: the
   default mean face is rendered (shaded, eyes / brows / lips painted at the model's own feature positions), the
   detector (Apache-2.0) is run on that render, and each point is put on the model's surface under it (both lip
@@ -20,6 +24,7 @@ Three kinds, one format (`face3d.morphable`):
 """
 from __future__ import annotations
 
+import hashlib
 import os
 
 import jax.numpy as jnp
@@ -30,8 +35,31 @@ from headgan_jax.errors import FaceModelError, LandmarkError
 from headgan_jax.face3d import default_model as dm
 from headgan_jax.face3d import morphable
 
+LEARNED_MODEL = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'learned_face_model.npz')
+LEARNED_MODEL_INFO = os.path.splitext(LEARNED_MODEL)[0] + '.json'  # Its clips, licences, settings and sha256.
+DATA_FREE = 'data_free'  # config.face3d.model value selecting `detector_default_model`.
 RENDER_SIZE = 384
 RENDER_SCALE = 1.45  # Pixels per mm: the 150 mm wide face fills ~57 % of the render, like a face photo.
+
+
+def model_fingerprint(setting: str) -> str:
+  """What config.face3d.model = `setting` fits with, for cache keys: the learned default's sha256 ('' ), 'data_free',
+  or the path given."""
+  if setting:
+    return setting
+  try:
+    with open(LEARNED_MODEL, 'rb') as f:
+      return 'learned:' + hashlib.sha256(f.read()).hexdigest()[:16]
+  except OSError:
+    return 'learned:missing'  # load_learned_default says so when the tracker starts.
+
+
+def load_learned_default() -> morphable.MorphableModel:
+  """The committed learned model (LEARNED_MODEL); FaceModelError naming the file and how to remake it."""
+  if not os.path.isfile(LEARNED_MODEL):
+    raise FaceModelError(f'{LEARNED_MODEL}: the learned default 3DMM is missing (a partial checkout?): restore it '
+                         f'from git, run scripts/learn_face_model.py, or set config.face3d.model = {DATA_FREE!r}.')
+  return morphable.load(LEARNED_MODEL)
 
 
 def lip_chains(topology: fm.MeshTopology) -> dict[str, np.ndarray]:

@@ -16,6 +16,9 @@ detects, the second crops, fits with the identity of the first chunk held fixed,
 
   python -m headgan_jax.data.track VIDEO_OR_IMAGE --out DIR     # DIR/report.json + DIR/overlay.mp4 (.png)
   python -m headgan_jax.data.track learn CLIP... --out model.npz # a 3DMM on the detector's mesh, from clips
+
+The 3DMM fitted by default is the learned one committed beside data/face_model.py (--model data_free: the data-free
+one, --model FILE: another).
 """
 from __future__ import annotations
 
@@ -285,21 +288,23 @@ def adapt_identity(model: morphable.MorphableModel, reference: ClipTrack, drivin
 # ----------------------------------------------------------------------------------------------------------------
 # The tracker.
 
-def load_tracking_model(config, mesh: fm.FaceMesh) -> tuple[morphable.MorphableModel, np.ndarray]:
-  """(3DMM, indices of the detector points it fits): config.face3d.model (+ config.track.landmark_map for a model
-  on another topology), or the data-free default on the detector's points."""
-  path = config.face3d.model
-  if not path:
-    return face_model.detector_default_model(mesh), np.arange(fm.NUM_POINTS, dtype=np.int32)
-  model = morphable.load(path)
-  if config.track.landmark_map:
+def load_tracking_model(config, mesh: fm.FaceMesh | None) -> tuple[morphable.MorphableModel, np.ndarray]:
+  """(3DMM, indices of the detector points it fits): config.face3d.model = '' the learned default
+  (face_model.LEARNED_MODEL), 'data_free' the data-free model on the detector's points (needs `mesh`), else a model
+  file (+ config.track.landmark_map for a model on another topology)."""
+  path = str(config.face3d.model)
+  every_point = np.arange(fm.NUM_POINTS, dtype=np.int32)
+  if path == face_model.DATA_FREE:
+    return face_model.detector_default_model(mesh), every_point
+  model = morphable.load(path) if path else face_model.load_learned_default()
+  if path and config.track.landmark_map:
     table = face_model.read_landmark_map(config.track.landmark_map, model.num_vertices)
     return face_model.apply_landmark_map(model, table)
   if model.num_landmarks != fm.NUM_POINTS:
     raise errors.FaceModelError(
         f'{path}: the model has {model.num_landmarks} landmark vertices, the face detector gives {fm.NUM_POINTS} '
         f'points: set config.track.landmark_map to a file mapping each detector point to a model vertex.')
-  return model, np.arange(fm.NUM_POINTS, dtype=np.int32)
+  return model, every_point
 
 
 class Tracker:
@@ -657,7 +662,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument('--out', required=True, help='output folder')
     parser.add_argument('--save-track', action='store_true', help='also write DIR/track.npz (the ClipTrack)')
   parser.add_argument('--config', default=os.path.join(os.path.dirname(__file__), '..', '..', 'configs', 'paper.py'))
-  parser.add_argument('--model', default=None, help='a 3DMM .npz (sets config.face3d.model)')
+  parser.add_argument('--model', default=None,
+                      help=f'a 3DMM .npz, or {face_model.DATA_FREE!r} for the data-free model (sets '
+                      'config.face3d.model; default: the learned model headgan_jax/data/learned_face_model.npz)')
   args = parser.parse_args(argv[1:] if learn else argv)
   try:
     config = load_config(args.config)
