@@ -6,8 +6,9 @@ import pathlib
 # machine (empty compile cache) compiling is most of the suite's time. LLVM at -O0 without its expensive passes, and
 # XLA's loop emitters instead of the MLIR fusion emitters, compiled the train-loop tests' step in 6.6 CPU-s instead
 # of 22.8 (one process, loaded machine), at about twice the step's run time, which the tiny test configs hardly
-# notice; the losses agree to float rounding. The README test's main job and the 2-process train.py of
-# test_train_loop set their own XLA_FLAGS and keep XLA's defaults, like a user's machine.
+# notice; the losses agree to float rounding. The README test's main job uses them too (on 1 device: 145-165 s, not
+# 320, for the whole test, empty cache, 2026-12-03); the 2-process train.py of test_train_loop keeps XLA's
+# defaults, like a user's machine, and its numbers must equal the fast-compiled 1-process run's.
 FAST_COMPILE_XLA_FLAGS = ('--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true '
                           '--xla_cpu_use_fusion_emitters=false')
 
@@ -106,34 +107,71 @@ def demo_build(tmp_path_factory, fixtures_dir, worker_id):
   return config, builder, printed.read_text()
 
 
-# Scheduling under pytest-xdist (`pytest -n 2`). By default xdist hands each worker chunks of the collection in file
-# order, so the longest tests (test_readme, test_reenact, test_track, test_train_*: alphabetically last) ran at the
-# end, where one worker can be left with a long test while the other has nothing left to do. Instead the slow tests
-# start first, longest first (seconds: about what `--durations` showed in CI; only their order matters), and each
-# worker is given one test at a time (--maxschedchunk 1): longest-first list scheduling.
-LONGEST_FIRST = {
-    'test_readme.py::': 300,
-    'test_reenact.py::test_peak_memory': 170,
-    'test_train_loop.py::test_training_loop': 115,
-    'test_evaluate.py::test_train_with': 90,
-    'test_config_fields.py::test_every_paper_leaf_is_read': 90,
+# Scheduling under pytest-xdist (`pytest -n 2`). xdist's default hands out single tests, so the tests of one module
+# ran in both workers and its module fixtures (a compiled trainer, exported programs, a Reenactor) were built twice,
+# often at the same time (no compile-cache hit). Instead each module is one unit that one worker runs whole
+# (`SAME_WORKER` adds modules that share a session fixture), units go out longest first (seconds: setup + calls of
+# their tests in an empty-cache run of the suite, `--junitxml`; only their order matters), and a worker gets its next
+# unit only when it has one test left (pytest runs a test once it knows the next): longest-first list scheduling.
+UNIT_SECONDS = {  # Measured 2026-12-03 (2 cores, empty compile cache, this schedule); a module not listed: 30 s.
+    'test_reenact.py': 260, 'test_train_loop.py': 251, 'test_train_step.py': 155, 'test_readme.py': 145,
+    'test_config_fields.py': 120, 'test_remat.py': 101, 'test_datasets.py': 77, 'test_track.py': 70,
+    'test_export.py': 57, 'test_nn_shapes.py': 54, 'test_checkpoint_damage.py': 36, 'test_fitting.py': 31,
+    'test_conv_grad.py': 27, 'test_metrics_fvd.py': 26, 'test_raster.py': 22, 'test_metrics_fid.py': 20,
+    'test_losses.py': 15, 'test_nn_blocks.py': 12, 'test_host_malloc.py': 9, 'test_camera.py': 8,
+    'test_morphable.py': 8, 'test_audio_features.py': 7, 'test_vgg.py': 7, 'test_metrics_csim.py': 6,
+    'test_metrics_evaluators.py': 6, 'test_onednn.py': 6, 'test_audio_timing.py': 5, 'test_inputs.py': 5,
+    'test_render.py': 5, 'test_audio_asr.py': 3, 'test_main_job.py': 3, 'test_metrics_aed_image.py': 3,
+    'test_mouth.py': 3, 'test_audio_io.py': 0,
+    # Measured alone (2 cores, lock held, 2026-12-03), added after the table above.
+    'test_kill_resume.py': 64, 'test_gpu_check.py': 43, 'test_bf16.py': 60, 'test_demo_clips.py': 3,
+}
+UNKNOWN_UNIT_SECONDS = 30.0
+SAME_WORKER = {
+    'test_checkpoints.py': 'test_reenact.py',  # test_reenact's trained work folder (a session fixture).
+    'test_evaluate.py': 'test_train_loop.py',  # The same 4-device trainer: its init and step compile once, not twice.
 }
 
 
-def _expected_seconds(item) -> float:
-  nodeid = item.nodeid.rpartition('/')[2]
-  for prefix, seconds in LONGEST_FIRST.items():
-    if nodeid.startswith(prefix):
-      return seconds
-  return 30.0 if item.get_closest_marker('slow') else 0.0
+def _unit(nodeid: str) -> str:
+  """The scheduling unit of a test: its module's file name, or the module it shares a session fixture with."""
+  return SAME_WORKER.get(_module(nodeid), _module(nodeid))
+
+
+def _module(nodeid: str) -> str:
+  return nodeid.split('::', 1)[0].rpartition('/')[2]
 
 
 def pytest_collection_modifyitems(config, items):
-  """Slow tests first, longest first; the others keep their order (a stable sort)."""
+  """Units longest first; each unit keeps its tests together, its own module's first (test_train_loop needs the demo
+  build only midway, test_evaluate at once), each module's in their order (a stable sort)."""
   del config
-  items.sort(key=lambda item: -_expected_seconds(item))
+
+  def key(item):
+    unit = _unit(item.nodeid)
+    return -UNIT_SECONDS.get(unit, UNKNOWN_UNIT_SECONDS), unit, _module(item.nodeid) != unit
+
+  items.sort(key=key)
 
 
-def pytest_configure(config):
-  if getattr(config.option, 'maxschedchunk', 'absent') is None:  # pytest-xdist's option, when not given.
-    config.option.maxschedchunk = 1
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+  """The schedule above for `-n N` (xdist's default --dist load); any other --dist keeps xdist's own."""
+  if config.getvalue('dist') != 'load':
+    return None
+  from xdist.scheduler import LoadScopeScheduling
+
+  class ByUnit(LoadScopeScheduling):
+    def _split_scope(self, nodeid):
+      return _unit(nodeid)
+
+    def _reschedule(self, node):
+      if node.shutting_down:
+        return
+      if not self.workqueue:
+        node.shutdown()
+      elif self._pending_of(self.assigned_work[node]) < 2:
+        self._assign_work_unit(node)
+
+  config.option.loadscopereorder = False  # Keep the collection's (longest-first) order of the units.
+  return ByUnit(config, log)

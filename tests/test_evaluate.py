@@ -51,7 +51,8 @@ def run_evaluate(argv):
 
 def train_and_evaluate(data_config, workdir):
   config = demo_train_config(data_config)
-  trainer = loop.Trainer.create(config, devices=jax.devices()[:config.train.batch_size])
+  trainer = loop.Trainer.create(config, devices=jax.devices()[:config.train.batch_size],
+                                init_key=train_configs.init_key(config))
   trainer.run(workdir, progress=False)
   code, stdout, stderr = run_evaluate(['--config', str(workdir / 'config.json'), '--workdir', str(workdir), '--out',
                                        str(workdir / 'eval.json'), '--max_clips', '3', '--max_frames', '6',

@@ -1,4 +1,5 @@
 """The train tests' config: tiny at 32x32 with narrower SPADE and discriminators, so a step compiles fast on CPU."""
+import jax
 import ml_collections
 
 from configs import tiny
@@ -45,3 +46,10 @@ def loop_test_config() -> ml_collections.ConfigDict:
   c.train.image_every = 4
   c.train.image_examples = 2
   return c
+
+
+def init_key(config: ml_collections.ConfigDict) -> jax.Array:
+  """The parameter-initialisation key Trainer.create derives from config.seed when JAX_DEFAULT_PRNG_IMPL=unsafe_rbg,
+  as in test_train_loop's subprocesses. The init program depends on the kind of key: test_train_loop and
+  test_evaluate build the same 4-device trainer with this key, so the second loads its init from the compile cache."""
+  return jax.random.split(jax.random.key(config.seed, impl='unsafe_rbg'))[0]
