@@ -25,7 +25,11 @@ from headgan_jax.nn import blocks
 def bilinear_sample(image: jax.Array, sample_y: jax.Array, sample_x: jax.Array) -> jax.Array:
   """Samples (B, H, W, C) at fractional pixel positions (B, h, w) each; positions are clamped to the image.
 
-  Interpolation weights are float32; the result has image's dtype. Integer positions return the pixels exactly.
+  Everything is float32 whatever image's dtype, and so is the result (bf16 compute: docs/accelerators.md, "4.
+  bfloat16", bench/bf16_precision.py): positions, because a bf16 coordinate in [128, 256) is a whole pixel (the warp
+  was 6 % wrong at 256 px); the gathered pixels, so that the backward pass scatter-adds into float32 (bf16 sums made
+  the feature gradient 3.6x bf16's rounding error); the output, because L_F^Temp compares two warps whose difference
+  is below bf16's resolution at initialisation (25 % wrong). Integer positions return the pixels exactly.
   """
   b, h, w, c = image.shape
   sy = jnp.clip(sample_y.astype(jnp.float32), 0.0, h - 1.0)
@@ -34,23 +38,23 @@ def bilinear_sample(image: jax.Array, sample_y: jax.Array, sample_x: jax.Array) 
   wy, wx = (sy - y0f)[..., None], (sx - x0f)[..., None]
   y0, x0 = y0f.astype(jnp.int32), x0f.astype(jnp.int32)
   y1, x1 = jnp.minimum(y0 + 1, h - 1), jnp.minimum(x0 + 1, w - 1)
-  flat = image.reshape(b, h * w, c)
+  flat = image.astype(jnp.float32).reshape(b, h * w, c)
   out_hw = sample_y.shape[1:]
 
   def gather(yi: jax.Array, xi: jax.Array) -> jax.Array:
     idx = (yi * w + xi).reshape(b, -1)
     rows = jax.vmap(lambda f, i: f[i])(flat, idx)  # Whole C-vectors per pixel: contiguous in NHWC.
-    return rows.reshape(b, *out_hw, c).astype(jnp.float32)
+    return rows.reshape(b, *out_hw, c)
 
-  out = ((1 - wy) * (1 - wx) * gather(y0, x0) + (1 - wy) * wx * gather(y0, x1)
-         + wy * (1 - wx) * gather(y1, x0) + wy * wx * gather(y1, x1))
-  return out.astype(image.dtype)
+  return ((1 - wy) * (1 - wx) * gather(y0, x0) + (1 - wy) * wx * gather(y0, x1)
+          + wy * (1 - wx) * gather(y1, x0) + wy * wx * gather(y1, x1))
 
 
 def warp(image: jax.Array, flow: jax.Array) -> jax.Array:
   """Backward-warps (B, H, W, C) by a flow (B, H, W, 2) in pixels (x, y): out[i, j] = image[i + fy, j + fx].
 
-  Zero flow returns `image` exactly; positions outside are clamped to the border.
+  Zero flow returns `image` exactly (as float32); positions outside are clamped to the border. The sampling grid
+  (y + w_y, x + w_x) is float32 whatever the compute dtype (see `bilinear_sample`).
   """
   b, h, w, _ = image.shape
   if flow.shape != (b, h, w, 2):

@@ -22,7 +22,9 @@ Ablations (Table 1):
   ignored (it may be None). The mouth discriminator stays, on the mouth crop alone (nn/discriminator.py).
 - conditioning='landmarks': no model change; the caller passes drawn landmark images instead of x_t / x_ref.
 Compute dtype: config.model.compute_dtype ('float32' or 'bfloat16'); parameters are always float32, and every
-output is float32. How the blocks are built (norms, padding, spectral norm, conv implementation) is one
+output is float32. In bf16 the warp (sampling grid, gathered pixels, output), the instance-norm statistics and the
+spectral-norm power iteration stay float32, each because bf16 measured wrong there (docs/accelerators.md, "4.
+bfloat16"; bench/bf16_precision.py). How the blocks are built (norms, padding, spectral norm, conv implementation) is one
 `blocks.BlockSettings`, made from the config by `blocks.block_settings`.
 """
 from __future__ import annotations
