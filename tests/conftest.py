@@ -115,7 +115,7 @@ def demo_build(tmp_path_factory, fixtures_dir, worker_id):
 # unit only when it has one test left (pytest runs a test once it knows the next): longest-first list scheduling.
 UNIT_SECONDS = {  # Measured 2026-12-03 (2 cores, empty compile cache, this schedule); a module not listed: 30 s.
     'test_reenact.py': 260, 'test_train_loop.py': 251, 'test_train_step.py': 155, 'test_readme.py': 145,
-    'test_config_fields.py': 120, 'test_remat.py': 101, 'test_datasets.py': 77, 'test_track.py': 70,
+    'test_config_fields.py': 120, 'test_remat.py': 101, 'test_datasets.py': 100, 'test_track.py': 70,
     'test_export.py': 57, 'test_nn_shapes.py': 54, 'test_checkpoint_damage.py': 36, 'test_fitting.py': 31,
     'test_conv_grad.py': 27, 'test_metrics_fvd.py': 26, 'test_raster.py': 22, 'test_metrics_fid.py': 20,
     'test_losses.py': 15, 'test_nn_blocks.py': 12, 'test_host_malloc.py': 9, 'test_camera.py': 8,
@@ -124,7 +124,7 @@ UNIT_SECONDS = {  # Measured 2026-12-03 (2 cores, empty compile cache, this sche
     'test_render.py': 5, 'test_audio_asr.py': 3, 'test_main_job.py': 3, 'test_metrics_aed_image.py': 3,
     'test_mouth.py': 3, 'test_audio_io.py': 0,
     # Measured alone (2 cores, lock held, 2026-12-03), added after the table above.
-    'test_kill_resume.py': 64, 'test_gpu_check.py': 43, 'test_bf16.py': 60, 'test_demo_clips.py': 3,
+    'test_kill_resume.py': 64, 'test_gpu_check.py': 43, 'test_bf16.py': 36, 'test_demo_clips.py': 3,
 }
 UNKNOWN_UNIT_SECONDS = 30.0
 SAME_WORKER = {
