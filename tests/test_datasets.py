@@ -34,6 +34,18 @@ def read_split(builder, split: str) -> dict[str, dict]:
   return {r['key']: r for r in (source[i] for i in range(len(source)))}
 
 
+def assert_same_records(a: dict[str, dict], b: dict[str, dict]) -> None:
+  """Two builds' records of a split are the same: keys, fields, arrays to 1e-5 (the fit runs in other processes)."""
+  assert a.keys() == b.keys() and a
+  for key in a:
+    assert set(a[key]) == set(b[key])
+    for field in a[key]:
+      if isinstance(a[key][field], np.ndarray) and a[key][field].dtype != object:
+        np.testing.assert_allclose(a[key][field], b[key][field], rtol=1e-5, atol=1e-5, err_msg=field)
+      else:
+        assert list(np.atleast_1d(a[key][field])) == list(np.atleast_1d(b[key][field])), field
+
+
 @pytest.fixture(scope='session')
 def voxceleb_tree(tmp_path_factory, fixtures_dir, make_speech):
   root = tmp_path_factory.mktemp('vox') / 'mp4'
@@ -277,15 +289,7 @@ def test_voxceleb_killed_and_restarted_gives_the_same_dataset(voxceleb_build, vo
   assert {p.name: p.stat().st_mtime_ns for p in cache_dir.rglob('*.npz') if p.name in before} == before
   import tensorflow_datasets as tfds
   again = tfds.builder_from_directory(str(out))
-  a, b = read_split(builder, 'train'), read_split(again, 'train')  # ... and the dataset is the same.
-  assert a.keys() == b.keys()
-  for key in a:
-    assert set(a[key]) == set(b[key])
-    for field in a[key]:
-      if isinstance(a[key][field], np.ndarray) and a[key][field].dtype != object:
-        np.testing.assert_allclose(a[key][field], b[key][field], rtol=1e-5, atol=1e-5, err_msg=field)
-      else:
-        assert list(np.atleast_1d(a[key][field])) == list(np.atleast_1d(b[key][field])), field
+  assert_same_records(read_split(builder, 'train'), read_split(again, 'train'))  # ... and the dataset is the same.
 
 
 def test_voxceleb_multi_process_build_equals_the_one_process_build(voxceleb_build, voxceleb_tree, tmp_path):
@@ -310,15 +314,7 @@ def test_voxceleb_multi_process_build_equals_the_one_process_build(voxceleb_buil
     np.testing.assert_allclose(multi.info.metadata['audio_stats'][key], value, rtol=1e-5, atol=1e-6, err_msg=key)
   assert (multi_dir / 'face_model.npz').read_bytes() == (one_dir / 'face_model.npz').read_bytes()
   for split in builder.info.splits:
-    a, b = read_split(builder, split), read_split(multi, split)
-    assert a.keys() == b.keys() and a
-    for key in a:
-      assert set(a[key]) == set(b[key])
-      for field in a[key]:
-        if isinstance(a[key][field], np.ndarray) and a[key][field].dtype != object:
-          np.testing.assert_allclose(a[key][field], b[key][field], rtol=1e-5, atol=1e-5, err_msg=field)
-        else:
-          assert list(np.atleast_1d(a[key][field])) == list(np.atleast_1d(b[key][field])), field
+    assert_same_records(read_split(builder, split), read_split(multi, split))
 
 def test_transcript_depends_on_the_clip_only(fixtures_dir):
   """The speech recogniser's state does not carry from clip to clip (a resumed build meets clips in another order)."""
