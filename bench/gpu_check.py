@@ -63,6 +63,8 @@ sys.path.insert(0, str(REPO))
 # bench/export.py sets JAX_PLATFORMS=cpu when unset (it only lowers); here the accelerator must be used.
 os.environ.setdefault('JAX_PLATFORMS', '')
 
+from headgan_jax.files import write_atomic  # noqa: E402  (after sys.path: bench/ runs as a script)
+
 SECTIONS = ('train_bfloat16', 'train_float32', 'inference', 'render', 'exported')
 DTYPES = ('float32', 'bfloat16')
 SUFFIX = {'float32': 'fp32', 'bfloat16': 'bf16'}
@@ -527,15 +529,6 @@ def run_section(args) -> dict:
 
 # ----------------------------------------------------------------------------------------------------------------
 # The driver: one process per section, within the time budget.
-
-def write_atomic(path: str, text: str) -> None:
-  folder = os.path.dirname(os.path.abspath(path))
-  os.makedirs(folder, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=folder, prefix='.gpu_check.')
-  with os.fdopen(fd, 'w') as f:
-    f.write(text)
-  os.replace(tmp, path)
-
 
 def child_argv(args, section: str, result: str, deadline: float) -> list[str]:
   argv = [sys.executable, os.path.abspath(__file__), '--section', section, '--result', result,

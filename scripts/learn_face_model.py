@@ -28,6 +28,7 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'))
 
 from headgan_jax import errors  # noqa: E402
+from headgan_jax.files import write_atomic  # noqa: E402
 from headgan_jax.data import building, face_model  # noqa: E402
 from headgan_jax.face3d import morphable  # noqa: E402
 
@@ -91,13 +92,6 @@ def npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
       np.lib.format.write_array(one, np.ascontiguousarray(arrays[name]), allow_pickle=False)
       z.writestr(zipfile.ZipInfo(f'{name}.npy', date_time=(1980, 1, 1, 0, 0, 0)), one.getvalue())
   return buf.getvalue()
-
-
-def write_atomic(path: str, data: bytes) -> None:
-  tmp = f'{path}.tmp-{os.getpid()}'
-  with open(tmp, 'wb') as f:
-    f.write(data)
-  os.replace(tmp, path)
 
 
 def main(argv=None) -> int:

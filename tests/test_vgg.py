@@ -10,6 +10,7 @@ import pytest
 
 from configs import paper, tiny
 from headgan_jax.errors import ConfigError, WeightFileError
+from headgan_jax import files
 from headgan_jax.nn import vgg
 
 torch = pytest.importorskip('torch')
@@ -125,7 +126,7 @@ def test_cache_hit_needs_no_torch(torch_vgg_file, tmp_path, monkeypatch):
   _, path = torch_vgg_file
   first = vgg.load_torchvision_vgg19(path, cache_dir=tmp_path)
   cached = list(tmp_path.glob('*.npz'))
-  assert len(cached) == 1 and vgg.file_sha256(str(path)) in cached[0].name
+  assert len(cached) == 1 and files.file_sha256(str(path)) in cached[0].name
   assert not list(tmp_path.glob('*.tmp'))
 
   monkeypatch.setitem(sys.modules, 'torch', None)  # `import torch` now raises ImportError.
@@ -152,7 +153,7 @@ def test_corrupt_cache_is_rebuilt(torch_vgg_file, tmp_path):
 
 def test_checksum(torch_vgg_file, tmp_path):
   _, path = torch_vgg_file
-  actual = vgg.file_sha256(str(path))
+  actual = files.file_sha256(str(path))
   vgg.load_torchvision_vgg19(path, sha256=actual.upper(), cache_dir=tmp_path)
   wrong = '0' * 64
   with pytest.raises(WeightFileError) as e:

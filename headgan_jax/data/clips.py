@@ -30,7 +30,6 @@ import os
 import re
 import tempfile
 import time
-import uuid
 from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
@@ -38,6 +37,7 @@ from etils import epath
 from PIL import Image
 
 from headgan_jax import errors
+from headgan_jax.files import write_atomic  # Re-exported: callers write clips.write_atomic.
 
 NUM_POINTS = 468  # The face detector's landmarks (data.facemesh.NUM_POINTS; not imported: it loads LiteRT).
 REASON_KINDS = ('corrupt', 'no_audio', 'no_face', 'rejected_crop', 'too_few_frames')
@@ -196,21 +196,6 @@ def read_clip_frames(path: str, max_frames: int = 0) -> tuple[np.ndarray, float]
     if n >= max_frames:
       break
   return np.concatenate(chunks, axis=0), fps
-
-
-def write_atomic(path: epath.Path, data: bytes) -> None:
-  """Writes `data` to a temporary name beside `path`, then renames over it (replacing an older `path`): a reader
-  never sees half a file (local disks and object stores alike)."""
-  path = epath.Path(path)
-  path.parent.mkdir(parents=True, exist_ok=True)
-  tmp = path.parent / f'.tmp-{uuid.uuid4().hex}-{path.name}'
-  try:
-    tmp.write_bytes(data)
-    tmp.replace(path)
-  except BaseException:
-    if tmp.exists():
-      tmp.unlink()
-    raise
 
 
 class ClipCache:

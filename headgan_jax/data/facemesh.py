@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import ast
 import dataclasses
-import hashlib
 import importlib.util
 import os
 import shutil
@@ -41,6 +40,7 @@ import numpy as np
 from PIL import Image
 
 from headgan_jax.errors import HeadGANError, WeightFileError
+from headgan_jax.files import file_sha256
 
 MEDIAPIPE_VERSION = '0.10.14'
 DEFAULT_MODELS_DIR = os.path.join('~', '.cache', 'headgan_jax', f'mediapipe-{MEDIAPIPE_VERSION}')
@@ -71,14 +71,6 @@ EYE_CORNERS = (33, 263)
 
 def default_models_dir(models_dir: str = '') -> str:
   return os.path.expanduser(models_dir or DEFAULT_MODELS_DIR)
-
-
-def file_sha256(path: str) -> str:
-  digest = hashlib.sha256()
-  with open(path, 'rb') as f:
-    for block in iter(lambda: f.read(1 << 20), b''):
-      digest.update(block)
-  return digest.hexdigest()
 
 
 # ----------------------------------------------------------------------------------------------------------------

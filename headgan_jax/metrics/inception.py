@@ -230,7 +230,7 @@ def load_pytorch_fid_weights(path: str | os.PathLike, sha256_prefix: str = WEIGH
   Raises:
     WeightFileError: missing or unreadable file, checksum mismatch, missing keys or wrong shapes, no PyTorch.
   """
-  from headgan_jax.nn.vgg import file_sha256  # pylint: disable=import-outside-toplevel
+  from headgan_jax.files import file_sha256  # pylint: disable=import-outside-toplevel
   path = os.path.expanduser(os.fspath(path))
   if not os.path.isfile(path):
     raise WeightFileError(f'InceptionV3 weight file {path} does not exist (pytorch-fid\'s {WEIGHTS_NAME} is '

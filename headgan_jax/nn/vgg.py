@@ -12,7 +12,6 @@ activations behind both VGG terms (lambda_VGG = 10 each).
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import tempfile
 import warnings
@@ -26,6 +25,7 @@ import numpy as np
 from flax import traverse_util
 
 from headgan_jax.errors import ConfigError, WeightFileError
+from headgan_jax.files import file_sha256
 
 # What VGG19 is fed (config.loss.vgg_input): 'raw' = images in [-1, 1] as they are (the authors'), 'imagenet' =
 # torchvision's convention (below).
@@ -116,15 +116,6 @@ def _expected_param_shapes() -> dict[tuple[str, str], tuple[int, ...]]:
     shapes[(name, 'kernel')] = (3, 3, cin, cout)
     shapes[(name, 'bias')] = (cout,)
   return shapes
-
-
-def file_sha256(path: str, chunk_size: int = 1 << 20) -> str:
-  """Hex sha256 of a file, read in chunks (the VGG19 file is 548 MB)."""
-  digest = hashlib.sha256()
-  with open(path, 'rb') as f:
-    for chunk in iter(lambda: f.read(chunk_size), b''):
-      digest.update(chunk)
-  return digest.hexdigest()
 
 
 def _read_torch_state_dict(path: str) -> Mapping[str, Any]:

@@ -68,6 +68,7 @@ from jax.experimental import multihost_utils
 
 from headgan_jax.data import sources
 from headgan_jax.errors import CheckpointError, ConfigError, NonFiniteLossError, WorkdirBusyError
+from headgan_jax.files import write_atomic
 from headgan_jax.face3d.mouth import crop_mouth
 from headgan_jax.nn import vgg as vgg_lib
 from headgan_jax.train import checkpoints, data, evals as evals_lib, metric_writer, state as state_lib
@@ -118,13 +119,6 @@ def config_differences(saved: dict[str, Any], config: ml_collections.ConfigDict)
   missing = '(absent)'
   return [f'{k}: {old.get(k, missing)!r} -> {new.get(k, missing)!r}' for k in sorted(set(old) | set(new))
           if old.get(k, missing) != new.get(k, missing) and not _resumable(k)]
-
-
-def write_atomic(path: str, text: str) -> None:
-  tmp = f'{path}.tmp-{os.getpid()}'
-  with open(tmp, 'w', encoding='utf-8') as f:
-    f.write(text)
-  os.replace(tmp, path)
 
 
 def save_or_check_config(config: ml_collections.ConfigDict, workdir: str) -> None:
