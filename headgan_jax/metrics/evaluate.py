@@ -141,7 +141,7 @@ def cross_example(ref_rec, drv_rec, t: int, k: int, stats, standardise: str) -> 
   return ex
 
 
-class Generator:
+class GeneratedFrames:
   """G's frames for lists of examples: host rows -> pipeline.Assembler (x rendered on the device) -> G, in batches
   of config.train.batch_size (the last one padded by repetition)."""
 
@@ -224,7 +224,7 @@ def _u8(x: np.ndarray) -> np.ndarray:
   return image_lib.to_uint8(x)
 
 
-def protocol_batches(protocol: str, clips: list[dict], generator: Generator, tracker: FrameTracker | None, config,
+def protocol_batches(protocol: str, clips: list[dict], generator: GeneratedFrames, tracker: FrameTracker | None, config,
                      dataset, seed: int = 0) -> Iterator[dict[str, Any]]:
   """The evaluators' batch of each clip (B = 1, T = the clip's frames used) under `protocol` ('self' / 'cross')."""
   import jax  # pylint: disable=import-outside-toplevel
@@ -282,7 +282,7 @@ def evaluate(config, restored: Restored, *, protocols_to_run: Sequence[str] = ('
   evaluators = ev_lib.from_config(config.evals)  # Built once (network weights load once), reset per protocol.
   needs_fits = any(isinstance(e, ev_lib.AEDEvaluator) for e in evaluators.values())
   tracker = FrameTracker(config, track_size) if needs_fits else None
-  generator = Generator(config, restored, dataset)
+  generator = GeneratedFrames(config, restored, dataset)
   results, counts = {}, {}
   for p in protocols_to_run:
     if p == 'cross' and len({c['identity'] for c in clips}) < 2:
