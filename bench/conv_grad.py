@@ -1,6 +1,6 @@
 """Per-shape benchmark of HeadGAN's convolutions: forward, input gradient and weight gradient in XLA, with our
-im2col weight gradient (headgan_jax/nn/conv.py), with our oneDNN handlers (headgan_jax/nn/onednn.py, what conv_impl
-'auto' runs on CPU) and in PyTorch (`torch.nn.functional.conv2d`, its own oneDNN build on CPU).
+im2col weight gradient (headgan_jax/kernels/conv.py), with our oneDNN handlers (headgan_jax/kernels/onednn.py,
+what conv_impl 'auto' runs on CPU) and in PyTorch (`torch.nn.functional.conv2d`, its own oneDNN build on CPU).
 
   python bench/conv_grad.py --config configs/paper.py [--config configs/tiny.py] [--batch 1] [--reps 3]
                             [--step-ms 12345]
@@ -38,7 +38,8 @@ import numpy as np  # noqa: E402
 from jax import lax  # noqa: E402
 
 from headgan_jax import host_malloc  # noqa: E402
-from headgan_jax.nn import conv  # noqa: E402
+from headgan_jax.kernels import conv  # noqa: E402
+from headgan_jax.nn import probe  # noqa: E402
 
 DN = ('NHWC', 'HWIO', 'NHWC')
 PARTS = ('xla_fwd', 'xla_dx', 'xla_dw', 'ours_dw', 'onednn_fwd', 'onednn_dx', 'onednn_dw', 'torch_fwd', 'torch_dx',
@@ -55,9 +56,9 @@ def step_uses(config) -> dict[str, dict[str, float]]:
 def step_conv_calls(config, batch: int) -> dict[str, list[conv.ConvCall]]:
   """The convolutions of one train step at global batch `batch`: D and D_m see 2 x batch examples (fake and real),
   G's F sees 2 x batch (frames t-1 and t), R 2 x batch too, or only frame t (batch) with config.train.shared_passes."""
-  calls = conv.network_conv_calls(config, 2 * batch)
+  calls = probe.network_conv_calls(config, 2 * batch)
   if config.train.shared_passes:
-    r_calls = conv.network_conv_calls(config, batch, nets=('G',))['G']
+    r_calls = probe.network_conv_calls(config, batch, nets=('G',))['G']
     calls['G'] = ([c for c in calls['G'] if not c.name.startswith('render_net/')]
                   + [c for c in r_calls if c.name.startswith('render_net/')])
   return calls

@@ -109,8 +109,8 @@ def run_train(args: argparse.Namespace) -> dict:
   t = config.train
   tx = optax.adam(t.lr, b1=t.b1, b2=t.b2)
   if args.vs_torch:
-    # Before any conv_impl is chosen: loading the oneDNN handlers may set OMP_WAIT_POLICY (headgan_jax/nn/onednn.py),
-    # which PyTorch's own OpenMP runtime must not see (it reads it when it loads).
+    # Before any conv_impl is chosen: loading the oneDNN handlers may set OMP_WAIT_POLICY
+    # (headgan_jax/kernels/onednn.py), which PyTorch's own OpenMP runtime must not see (it reads it when it loads).
     import torch  # noqa: F401  # pylint: disable=import-outside-toplevel,unused-import
   nets = {}
   for impl in args.impls.split(','):

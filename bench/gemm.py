@@ -2,7 +2,7 @@
 
   python bench/gemm.py [--reps 5]
 
-The weight gradient of a convolution is one matrix product (headgan_jax/nn/conv.py), so this bounds how close our
+The weight gradient of a convolution is one matrix product (headgan_jax/kernels/conv.py), so this bounds how close our
 CPU train step can come to PyTorch's: the shapes are those of G's widest weight gradients (P^T g of the 3x3 512 ->
 512 and 256 -> 512 convolutions at 64x64, two frames) and of one tap's product. Interleaved in one process, medians,
 GFLOP/s. Prints a table, then one JSON line.

@@ -172,7 +172,7 @@ def cpu_only(targets) -> list[str]:
 
 def conv_resolution() -> str:
   """What config.model.conv_impl 'auto' resolves to in this process (on a GPU: XLA's own)."""
-  from headgan_jax.nn import conv
+  from headgan_jax.kernels import conv
   fn = conv.conv_general_dilated_for('auto')
   import jax
   return 'xla' if fn is jax.lax.conv_general_dilated else f'{fn.__module__}.{fn.__name__}'

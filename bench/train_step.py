@@ -4,7 +4,7 @@
   python bench/train_step.py --config configs/paper.py --batch 1 --compare-conv   # before / after issue 12
 
 --compare-conv builds the step with config.model.conv_impl 'xla' (before issue 12) and 'auto' (after: oneDNN's
-convolutions of headgan_jax/nn/onednn.py on CPU, XLA's own elsewhere), or with the values it is given (e.g.
+convolutions of headgan_jax/kernels/onednn.py on CPU, XLA's own elsewhere), or with the values it is given (e.g.
 'xla,im2col,onednn'), and times them interleaved in ONE process (xla, auto, xla, auto, ...) on one train state that each step carries forward (both compute the same maths), so
 the ratio of the medians holds on a shared machine. G's training step alone, against a PyTorch twin of G, is
 `bench/g_step.py`; the start-up figures are `bench/startup.py`.

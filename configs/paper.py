@@ -87,7 +87,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   m.use_audio = True  # False: "w/o audio" as the authors build it - no AdaIN blocks, D_m sees the mouth crop only.
   m.conditioning = 'face3d'  # 'face3d' (x_t) or 'landmarks' (drawn 2D landmark image instead of x_t).
   m.compute_dtype = 'float32'  # 'bfloat16' computes in bf16 with float32 parameters.
-  # Convolution: 'auto' = the im2col weight gradient of nn/conv.py on the CPU backend (3-6x faster there), XLA's
+  # Convolution: 'auto' = the im2col weight gradient of kernels/conv.py on the CPU backend (3-6x faster there), XLA's
   # own elsewhere (cuDNN / TPU); 'xla' = always XLA's; 'im2col' = always ours. Same maths either way.
   m.conv_impl = 'auto'
   m.remat = 'none'  # Rematerialise SPADE/AdaIN blocks: 'none', 'blocks', 'blocks_convs' (nn/blocks.py).

@@ -4,7 +4,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 # Debian packages (no network beyond the package registry): espeak-ng speaks the audio tests' speech; tcmalloc is
 # the host allocator of every project command (headgan_jax/host_malloc.py: XLA:CPU runs 1.4x faster with it);
-# oneDNN (libdnnl-dev) and g++ build the CPU convolution handlers (headgan_jax/nn/onednn.py).
+# oneDNN (libdnnl-dev) and g++ build the CPU convolution handlers (headgan_jax/kernels/onednn.py).
 PACKAGES=()
 command -v espeak-ng >/dev/null 2>&1 || PACKAGES+=(espeak-ng)
 /sbin/ldconfig -p 2>/dev/null | grep -q 'libtcmalloc_minimal\.so\.4' || PACKAGES+=(libtcmalloc-minimal4)
@@ -20,4 +20,4 @@ fi
 # the .tflite files are sha256-checked into ~/.cache/headgan_jax/mediapipe-0.10.14.
 .venv/bin/python -m headgan_jax.data.facemesh fetch
 # oneDNN convolutions for XLA:CPU (conv_impl 'auto'): compiled once into ~/.cache/headgan_jax/onednn (a few seconds).
-.venv/bin/python -m headgan_jax.nn.onednn build >/dev/null
+.venv/bin/python -m headgan_jax.kernels.onednn build >/dev/null

@@ -125,6 +125,7 @@ UNIT_SECONDS = {  # Measured 2026-12-03 (2 cores, empty compile cache, this sche
     'test_mouth.py': 3, 'test_audio_io.py': 0,
     # Measured alone (2 cores, lock held, 2026-12-03), added after the table above.
     'test_kill_resume.py': 64, 'test_gpu_check.py': 43, 'test_bf16.py': 36, 'test_demo_clips.py': 3,
+    'test_structure.py': 0,
 }
 UNKNOWN_UNIT_SECONDS = 30.0
 SAME_WORKER = {

@@ -1,6 +1,6 @@
-"""The im2col-gradient convolution (nn/conv.py) and the oneDNN one (nn/onednn.py) against XLA's: same outputs and
-gradients (1e-5 relative) on every convolution shape G, D and D_m run in a train step of the tiny config, and on
-paper-size shapes; the selector and its wiring into the networks."""
+"""The im2col-gradient convolution (kernels/conv.py) and the oneDNN one (kernels/onednn.py) against XLA's: same
+outputs and gradients (1e-5 relative) on every convolution shape G, D and D_m run in a train step of the tiny
+config, and on paper-size shapes; the selector and its wiring into the networks."""
 import functools
 
 import jax
@@ -11,7 +11,8 @@ from jax import lax
 
 from configs import paper, tiny
 from headgan_jax import errors
-from headgan_jax.nn import conv, onednn
+from headgan_jax.kernels import conv, onednn
+from headgan_jax.nn import probe
 from tests.train_configs import small_train_config
 
 RTOL = 1e-5  # max |ours - xla| / max |xla|, per output.
@@ -63,8 +64,8 @@ def tiny_networks():
   """For G, D and D_m in a tiny-config train step (each network sees 2 x batch examples): (every convolution it
   runs, its variables' shapes)."""
   config = tiny.get_config()
-  modules = conv.networks_and_inputs(config, 2 * config.train.batch_size)
-  return {net: conv.record_network(*modules[net]) for net in modules}
+  modules = probe.networks_and_inputs(config, 2 * config.train.batch_size)
+  return {net: probe.record_network(*modules[net]) for net in modules}
 
 
 @pytest.fixture(scope='module')
@@ -113,7 +114,7 @@ def test_gradients_equal_xla_on_a_paper_size_shape(impl):
   (the output-patches weight gradient, in 4 chunks of 64 rows)."""
   call = conv.ConvCall('render_net/spade_2/norm_0/gamma', (1, 256, 256, 256), (3, 3, 256, 32), (1, 1),
                        ((1, 1), (1, 1)))
-  shapes = conv.network_conv_calls(paper.get_config(), 1, nets=('G',))['G']
+  shapes = probe.network_conv_calls(paper.get_config(), 1, nets=('G',))['G']
   assert call.key in {c.key for c in shapes}, 'not a shape of the paper G'
   _check_same([call], impl=impl)
 
@@ -122,7 +123,7 @@ def test_narrow_output_forward_is_used_for_the_heads_and_matches_xla():
   """G's 7x7 heads (32 -> 1, 2, 3 output channels, stride 1) take the matmul-then-shift forward pass; the output,
   input and weight gradients equal XLA's (smaller images than the paper's 262x262, same kernels, with and without
   padding, batch 2)."""
-  shapes = {c.kernel_shape for c in conv.network_conv_calls(paper.get_config(), 1, nets=('G',))['G']}
+  shapes = {c.kernel_shape for c in probe.network_conv_calls(paper.get_config(), 1, nets=('G',))['G']}
   heads = [k for k in shapes if conv.narrow_forward_kind(k, (1, 1)) == 'output']
   assert sorted(k[3] for k in heads) == [1, 2, 3] and all(k[:3] == (7, 7, 32) for k in heads), heads
   assert conv.narrow_forward_kind((7, 7, 6, 32), (1, 1)) == 'rows'  # G's first convolutions: few INPUT channels.
@@ -137,7 +138,7 @@ def test_narrow_output_forward_is_used_for_the_heads_and_matches_xla():
 def test_row_shift_forward_is_used_for_the_first_convolutions_and_matches_xla():
   """G's first 7x7 convolutions (6 and 9 -> 32 channels) take the row-shift forward pass; output, input and weight
   gradients equal XLA's (small images, with and without padding)."""
-  shapes = {c.kernel_shape for c in conv.network_conv_calls(paper.get_config(), 1, nets=('G',))['G']}
+  shapes = {c.kernel_shape for c in probe.network_conv_calls(paper.get_config(), 1, nets=('G',))['G']}
   firsts = sorted(k for k in shapes if conv.narrow_forward_kind(k, (1, 1)) == 'rows')
   assert firsts == [(7, 7, 6, 32), (7, 7, 9, 32)], firsts
   _check_same([conv.ConvCall(f'first_{k[2]}', (2, 19, 23, k[2]), k, (1, 1), pad)
@@ -225,7 +226,7 @@ def test_config_switch_reaches_every_conv_of_each_network(net, impl, monkeypatch
   monkeypatch.setattr(conv, 'AUTO_MIN_WIDTH', 0)
   config = small_train_config()
   config.model.conv_impl = impl
-  module, inputs = conv.networks_and_inputs(config, 2)[net]
+  module, inputs = probe.networks_and_inputs(config, 2)[net]
   with conv.record_conv_calls() as calls:
     jaxpr, variables = jax.make_jaxpr(lambda: module.init(jax.random.key(0), *inputs), return_shape=True)()
   # Every conv kernel is called (spectral-norm convs twice at init), and every call is ours.

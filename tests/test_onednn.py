@@ -1,5 +1,5 @@
-"""The oneDNN convolution handlers (nn/onednn.py, nn/csrc/onednn_conv.cc): build, registration, errors, and the
-three passes against XLA's convolution (the network shapes are checked in tests/test_conv_grad.py)."""
+"""The oneDNN convolution handlers (kernels/onednn.py, kernels/csrc/onednn_conv.cc): build, registration, errors, and
+the three passes against XLA's convolution (the network shapes are checked in tests/test_conv_grad.py)."""
 import os
 import pathlib
 
@@ -10,7 +10,7 @@ import pytest
 from jax import lax
 
 from headgan_jax import errors
-from headgan_jax.nn import conv, onednn
+from headgan_jax.kernels import conv, onednn
 
 NHWC = ('NHWC', 'HWIO', 'NHWC')
 

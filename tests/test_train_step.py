@@ -324,7 +324,7 @@ def test_shared_passes_give_the_same_loss_and_gradients(setup, random_vgg19):
 
 
 def test_onednn_convolutions_give_the_xla_step_on_one_device(setup):
-  """conv_impl 'onednn' (what 'auto' runs in a one-device CPU process, nn/onednn.py) in the whole train step (G on
+  """conv_impl 'onednn' (what 'auto' runs in a one-device CPU process, kernels/onednn.py) in the whole train step (G on
   two frames, D and D_m, whose independent convolutions XLA may run at once) vs 'xla': two steps, the first with
   the D update, on one device from the same state. As in the 8-vs-1 test (whose docstring says why): Adam epsilon
   1e-3, every parameter and metric compared after step 1, the loss terms (not the gradient norms) at step 2."""

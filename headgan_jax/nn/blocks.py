@@ -41,7 +41,7 @@ import numpy as np
 from jax.ad_checkpoint import checkpoint_name
 
 from headgan_jax import errors
-from headgan_jax.nn import conv as conv_lib
+from headgan_jax.kernels import conv as conv_lib
 
 Dtype = Any
 

@@ -6,7 +6,7 @@ for all three passes. `csrc/onednn_conv.cc` wraps them as three XLA FFI handlers
 float32); `conv` is a `jax.custom_vjp` made of them, the same maths as `lax.conv_general_dilated` (sums in float32,
 in another order: results agree to ~1e-5 relative, tests/test_onednn.py).
 
-The handlers are compiled once per machine by `python -m headgan_jax.nn.onednn build` (scripts/setup.sh; g++ and
+The handlers are compiled once per machine by `python -m headgan_jax.kernels.onednn build` (scripts/setup.sh; g++ and
 Debian's libdnnl-dev) into $HEADGAN_JAX_ONEDNN_DIR (default ~/.cache/headgan_jax/onednn), under a name that hashes
 the source and the jaxlib version, so a changed source or jaxlib simply is not found until built again. `available()`
 loads and registers them (once per process); conv.py's 'auto' uses them on the CPU backend when they are there.
@@ -108,7 +108,7 @@ def _load() -> str | None:
     return f'the default backend is {jax.default_backend()}, not cpu'
   path = library_path()
   if not path.exists():
-    return f'{path} is not built (run `python -m headgan_jax.nn.onednn build`, which scripts/setup.sh does)'
+    return f'{path} is not built (run `python -m headgan_jax.kernels.onednn build`, which scripts/setup.sh does)'
   os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')  # Read by libgomp when the library below loads it.
   try:
     lib = ctypes.cdll.LoadLibrary(os.fspath(path))
@@ -190,7 +190,7 @@ conv.defvjp(_conv_fwd, _conv_bwd)
 
 
 def main(argv: Sequence[str]) -> int:
-  usage = 'usage: python -m headgan_jax.nn.onednn {build [--force] | status}'
+  usage = 'usage: python -m headgan_jax.kernels.onednn {build [--force] | status}'
   if not argv or argv[0] not in ('build', 'status'):
     print(usage, file=sys.stderr)
     return 2

@@ -18,7 +18,7 @@ TPUs keep XLA's own convolution (cuDNN / the TPU compiler). 'xla' is always XLA'
 'onednn' always oneDNN's (for tests and benchmarks).
 
 `record_conv_calls` captures the convolutions a network runs (input and kernel shapes, strides, padding) without
-running it, for the gradient tests and `bench/conv_grad.py`.
+running it, for the gradient tests and `bench/conv_grad.py` (`nn/probe.py` applies it to G, D and D_m).
 """
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from headgan_jax import errors
-from headgan_jax.nn import onednn
+from headgan_jax.kernels import onednn
 
 CONV_IMPLS = ('auto', 'xla', 'im2col', 'onednn')
 # Patches per scan step. Time, under tcmalloc (headgan_jax/host_malloc.py), weight gradient alone, median ms of 8 /
@@ -384,35 +384,3 @@ def distinct_calls(calls: Sequence[ConvCall]) -> list[tuple[ConvCall, int]]:
   for call in calls:
     counts.setdefault(call.key, [call, 0])[1] += 1
   return [(call, n) for call, n in counts.values()]
-
-
-def networks_and_inputs(config, batch_size: int) -> dict[str, tuple[Any, tuple[jax.Array, ...]]]:
-  """{'G', 'D', 'D_m'}: (the module built from `config`, example inputs of `batch_size` examples)."""
-  # Imported here: the networks import this module.
-  from headgan_jax.nn import discriminator, generator  # pylint: disable=import-outside-toplevel
-  d, d_m = discriminator.make_discriminators(config)
-  s, m = config.image_size, config.disc.mouth_size
-  return {
-      'G': (generator.make_generator(config), generator.example_inputs(config, batch_size)),
-      'D': (d, (jnp.zeros((batch_size, s, s, 6), jnp.float32),)),
-      'D_m': (d_m, (jnp.zeros((batch_size, m, m, 3 + config.model.audio_dim), jnp.float32),)),
-  }
-
-
-def network_conv_calls(config, batch_size: int, nets: Sequence[str] = ('G', 'D', 'D_m')) -> dict[str, list[ConvCall]]:
-  """The convolutions G, D and D_m (or those of `nets`) run on `batch_size` examples (shapes only: jax.eval_shape).
-
-  The train step runs each network on 2 x the global batch (G on frames t-1 and t, D and D_m on fake and real):
-  pass that number to see the train step's shapes.
-  """
-  modules = networks_and_inputs(config, batch_size)
-  return {name: record_network(*modules[name])[0] for name in nets}
-
-
-def record_network(module, inputs: Sequence[Any]) -> tuple[list[ConvCall], Any]:
-  """(the convolutions `module.apply(variables, *inputs)` runs, the shapes of its variables), by jax.eval_shape.
-  (Not from init alone: flax's SpectralNorm runs its layer twice at init.)"""
-  variables = jax.eval_shape(lambda: module.init(jax.random.key(0), *inputs))
-  with record_conv_calls() as calls:
-    jax.eval_shape(lambda v: module.apply(v, *inputs), variables)
-  return list(calls), variables

@@ -1,7 +1,7 @@
 // oneDNN 2-D convolutions (NHWC input / output, HWIO kernel, float32) as XLA FFI handlers for the CPU backend:
 // the forward pass, the input gradient and the weight gradient, which XLA:CPU runs 1.5-6x slower than oneDNN (issue
-// 12, README). Built by `python -m headgan_jax.nn.onednn build` (scripts/setup.sh) and loaded by
-// headgan_jax/nn/onednn.py, which registers the three handlers below with jax.ffi.
+// 12, README). Built by `python -m headgan_jax.kernels.onednn build` (scripts/setup.sh) and loaded by
+// headgan_jax/kernels/onednn.py, which registers the three handlers below with jax.ffi.
 //
 // Each call looks up (or creates once) the primitive for its shapes; oneDNN picks its own kernel layout ("any")
 // and the handler reorders the HWIO kernel / kernel gradient to and from it. Attributes: stride_h, stride_w,
