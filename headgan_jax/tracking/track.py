@@ -14,10 +14,10 @@ the 3DMM), so reenactment can stream a long video in chunks with bounded memory 
 detects, the second crops, fits with the identity of the first chunk held fixed, and renders). `track_clip` /
 `track_image` are the one-call forms. `render_x` is the jitted, batched x_t renderer; `adapt_identity` is eq. 1.
 
-  python -m headgan_jax.data.track VIDEO_OR_IMAGE --out DIR     # DIR/report.json + DIR/overlay.mp4 (.png)
-  python -m headgan_jax.data.track learn CLIP... --out model.npz # a 3DMM on the detector's mesh, from clips
+  python -m headgan_jax.tracking.track VIDEO_OR_IMAGE --out DIR     # DIR/report.json + DIR/overlay.mp4 (.png)
+  python -m headgan_jax.tracking.track learn CLIP... --out model.npz # a 3DMM on the detector's mesh, from clips
 
-The 3DMM fitted by default is the learned one committed beside data/face_model.py (--model data_free: the data-free
+The 3DMM fitted by default is the learned one committed beside tracking/face_model.py (--model data_free: the data-free
 one, --model FILE: another).
 """
 from __future__ import annotations
@@ -37,9 +37,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from headgan_jax import errors, host_malloc
-from headgan_jax.data import face_model
-from headgan_jax.data import facemesh as fm
-from headgan_jax.data import video as video_lib
+from headgan_jax.tracking import face_model
+from headgan_jax.tracking import facemesh as fm
+from headgan_jax.tracking import video as video_lib
 from headgan_jax.face3d import camera as cam_lib
 from headgan_jax.face3d import fitting, morphable, mouth, render
 
@@ -650,7 +650,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   from headgan_jax.nn.summary import load_config
   learn = bool(argv) and argv[0] == 'learn'
   parser = argparse.ArgumentParser(
-      prog='python -m headgan_jax.data.track' + (' learn' if learn else ''),
+      prog='python -m headgan_jax.tracking.track' + (' learn' if learn else ''),
       description=('Learn a 3DMM on the face detector\'s mesh from talking-head clips (one person per clip).' if learn
                    else 'Track a face video or image: report.json and an overlay (crop | landmarks | x_t).'))
   if learn:
@@ -664,7 +664,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   parser.add_argument('--config', default=os.path.join(os.path.dirname(__file__), '..', '..', 'configs', 'paper.py'))
   parser.add_argument('--model', default=None,
                       help=f'a 3DMM .npz, or {face_model.DATA_FREE!r} for the data-free model (sets '
-                      'config.face3d.model; default: the learned model headgan_jax/data/learned_face_model.npz)')
+                      'config.face3d.model; default: the learned model headgan_jax/tracking/learned_face_model.npz)')
   args = parser.parse_args(argv[1:] if learn else argv)
   try:
     config = load_config(args.config)

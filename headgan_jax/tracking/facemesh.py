@@ -19,7 +19,7 @@ Image resampling (letterbox, rotated crops) is Pillow's antialiased C code; the 
 are called on batches of frames (the detector's graph only takes one frame per call).
 
 The files live in `config.track.models_dir` (default ~/.cache/headgan_jax/mediapipe-0.10.14); `scripts/setup.sh`
-runs `python -m headgan_jax.data.facemesh fetch`, which downloads the wheel with pip (no install: nothing of
+runs `python -m headgan_jax.tracking.facemesh fetch`, which downloads the wheel with pip (no install: nothing of
 mediapipe is imported) or takes `--wheel PATH` / an installed mediapipe package.
 """
 from __future__ import annotations
@@ -163,7 +163,7 @@ def check_models_dir(models_dir: str = '') -> str:
   if missing:
     raise WeightFileError(
         f'MediaPipe {MEDIAPIPE_VERSION} model files missing in {folder}: {", ".join(missing)}. Run '
-        f'`python -m headgan_jax.data.facemesh fetch{" --dir " + models_dir if models_dir else ""}` '
+        f'`python -m headgan_jax.tracking.facemesh fetch{" --dir " + models_dir if models_dir else ""}` '
         f'(scripts/setup.sh does it; add --wheel PATH to use a downloaded mediapipe wheel).')
   return folder
 
@@ -481,7 +481,7 @@ class FaceMesh:
 
 
 def main(argv=None) -> int:
-  parser = argparse.ArgumentParser(prog='python -m headgan_jax.data.facemesh',
+  parser = argparse.ArgumentParser(prog='python -m headgan_jax.tracking.facemesh',
                                    description=f'Get the model files of mediapipe {MEDIAPIPE_VERSION} (Apache-2.0).')
   sub = parser.add_subparsers(dest='command', required=True)
   f = sub.add_parser('fetch', help='download (pip) or copy the model files into the models folder')
