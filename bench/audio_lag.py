@@ -5,7 +5,7 @@
 For each real clip with speech (default: ../shared/fixtures/driving.mp4, demo/*.mp4 and extra/*.mp4 except the three
 1080x1920 portrait HEVC clips extra/latentsync-*, whose decoded frames alone take gigabytes), per video frame t:
 - mouth opening: inner-lip gap (MediaPipe points 13 / 14) over the outer-eye-corner distance (33 / 263), from the
-  project's MediaPipe face mesh (detection + 468 landmarks, as headgan_jax/data/track.py locates faces); frames
+  project's MediaPipe face mesh (detection + 468 landmarks, as headgan_jax/tracking/track.py locates faces); frames
   without a usable face are left out;
 - part RMS: RMS of the samples of part a_t;
 - low-level energy: the mean-energy value of h^(aL) at lowlevel_offset 0 (window of parts t-4 .. t+3);
@@ -41,9 +41,9 @@ from headgan_jax.audio import asr  # noqa: E402
 from headgan_jax.audio import io as audio_io  # noqa: E402
 from headgan_jax.audio import lowlevel  # noqa: E402
 from headgan_jax.audio import timing  # noqa: E402
-from headgan_jax.data import facemesh as fm  # noqa: E402
-from headgan_jax.data import track  # noqa: E402
-from headgan_jax.data import video as video_lib  # noqa: E402
+from headgan_jax.tracking import facemesh as fm  # noqa: E402
+from headgan_jax.tracking import track  # noqa: E402
+from headgan_jax.tracking import video as video_lib  # noqa: E402
 
 STREAMS = ('part_rms', 'lowlevel_energy', 'letters')
 CHOICE = {'lowlevel_offset': 'lowlevel_energy', 'chars_offset': 'letters'}  # Config field <- the stream it follows.

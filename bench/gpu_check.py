@@ -336,7 +336,7 @@ def section_render(args) -> dict:
   config = base_config(args)
   size, k, b = int(config.image_size), int(config.model.num_past_frames), int(config.train.batch_size)
   n = b * (k + 3)
-  learned = REPO / 'headgan_jax' / 'data' / 'learned_face_model.npz'  # The tracker's default model (datasets').
+  learned = REPO / 'headgan_jax' / 'tracking' / 'learned_face_model.npz'  # The tracker's default model (datasets').
   model = morphable.load(learned) if learned.exists() else morphable.load_default()
   rng = np.random.default_rng(0)
   extent = float(np.ptp(np.asarray(model.mean)[:, 0]))

@@ -26,8 +26,8 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..'))
 
-from headgan_jax.data import track  # noqa: E402
-from headgan_jax.data import video as video_lib  # noqa: E402
+from headgan_jax.tracking import track  # noqa: E402
+from headgan_jax.tracking import video as video_lib  # noqa: E402
 from headgan_jax.face3d import camera as cam_lib  # noqa: E402
 from headgan_jax.nn.summary import load_config  # noqa: E402
 

@@ -175,7 +175,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
   # 3D face (Sections 3.1, 4.1).
   f = c.face3d = ml_collections.ConfigDict()
-  f.model = ''  # '' = the learned default (data/learned_face_model.npz), 'data_free' = the data-free model,
+  f.model = ''  # '' = the learned default (tracking/learned_face_model.npz), 'data_free' = the data-free model,
   #               else a path to a 3DMM .npz in the project's format.
   f.x_image_mode = 'triangle_centre'  # 'triangle_centre' (paper) or 'interpolated'.
   f.fit_iterations = 10  # Gauss-Newton / LM iterations (fixed so the fit compiles once).
@@ -188,10 +188,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   f.train_identity = 'per_frame'  # x_t of training frames rendered with: 'per_frame' (authors: each frame's own
   #                                 fitted identity) or 'per_clip' (the identity shared by the clip's frames).
 
-  # Face tracking: video -> crops, detector landmarks, 3DMM fit, x_t (data/track.py; Sec. 3.1, 4.1). The detector
+  # Face tracking: video -> crops, detector landmarks, 3DMM fit, x_t (tracking/track.py; Sec. 3.1, 4.1). The detector
   # (MediaPipe's BlazeFace + 468-point mesh + selfie segmentation, run by LiteRT) stands in for RetinaFace.
-  # config.face3d.model = '' tracks with the 3DMM learned from the fixture clips (data/learned_face_model.npz, made by
-  # scripts/learn_face_model.py); 'data_free' selects the data-free model on the detector's points (data/face_model.py).
+  # config.face3d.model = '' tracks with the 3DMM learned from the fixture clips (tracking/learned_face_model.npz, made
+  # by scripts/learn_face_model.py); 'data_free' selects the data-free model on the detector's points
+  # (tracking/face_model.py).
   tr = c.track = ml_collections.ConfigDict()
   tr.models_dir = ''  # MediaPipe 0.10.14 model files; '' = ~/.cache/headgan_jax/mediapipe-0.10.14.
   tr.num_threads = 2  # LiteRT threads per model call.

@@ -62,7 +62,7 @@ def training_assets(config, workdir: str | os.PathLike | None = None):
   """(3DMM, detector point indices, audio FeatureStats or None) the run trained with: WORKDIR/assets, or for a work
   folder from before train.py wrote them, its training set's. For a run on synthetic data: the tracker's own model
   and no statistics (h^(a) is then given raw)."""
-  from headgan_jax.data import facemesh as fm
+  from headgan_jax.tracking import facemesh as fm
   from headgan_jax.face3d import morphable
   if str(config.data.source) == 'synthetic':
     return None, None, None
@@ -71,7 +71,7 @@ def training_assets(config, workdir: str | os.PathLike | None = None):
     raise errors.FaceModelError(f'{assets.source}/face_model.npz: {assets.model.num_landmarks} landmark vertices, '
                                 f'the detector gives {fm.NUM_POINTS} points and config.track.landmark_map is not set.')
   if assets.landmark_map:
-    from headgan_jax.data import face_model
+    from headgan_jax.tracking import face_model
     table = face_model.read_landmark_map(assets.landmark_map, assets.model.num_vertices)
     model, points = face_model.apply_landmark_map(assets.model, table)
     return model, points, assets.audio_stats
@@ -139,7 +139,7 @@ class Reenactor:
     import jax
     import jax.numpy as jnp
     from headgan_jax.audio import asr
-    from headgan_jax.data import track as track_lib
+    from headgan_jax.tracking import track as track_lib
     from headgan_jax.nn import generator as gen_lib
     self.config = config.copy_and_resolve_references()
     # Frames without a face are bridged (last good x_t), so a long gap does not reject the driving video.
@@ -180,7 +180,7 @@ class Reenactor:
   def conditioning(self, p_id, p_exp, camera, landmarks: np.ndarray, bucket: int) -> np.ndarray:
     """G's conditioning images (n, S, S, 3) in [0, 1]: the 3D face x_t of (p_id, p_exp, camera) (eq. 1), or for
     config.model.conditioning = 'landmarks' the drawn 2-D landmarks (crop pixels), as the training pipeline makes."""
-    from headgan_jax.data import track as track_lib
+    from headgan_jax.tracking import track as track_lib
     from headgan_jax.face3d import landmarks_image
     if self.config.model.conditioning == 'landmarks':
       return np.asarray(landmarks_image.draw_landmarks(np.asarray(landmarks, np.float32), self.size, self.size))
@@ -188,7 +188,7 @@ class Reenactor:
                               bucket)
 
   def track_reference(self, reference: str, notes: list[str] | None = None):
-    from headgan_jax.data import video as video_lib
+    from headgan_jax.tracking import video as video_lib
     from headgan_jax.face3d import camera as cam_lib
     # Upright (EXIF), 8-bit RGB, at most video.MAX_IMAGE_SIDE; what was done goes to `notes`.
     image = video_lib.read_image(reference, notes)
@@ -238,7 +238,7 @@ class Reenactor:
     import contextlib
     import tqdm
     from headgan_jax.audio import io as audio_io
-    from headgan_jax.data import video as video_lib
+    from headgan_jax.tracking import video as video_lib
     from headgan_jax.face3d import camera as cam_lib
     say = say or (lambda m: print(m, file=sys.stderr))
     start = time.perf_counter()

@@ -1,6 +1,6 @@
-"""Regenerates the tracker's default 3DMM, headgan_jax/data/learned_face_model.npz, and its record (.json).
+"""Regenerates the tracker's default 3DMM, headgan_jax/tracking/learned_face_model.npz, and its record (.json).
 
-  .venv/bin/python scripts/learn_face_model.py [--fixtures ../shared/fixtures] [--out headgan_jax/data/...npz]
+  .venv/bin/python scripts/learn_face_model.py [--fixtures ../shared/fixtures] [--out headgan_jax/tracking/...npz]
 
 Learned on the face detector's 468-point mesh (`face_model.learn_model`: Procrustes, PCA of per-clip means =
 identity, of per-frame deviations = expression, 40 kept) from the clips of ../shared/fixtures/extra/ (one person
@@ -29,7 +29,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'
 
 from headgan_jax import errors  # noqa: E402
 from headgan_jax.files import write_atomic  # noqa: E402
-from headgan_jax.data import building, face_model  # noqa: E402
+from headgan_jax.data import building  # noqa: E402
+from headgan_jax.tracking import face_model  # noqa: E402
 from headgan_jax.face3d import morphable  # noqa: E402
 
 FRAMES_PER_CLIP = 120
@@ -67,7 +68,7 @@ def located_points(tracker, path: str, frames_per_clip: int, name: str) -> tuple
   """((n, 468, 3) crop-pixel points of the usable ones of `frames_per_clip` frames evenly spread over the clip, '')
   or (None, why) for a clip the tracker rejects (the face moves too far, leaves the frame...). `name`: the clip in
   messages (not the path, so the record does not depend on where the fixtures are)."""
-  from headgan_jax.data import video as video_lib
+  from headgan_jax.tracking import video as video_lib
   total = video_lib.video_info(path).num_frames
   picks = set(np.linspace(0, total - 1, min(frames_per_clip, total)).round().astype(int).tolist())
   kept, t = [], 0
@@ -102,8 +103,8 @@ def main(argv=None) -> int:
   parser.add_argument('--frames-per-clip', type=int, default=FRAMES_PER_CLIP)
   args = parser.parse_args(argv)
   from configs import paper
-  from headgan_jax.data import facemesh as fm
-  from headgan_jax.data import track
+  from headgan_jax.tracking import facemesh as fm
+  from headgan_jax.tracking import track
   try:
     clips = learning_clips(args.fixtures)
     config = paper.get_config()

@@ -18,6 +18,6 @@ fi
 .venv/bin/python -m pip install -q --disable-pip-version-check -r requirements.txt
 # The face tracker's model files (MediaPipe 0.10.14 wheel, Apache-2.0): pip downloads the wheel, nothing is installed;
 # the .tflite files are sha256-checked into ~/.cache/headgan_jax/mediapipe-0.10.14.
-.venv/bin/python -m headgan_jax.data.facemesh fetch
+.venv/bin/python -m headgan_jax.tracking.facemesh fetch
 # oneDNN convolutions for XLA:CPU (conv_impl 'auto'): compiled once into ~/.cache/headgan_jax/onednn (a few seconds).
 .venv/bin/python -m headgan_jax.kernels.onednn build >/dev/null

@@ -24,8 +24,8 @@ from scipy.spatial import ConvexHull
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..'))
 
 from configs import paper  # noqa: E402
-from headgan_jax.data import face_model, track  # noqa: E402
-from headgan_jax.data import video as video_lib  # noqa: E402
+from headgan_jax.tracking import face_model, track  # noqa: E402
+from headgan_jax.tracking import video as video_lib  # noqa: E402
 from headgan_jax.face3d import morphable  # noqa: E402
 
 CLIPS = ('driving.mp4', 'demo/talk-01.mp4', 'demo/talk-02.mp4', 'demo/talk-03.mp4', 'demo/talk-04.mp4',

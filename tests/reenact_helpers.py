@@ -15,7 +15,7 @@ def small_driving(fixtures: pathlib.Path, dst: pathlib.Path, fps: float = 5.0, s
   """driving.mp4 (5 s) at `fps` and size x size, looped `loops` times (sound looped with it), frames `black` made
   black (no face); written with AAC sound unless audio is False."""
   from headgan_jax.audio import io as audio_io
-  from headgan_jax.data import video as video_lib
+  from headgan_jax.tracking import video as video_lib
   frames, src_fps = video_lib.read_video(fixtures / 'driving.mp4')
   step = int(round(src_fps / fps))
   frames = np.stack([np.asarray(Image.fromarray(f).resize((size, size), Image.BILINEAR)) for f in frames[::step]])

@@ -11,9 +11,9 @@ from headgan_jax.audio import features
 from headgan_jax.audio import io as audio_io
 from headgan_jax.audio import lowlevel
 from headgan_jax.audio import timing
-from headgan_jax.data import facemesh as fm
-from headgan_jax.data import track
-from headgan_jax.data import video as video_lib
+from headgan_jax.tracking import facemesh as fm
+from headgan_jax.tracking import track
+from headgan_jax.tracking import video as video_lib
 from headgan_jax.errors import ConfigError
 
 L = 4

@@ -44,7 +44,7 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 # here only when the command that reads it is not one the test runs, and it changes what that command does.
 _BUILD = 'the dataset builders (python -m headgan_jax.data.build, datasets/headgan_*)'
 _AUDIO = 'audio/features.py + audio/asr.py: h^(a) of a clip, computed by ' + _BUILD + ' and by reenact.py'
-_TRACK = 'data/track.py Tracker: whole videos, by ' + _BUILD + ' and reenact.py (evaluate.py fits frames only)'
+_TRACK = 'tracking/track.py Tracker: whole videos, by ' + _BUILD + ' and reenact.py (evaluate.py fits frames only)'
 ALLOWED: dict[str, str] = {
     'data.cache_dir': 'data/build.py: the per-clip cache of ' + _BUILD,
     'data.manual_dir': "data/build.py: headgan_voxceleb's mp4 tree",

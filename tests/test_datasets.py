@@ -381,7 +381,8 @@ def test_pipeline_example_is_the_record_frame(demo_build):
   stored 8 (any sequence), x_t rendered on the device from the frame's OWN fit (face3d.train_identity
   'per_frame'); 'per_clip' renders the clip's shared fit."""
   from headgan_jax.audio import stats as stats_lib
-  from headgan_jax.data import pipeline, track
+  from headgan_jax.data import pipeline
+  from headgan_jax.tracking import track
   from headgan_jax.face3d import camera as cam_lib
   from headgan_jax.train import data
   c = pipeline_config(demo_build)

@@ -1,5 +1,5 @@
 """The demo set's clips and split (building.DEMO_HELD_OUT, DEMO_MAX_FRAMES) and the tracker's learned default 3DMM
-(headgan_jax/data/learned_face_model.npz, scripts/learn_face_model.py)."""
+(headgan_jax/tracking/learned_face_model.npz, scripts/learn_face_model.py)."""
 import hashlib
 import json
 import os
@@ -11,8 +11,9 @@ import pytest
 
 from configs import paper
 from headgan_jax import errors
-from headgan_jax.data import building, clips as clips_lib, face_model
-from headgan_jax.data import facemesh as fm
+from headgan_jax.data import building, clips as clips_lib
+from headgan_jax.tracking import face_model
+from headgan_jax.tracking import facemesh as fm
 from headgan_jax.face3d import morphable
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -88,7 +89,7 @@ def test_the_fixtures_demo_split(fixtures_dir):
 
 
 def test_read_clip_frames_stops_after_max_frames(fixtures_dir):
-  from headgan_jax.data import video as video_lib
+  from headgan_jax.tracking import video as video_lib
   frames, fps = clips_lib.read_clip_frames(str(fixtures_dir / 'driving.mp4'), 10)
   whole, fps_whole = video_lib.read_video(fixtures_dir / 'driving.mp4')
   assert frames.shape == (10,) + whole.shape[1:] and fps == fps_whole
@@ -115,7 +116,7 @@ def test_learned_model_file_is_what_the_script_records(fixtures_dir):
 
 
 def test_track_defaults_to_the_learned_model():
-  from headgan_jax.data import track
+  from headgan_jax.tracking import track
   config = paper.get_config()
   assert config.face3d.model == ''
   model, points = track.load_tracking_model(config, None)  # The learned default needs no detector.
@@ -157,7 +158,7 @@ def _closed_form_rms(model: morphable.MorphableModel, points: np.ndarray, iterat
 def test_learned_default_fits_a_held_out_person_better(fixtures_dir):
   """On a held-out person's frames (may.mp4, not among the model's clips) the learned default fits the detector's
   points more closely than the data-free model."""
-  from headgan_jax.data import track
+  from headgan_jax.tracking import track
   path = fixtures_dir / 'extra' / 'may.mp4'
   if not path.exists():
     pytest.skip(f'{path} not found')

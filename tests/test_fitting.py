@@ -235,7 +235,7 @@ def _frame_energies(model, result, points, config):
 
 
 def test_fit_frames_started_from_the_video_fit(model):
-  """Per-frame fits started from the clip's shared fit (what data/track.py stores for training frames): each frame
+  """Per-frame fits started from the clip's shared fit (what tracking/track.py stores for training frames): each frame
   ends no worse than it started (energy and RMS), with an identity of its own nearer its truth than the shared one;
   with 0 iterations the start comes back unchanged."""
   clip = make_clip(model, 6, seed=4, shared_id=False)  # Six people: the shared identity is a compromise.

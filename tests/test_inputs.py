@@ -15,8 +15,8 @@ from PIL import Image
 
 from headgan_jax import errors, reenact
 from headgan_jax.audio import io as audio_io
-from headgan_jax.data import facemesh as fm
-from headgan_jax.data import video as video_lib
+from headgan_jax.tracking import facemesh as fm
+from headgan_jax.tracking import video as video_lib
 
 
 @pytest.fixture(scope='module')

@@ -60,7 +60,7 @@ def test_readme_first_command_main_job(fixtures_dir, tmp_path):
   assert abs(p['audio_seconds'] - p['frames'] / p['fps']) <= 1 / p['fps']
   q = rh.probe(work / 'reenacted_side_by_side.mp4')
   assert (q['frames'], q['width']) == (src['frames'], 3 * 64)
-  from headgan_jax.data import video as video_lib
+  from headgan_jax.tracking import video as video_lib
   assert video_lib.read_image(work / 'grid.png').shape == (4 * 64, 4 * 64, 3)
   stages = json.loads((work / 'main_job.json').read_text())['stages']
   assert [s['stage'] for s in stages][:2] == ['build', 'train']  # Then evaluate and reenact side by side.

@@ -72,7 +72,7 @@ def test_output_has_every_frame_the_fps_the_sound_and_the_size(reenactor, clips,
   assert abs(np.sqrt(np.mean(p['audio'] ** 2)) - np.sqrt(np.mean(src ** 2))) < 0.3 * np.sqrt(np.mean(src ** 2))
   q = rh.probe(side)
   assert (q['frames'], q['height'], q['width']) == (25, 32, 96) and q['audio_seconds'] == p['audio_seconds']
-  from headgan_jax.data import video as video_lib
+  from headgan_jax.tracking import video as video_lib
   g = video_lib.read_image(grid)
   assert g.shape == (4 * 32, 4 * 32, 3)  # reference | driving | x_t | generated, 4 frames.
   assert s.no_face_frames == 0 and not os.listdir(tmp_path).count('.tmp')
@@ -134,7 +134,7 @@ def _cli(*args):
 
 def test_reference_without_a_face_is_refused(reenactor, clips, tmp_path, capsys):
   noise = np.random.default_rng(0).integers(0, 256, (96, 96, 3), dtype=np.uint8)
-  from headgan_jax.data import video as video_lib
+  from headgan_jax.tracking import video as video_lib
   video_lib.write_image(tmp_path / 'noise.png', noise)
   with pytest.raises(errors.NoFaceFoundError, match='noise.png'):
     reenactor.run(str(tmp_path / 'noise.png'), str(clips['talk']), str(tmp_path / 'o.mp4'), progress=False)

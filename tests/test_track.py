@@ -16,10 +16,10 @@ from matplotlib.path import Path
 
 from configs import paper
 from headgan_jax import errors
-from headgan_jax.data import face_model
-from headgan_jax.data import facemesh as fm
-from headgan_jax.data import track
-from headgan_jax.data import video as video_lib
+from headgan_jax.tracking import face_model
+from headgan_jax.tracking import facemesh as fm
+from headgan_jax.tracking import track
+from headgan_jax.tracking import video as video_lib
 from headgan_jax.face3d import camera as cam_lib
 from headgan_jax.face3d import fitting, morphable, mouth
 
@@ -41,7 +41,7 @@ def config():
 
 @pytest.fixture(scope='session')
 def tracker(config):
-  """A tracker with the learned default 3DMM (data/learned_face_model.npz) (one per xdist worker)."""
+  """A tracker with the learned default 3DMM (tracking/learned_face_model.npz) (one per xdist worker)."""
   if not _have_models():
     pytest.skip('MediaPipe model files not fetched (run scripts/setup.sh)')
   return track.Tracker(config)

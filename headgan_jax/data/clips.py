@@ -1,6 +1,6 @@
 """Talking-head clips -> training records: the per-clip work shared by the TFDS builders (datasets/).
 
-One clip (an mp4 with a face and speech) is decoded, tracked (`data.track`: square face crops at config.image_size,
+One clip (an mp4 with a face and speech) is decoded, tracked (`tracking.track`: square face crops at config.image_size,
 detector landmarks, one shared 3DMM identity, per-frame expression and camera, mouth boxes, foreground masks) and its
 audio turned into the raw (T, 300) h^(a) vectors (`audio.features`). The result, `ClipResult`, is cached as one file
 per clip (written atomically: a temporary name, then a rename), so a build that is killed and started again redoes no
@@ -39,7 +39,7 @@ from PIL import Image
 from headgan_jax import errors
 from headgan_jax.files import write_atomic  # Re-exported: callers write clips.write_atomic.
 
-NUM_POINTS = 468  # The face detector's landmarks (data.facemesh.NUM_POINTS; not imported: it loads LiteRT).
+NUM_POINTS = 468  # The face detector's landmarks (tracking.facemesh.NUM_POINTS; not imported: it loads LiteRT).
 REASON_KINDS = ('corrupt', 'no_audio', 'no_face', 'rejected_crop', 'too_few_frames')
 CACHE_FORMAT = 2  # Bump when ClipResult's file layout changes (old cache entries are then ignored).
 
@@ -96,7 +96,7 @@ FRAME_ARRAYS = {
     'landmarks': np.float32, 'valid': np.bool_, 'p_exp': np.float32, 'rotation': np.float32,
     'translation': np.float32, 'scale': np.float32, 'fit_rms': np.float32, 'mouth': np.int32, 'audio': np.float32,
     # The authors' per-frame fit (each frame's own identity): training frames are rendered from it when
-    # config.face3d.train_identity = 'per_frame' (data/track.py ClipTrack).
+    # config.face3d.train_identity = 'per_frame' (tracking/track.py ClipTrack).
     'frame_p_id': np.float32, 'frame_p_exp': np.float32, 'frame_rotation': np.float32,
     'frame_translation': np.float32, 'frame_scale': np.float32,
 }
@@ -167,7 +167,7 @@ def settings_digest(config) -> str:
   """A short hash of every config field that changes what a clip gives (image size, tracking, 3DMM, audio,
   encoding): cache entries of other settings are never reused."""
   d = config.data
-  from headgan_jax.data import face_model  # Here: clips.py stays importable without jax.
+  from headgan_jax.tracking import face_model  # Here: clips.py stays importable without jax.
   parts = dict(image_size=int(config.image_size), track=config.track.to_dict(), face3d=config.face3d.to_dict(),
                audio={k: v for k, v in config.audio.to_dict().items() if k != 'standardise'},
                mouth=int(config.disc.mouth_size), jpeg=int(d.jpeg_quality),
@@ -185,7 +185,7 @@ def cache_name(clip: Clip) -> str:
 def read_clip_frames(path: str, max_frames: int = 0) -> tuple[np.ndarray, float]:
   """(frames (T, H, W, 3) uint8, fps) of a video; with max_frames > 0 only its first max_frames frames, decoded no
   further (a 20 s 1080p clip of which 63 frames are used costs 63 decodes)."""
-  from headgan_jax.data import video as video_lib
+  from headgan_jax.tracking import video as video_lib
   if max_frames <= 0:
     return video_lib.read_video(path)
   fps = video_lib.video_info(path).fps
@@ -230,7 +230,7 @@ class ClipProcessor:
     """default_model_path: a saved copy of the build's default 3DMM (config.face3d.model == ''), so that every worker
     of a build fits with the driver's model (the cache's copy belongs to the cache's settings digest)."""
     from headgan_jax.audio import asr
-    from headgan_jax.data import track
+    from headgan_jax.tracking import track
     from headgan_jax.face3d import morphable
     self.config = config
     model = points = None

@@ -541,7 +541,7 @@ def eval_batches(config, mesh: Mesh, split: str, spec: ml_collections.ConfigDict
 
 def render_record_x(dataset: Dataset, record: dict[str, Any], size: int | None = None, p_id=None) -> np.ndarray:
   """x_t (T, size, size, 3) of every frame of a record (for evaluation); p_id overrides the identity (eq. 1)."""
-  from headgan_jax.data import track
+  from headgan_jax.tracking import track
   size = size or dataset.stored_size
   px = size / dataset.stored_size
   cam = cam_lib.Camera(np.asarray(record['rotation']), np.asarray(record['translation']) * px,

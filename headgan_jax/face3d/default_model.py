@@ -291,7 +291,7 @@ def build_arrays(extra_points: np.ndarray | None = None, extra_upper: np.ndarray
   same combinations (rigid removal, PCA, Gram-Schmidt) as the mesh, all computed on the mesh alone: the model with
   extra points is the model without them, sampled at more places. extra_upper / extra_lower (P,) bool mark points
   on the upper / lower lip (they decide which side of the mouth slit a point moves with). A tracker uses this to
-  put a landmark detector's points on the model (`data.face_model`).
+  put a landmark detector's points on the model (`tracking.face_model`).
   """
   verts, faces, grid_rc, upper, lower = build_mesh()
   n = len(verts)

@@ -25,7 +25,7 @@ with config.face3d's weights. Minimisation:
 
 Everything is jit-compiled with a fixed iteration count and vmapped over frames. `fit_video` shares one identity
 over all frames (the paper's "one mean identity per video"); `fit_frames` fits every frame independently (the
-authors render each training frame's 3D face with such a per-frame fit; data/track.py stores both). In video
+authors render each training frame's 3D face with such a per-frame fit; tracking/track.py stores both). In video
 mode each frame's landmark term may be weighted (0 = a padding or faceless frame that must not pull on the shared
 identity: clips are padded to fixed lengths so the fit compiles once per length bucket), and the identity may be held
 at a given p_id (the later chunks of a streamed video, or eq. 1's reference identity). Frames

@@ -13,7 +13,7 @@ a clip.
 - cross: each clip drives once with the reference (as in self) of a clip of another identity (seeded
   choice); x_t is rendered with the REFERENCE's identity and the driver's expression and camera (eq. 1).
 The evaluators are the entries of config.evals (all of them, whatever their `every`; metrics/evaluators.py). For
-AED / APD both the generated and the driving frames are tracked with the project's tracker (data/track.py), each
+AED / APD both the generated and the driving frames are tracked with the project's tracker (tracking/track.py), each
 clip as a video, after upsampling to --track_size px (BlazeFace + the landmark model need faces larger than the
 demo's 64 px crops); only frames fitted on both sides count.
 
@@ -176,11 +176,11 @@ class GeneratedFrames:
 
 
 class FrameTracker:
-  """Expression and camera fits of frames with the project's tracker (data/track.py), each clip as one video, the
+  """Expression and camera fits of frames with the project's tracker (tracking/track.py), each clip as one video, the
   frames upsampled to `size` px first (the detector misses faces in 64 px crops)."""
 
   def __init__(self, config, size: int = DEFAULT_TRACK_SIZE):
-    from headgan_jax.data import track  # pylint: disable=import-outside-toplevel
+    from headgan_jax.tracking import track  # pylint: disable=import-outside-toplevel
     cfg = config.copy_and_resolve_references()
     cfg.image_size = int(size)
     self.size = int(size)
@@ -303,7 +303,7 @@ def evaluate(config, restored: Restored, *, protocols_to_run: Sequence[str] = ('
     counts[p] = {'clips': len(clips), 'frames': frames}
   meta = {'dataset': dataset.path, 'split': 'test', 'counts': counts,
           'identities': sorted({c['identity'] for c in clips}), 'image_size': int(config.image_size),
-          'tracking': (f'data/track.py Tracker on frames upsampled to {track_size} px' if tracker else None),
+          'tracking': (f'tracking/track.py Tracker on frames upsampled to {track_size} px' if tracker else None),
           'max_clips': max_clips, 'max_frames': max_frames, 'cross_seed': seed}
   return results, meta
 

@@ -1,4 +1,4 @@
-"""3DMMs whose landmarks are the face detector's 468 points (`data.facemesh`): what the tracker fits.
+"""3DMMs whose landmarks are the face detector's 468 points (`tracking.facemesh`): what the tracker fits.
 
 Three kinds, one format (`face3d.morphable`); `config.face3d.model` chooses: '' = the learned default (LEARNED_MODEL),
 'data_free' (DATA_FREE) = the data-free model, else the path of a model file.
@@ -6,7 +6,7 @@ Three kinds, one format (`face3d.morphable`); `config.face3d.model` chooses: '' 
 - **Learned** (`learn_model`): a model on the detector's own mesh (468 vertices, 852 triangles), learned by PCA from
   tracked clips the way LSFM was learned (`morphable.learn_from_landmarks`: Procrustes, per-clip means = identity
   samples, per-frame deviations = expression samples), from the detector's 3-D points. This is what meets the
-  issue's figures on real footage: `python -m headgan_jax.data.track learn CLIPS... --out model.npz`, then
+  issue's figures on real footage: `python -m headgan_jax.tracking.track learn CLIPS... --out model.npz`, then
   config.face3d.model = model.npz. The tracker's default is one such model, committed beside this module
   (LEARNED_MODEL, ~0.4 MB; its clips, licences and sha256 in LEARNED_MODEL_INFO), learned by
   `scripts/learn_face_model.py` from the fixture clips whose licences allow it (not the demo set's held-out people).
@@ -30,7 +30,7 @@ import os
 import jax.numpy as jnp
 import numpy as np
 
-from headgan_jax.data import facemesh as fm
+from headgan_jax.tracking import facemesh as fm
 from headgan_jax.errors import FaceModelError, LandmarkError
 from headgan_jax.face3d import default_model as dm
 from headgan_jax.face3d import morphable
