@@ -27,9 +27,9 @@ Then the whole host dataset (batched by --batch, the per-process batch) is timed
 reading process with --worker_threads threads): examples/s of wall time, and examples per CPU-second of all the
 processes together (this one + its workers, psutil), which is the figure per host core, and the start-up (the first
 2 batches: spawn + imports of the workers). The worker runs also check that they hand out the same batches as the
-in-process pipeline (grain's determinism). Cores one H100 needs = --h100-rate (docs/accelerators.md section 3: paper.py at 256 px, bf16 at 40 %
-of the dense peak: ~130 samples/s) / examples per core-second of the worker runs, with the index shuffle of a
-split of SCALE_RECORDS records in place of this split's. The read is also timed in parts (ArrayRecord read,
+in-process pipeline (grain's determinism). Cores one H100 needs = --h100-rate (docs/accelerators.md section 3:
+paper.py at 256 px, bf16 at 40 % of the dense peak: ~130 samples/s) / examples per core-second of the worker runs,
+with the index shuffle of a split of SCALE_RECORDS records in place of this split's. The read is also timed in parts (ArrayRecord read,
 tf.Example parse, float / int lists -> numpy), with the figure it would give if the numeric features (landmarks,
 audio, coefficients) were stored as raw bytes (TFDS Tensor encoding 'bytes': `np.frombuffer`).
 

@@ -385,7 +385,7 @@ class TrainIterator:
     pc = jax.process_count() if process_count is None else process_count
     self._host = host_dataset(self.dataset.split(split), config, pi, pc, hi - lo, self.dataset.audio_stats)
     self._threads = int(config.data.num_threads)
-    self._workers = int(config.data.num_workers)
+    self._workers = int(config.data.get('num_workers', 0))  # 0 for the config.json of runs saved before the field.
     if self._workers < 0:
       raise errors.ConfigError(f'config.data.num_workers = {self._workers}: expected 0 (read in this process) or '
                                'a number of worker processes.')

@@ -100,7 +100,9 @@ class FastSource:
 
       def parse(raw: bytes) -> dict[str, Any]:
         example = tf_example_pb2.Example.FromString(raw)
-        arrays = example_parser._features_to_numpy(_ProtoFeatures(example.features), flat)  # pylint: disable=protected-access
+        # TFDS's own per-feature conversion (shapes, dtypes, ragged rows), on the wrapped features.
+        arrays = example_parser._features_to_numpy(  # pylint: disable=protected-access
+            _ProtoFeatures(example.features), flat)
         return features.decode_example_np(utils.pack_as_nest_dict(arrays, specs), decoders=self.source.decoders)
 
       self._parse = parse
