@@ -1,15 +1,17 @@
 """The input pipeline against an accelerator's appetite (issue 21, item 5): host CPU cost per training example.
 
   python bench/pipeline_appetite.py --data_dir DIR [--dataset headgan_demo] [--image_size 256] \
-      [--config configs/paper.py] [--examples 240] [--threads 1,2] [--workers 1,2] [--h100-rate 130]
+      [--config configs/paper.py] [--examples 240] [--threads 1,2] [--num_workers 0,1,2] [--worker_threads 1]
+      [--h100-rate 130]
 
 Measures, on a built dataset (`python -m headgan_jax.data.build demo --image_size 256 --data_dir DIR`), the HOST side
 of the training pipeline, i.e. what `data.pipeline.host_dataset` does per example (grain, numpy):
   shuffle grain's per-epoch index shuffle of the record index (`MapDataset.shuffle`): its cost depends on the split's
           size alone and is an artefact of small splits (milliseconds per element on a split of a few records,
           microseconds on 10^5: also timed, and used for the figure at scale);
-  read    `source[i]`: the ArrayRecord read and TFDS's decoding of the whole record (all its frames' JPEG / PNG
-          bytes, coefficients, landmarks, audio), as the pipeline reads one record per example;
+  read    `source[i]`: the ArrayRecord read and the decoding of the whole record (all its frames' JPEG / PNG
+          bytes, coefficients, landmarks, audio), as the pipeline reads one record per example (`records.FastSource`,
+          float lists read as bytes; read_tfds: TFDS's own `source[i]` of the same records, for comparison);
   decode  the 4 images an example uses: JPEG crops y_t and y_ref, PNG masks of t and ref (no crop happens on the
           host: crops are stored at the build's size);
   audio   the audio window h_t, h_{t-1} (2 x 300) normalised with the dataset's statistics;
@@ -19,14 +21,15 @@ as CPU milliseconds per example on one thread (thread CPU time). The on-device p
 k + 3 frames rendered from the coefficients, images scaled, mouth boxes) is EXCLUDED: it runs on the accelerator
 (bench/pipeline.py times it on this CPU; bench/gpu_check.sh on a GPU).
 
-Then the whole host dataset (batched by --batch, the per-process batch) is timed as the training loop reads it
-(`grain.ReadOptions(num_threads=T)`, in-process threads, `TrainIterator`'s way) and with grain worker PROCESSES
-(`IterDataset.mp_prefetch(MultiprocessingOptions(num_workers=W))`, one read thread each): examples/s of wall time,
-and examples per CPU-second of all the processes together (this one + its workers, psutil), which is the figure per
-host core. The worker runs also check that they hand out the same batches as the in-process pipeline (grain's
-determinism). Cores one H100 needs = --h100-rate (docs/accelerators.md section 3: paper.py at 256 px, bf16 at 40 %
-of the dense peak: ~130 samples/s) / examples per core-second of the worker runs, with the index shuffle of a
-split of SCALE_RECORDS records in place of this split's. The read is also timed in parts (ArrayRecord read,
+Then the whole host dataset (batched by --batch, the per-process batch) is timed with in-process grain threads
+(`grain.ReadOptions(num_threads=T)`, --threads) and as `TrainIterator` reads it with config.data.num_workers = W
+(--num_workers: `pipeline.host_batches`, W = 0 in-process, W > 0 grain worker PROCESSES via `mp_prefetch`, each
+reading process with --worker_threads threads): examples/s of wall time, and examples per CPU-second of all the
+processes together (this one + its workers, psutil), which is the figure per host core, and the start-up (the first
+2 batches: spawn + imports of the workers). The worker runs also check that they hand out the same batches as the
+in-process pipeline (grain's determinism). Cores one H100 needs = --h100-rate (docs/accelerators.md section 3:
+paper.py at 256 px, bf16 at 40 % of the dense peak: ~130 samples/s) / examples per core-second of the worker runs,
+with the index shuffle of a split of SCALE_RECORDS records in place of this split's. The read is also timed in parts (ArrayRecord read,
 tf.Example parse, float / int lists -> numpy), with the figure it would give if the numeric features (landmarks,
 audio, coefficients) were stored as raw bytes (TFDS Tensor encoding 'bytes': `np.frombuffer`).
 
@@ -48,7 +51,6 @@ sys.path.insert(0, str(REPO))
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 
 import grain  # noqa: E402
-from absl import flags  # noqa: E402
 import numpy as np  # noqa: E402
 import psutil  # noqa: E402
 
@@ -83,6 +85,8 @@ def stage_costs(src, config, audio_stats, n: int, batch: int, seed: int = 0) -> 
   idx = [int(i) for i in np.random.default_rng(seed).integers(len(src), size=n)]
   src[idx[0]]  # Opens the file (not timed).
   read_ms, records = _thread_ms(lambda i: src[i], idx)
+  tfds = getattr(src, 'source', None)  # records.FastSource: TFDS's own decoding of the same records, for comparison.
+  tfds_read_ms = _thread_ms(lambda i: tfds[i], idx)[0] if tfds is not None else read_ms
   items = list(enumerate(zip(idx, records)))
   example_ms, examples = _thread_ms(lambda jr: sampler(jr[1], np.random.default_rng([seed, jr[0]])), items)
 
@@ -101,6 +105,7 @@ def stage_costs(src, config, audio_stats, n: int, batch: int, seed: int = 0) -> 
                                       range(min(n, 200)))[0] for n_records in (len(src), SCALE_RECORDS)}
   rec = records[0]
   return dict(shuffle=shuffle_ms[len(src)], shuffle_at_scale=shuffle_ms[SCALE_RECORDS], read=read_ms,
+              read_tfds=tfds_read_ms,
               decode=decode_ms, audio=audio_ms, rest=max(0.0, example_ms - decode_ms - audio_ms),
               batch=batch_ms, total=shuffle_ms[len(src)] + read_ms + example_ms + batch_ms,
               record_frames=len(rec['frames']), record_ref_frames=len(rec['ref_frames']),
@@ -163,6 +168,7 @@ def _cpu_seconds(proc: psutil.Process) -> float:
 def time_iterator(it, batches: int, batch: int, warmup: int) -> dict:
   """Examples/s (wall) and examples per CPU-second of all processes over `batches` batches after `warmup`."""
   proc = psutil.Process()
+  t = time.perf_counter()
   first = [next(it) for _ in range(warmup)]
   c0, t0 = _cpu_seconds(proc), time.perf_counter()
   for _ in range(batches):
@@ -170,7 +176,7 @@ def time_iterator(it, batches: int, batch: int, warmup: int) -> dict:
   wall, cpu = time.perf_counter() - t0, _cpu_seconds(proc) - c0
   n = batches * batch
   return dict(examples_per_s=n / wall, examples_per_cpu_s=n / cpu, cpu_ms_per_example=1e3 * cpu / n,
-              first=first[0])
+              first=first[0], warmup_s=t0 - t)
 
 
 def same_batch(a: dict, b: dict) -> bool:
@@ -190,7 +196,7 @@ def run(args) -> dict:
 
   costs = stage_costs(src, config, ds.audio_stats, args.examples, args.batch)
   print('host CPU ms per example, one thread: ' + ', '.join(
-      f'{s} {costs[s]:.2f}' for s in ('shuffle', 'read', 'decode', 'audio', 'rest', 'batch', 'total')) +
+      f'{s} {costs[s]:.2f}' for s in ('shuffle', 'read', 'read_tfds', 'decode', 'audio', 'rest', 'batch', 'total')) +
       f'  (records of {costs["record_frames"]} + {costs["record_ref_frames"]} reference frames, '
       f'{costs["record_image_bytes"] / 2**20:.2f} MiB of image bytes read per example)')
 
@@ -209,30 +215,36 @@ def run(args) -> dict:
     r = time_iterator(it, batches, args.batch, warmup=2)
     base = base or r.pop('first')
     r.pop('first', None)
+    r.pop('warmup_s')
     runs[f'threads_{threads}'] = r
-  if args.workers and not flags.FLAGS.is_parsed():
-    flags.FLAGS.mark_as_parsed()  # grain's worker processes read its absl flags (defaults here).
-  for workers in args.workers:
+  for workers in args.num_workers:
+    # TrainIterator's own reader (config.data.num_workers = workers), each reading process with
+    # --worker_threads grain threads.
     host = pipeline.host_dataset(src, config, 0, 1, args.batch, ds.audio_stats)
-    it = iter(host.to_iter_dataset(grain.ReadOptions(num_threads=1, prefetch_buffer_size=2)).mp_prefetch(
-        grain.MultiprocessingOptions(num_workers=workers, per_worker_buffer_size=2)))
     t = time.perf_counter()
+    it = pipeline.host_batches(host, 0, args.worker_threads, workers, prefetch=2)
     r = time_iterator(it, batches, args.batch, warmup=2)  # Warm-up includes the workers' start (spawn + imports).
-    r['same_batches_as_in_process'] = same_batch(r.pop('first'), base) if base is not None else None
-    runs[f'workers_{workers}'] = r
-    del it
-    print(f'  (workers {workers}: {time.perf_counter() - t:.1f} s with start-up)')
+    first = r.pop('first')
+    base = base or first
+    r['same_batches_as_in_process'] = same_batch(first, base)
+    r['start_s'] = r.pop('warmup_s')
+    runs[f'num_workers_{workers}'] = r
+    it.close()
+    print(f'  (num_workers {workers}: {time.perf_counter() - t:.1f} s with start-up)')
   for name, r in runs.items():
     print(f'{name:10s}: {r["examples_per_s"]:7.1f} examples/s wall, {r["examples_per_cpu_s"]:7.1f} examples per '
           f'CPU-second ({r["cpu_ms_per_example"]:.2f} CPU ms per example, all processes)')
 
   per_core = {name: r['examples_per_cpu_s'] for name, r in runs.items()}
-  worker_rates = [v for n, v in per_core.items() if n.startswith('workers')]
+  worker_rates = [v for n, v in per_core.items() if n.startswith('num_workers_') and n != 'num_workers_0']
   measured = min(worker_rates) if worker_rates else min(per_core.values())
   # The same pipeline on a split of SCALE_RECORDS records: only grain's index shuffle depends on the split's size.
   at_scale = 1e3 / (1e3 / measured - costs['shuffle'] + costs['shuffle_at_scale'])
   cores = args.h100_rate / at_scale
-  saved = 0.0 if not parts else parts['numeric_lists_to_numpy'] - parts['numeric_from_bytes']
+  # What storing the numeric features as bytes would still save: records.FastSource already reads the float lists
+  # as bytes (read_tfds - read of it), the rest is the int lists.
+  saved = 0.0 if not parts else max(0.0, parts['numeric_lists_to_numpy'] - parts['numeric_from_bytes'] - (
+      costs['read_tfds'] - costs['read']))
   as_bytes = 1e3 / (1e3 / at_scale - saved)  # Numeric features stored as bytes (Tensor encoding 'bytes').
   print(f'{measured:.1f} examples per core-second measured ('
         f'{"worker processes, IPC included" if worker_rates else "in-process threads"}); {at_scale:.1f} on a '
@@ -265,14 +277,19 @@ def main(argv=None) -> int:
   parser.add_argument('--batch', type=int, default=6, help='per-process batch (paper: 6 per device)')
   parser.add_argument('--examples', type=int, default=240, help='examples per measurement')
   parser.add_argument('--threads', default='1,2', help="in-process grain read threads to time ('' for none)")
-  parser.add_argument('--workers', default='1,2', help="grain worker processes to time ('' for none)")
+  parser.add_argument('--num_workers', '--workers', default='0,1,2',
+                      help="config.data.num_workers values to time through pipeline.host_batches, TrainIterator's "
+                      "reader (0 = in-process; '' for none)")
+  parser.add_argument('--worker_threads', type=int, default=1,
+                      help='grain read threads of each reading process in the --num_workers runs '
+                      '(config.data.num_threads)')
   parser.add_argument('--h100-rate', type=float, default=130.0,
                       help='samples/s of one H100 (docs/accelerators.md section 3: bf16 at 40 %% of peak)')
   args = parser.parse_args(argv)
   args.threads = [int(x) for x in args.threads.split(',') if x.strip()]
-  args.workers = [int(x) for x in args.workers.split(',') if x.strip()]
-  if not args.threads and not args.workers:
-    parser.error('nothing to time: --threads and --workers are both empty')
+  args.num_workers = [int(x) for x in args.num_workers.split(',') if x.strip()]
+  if not args.threads and not args.num_workers:
+    parser.error('nothing to time: --threads and --num_workers are both empty')
   try:
     result = run(args)
   except HeadGANError as e:

@@ -52,5 +52,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   t.image_examples = 4
 
   c.data.source = 'headgan_demo'
+  c.data.num_workers = 0  # Examples read in the training process: the demo runs on small CPU machines.
   c.data.data_dir = ''  # TFDS's default unless given: --config.data.data_dir=DATA (where the build wrote it).
   return c

@@ -170,7 +170,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   dt.test_reference = 'middle'  # Self-reenactment reference: 'middle' (authors: the middle of the pose-sorted set)
   #                               or 'first' (the clip's first tracked frame).
   dt.jpeg_quality = 95  # Crops are stored as JPEG.
-  dt.num_threads = 2  # Host threads reading and decoding examples (grain ReadOptions).
+  dt.num_threads = 2  # Host threads reading and decoding examples in each reading process (grain ReadOptions).
+  dt.num_workers = 16  # Worker processes reading and decoding examples (grain mp_prefetch); 0 = in the training
+  #   process. Threads alone do not scale (the GIL): one process delivers ~80-120 examples/s at 256 px, one H100
+  #   wants ~130. A worker delivers ~100 examples per core-second (docs/accelerators.md section 5: ~1.2 cores per
+  #   H100), so ~2 workers per accelerator: 16 for the 8 GPUs of a host driven by one process (the README's SLURM line). Set it to about
+  #   2 x the accelerators of a process, below the host's cores; demo.py and tiny.py use 0 (small CPU machines).
   dt.prefetch = 2  # Global batches assembled on the devices ahead of the train step.
 
   # 3D face (Sections 3.1, 4.1).

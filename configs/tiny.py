@@ -21,4 +21,5 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.train.image_examples = 2
   c.loss.use_vgg = False
   c.data.source = 'synthetic'
+  c.data.num_workers = 0  # In-process reading: no worker start-up in tests.
   return c

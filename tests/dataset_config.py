@@ -11,4 +11,5 @@ def get_config() -> ml_collections.ConfigDict:
   c.train.sequence_length = 4  # Several train records from a 0.7 s cut.
   c.data.min_sequence_length = 3
   c.track.fit_bucket = 32  # Short clips: pad the fit to 32 frames, not 64.
+  c.data.num_workers = 0  # In-process reading: no worker start-up in tests.
   return c

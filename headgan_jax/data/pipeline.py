@@ -21,9 +21,14 @@ crop size (config.data.stored_size), area-downsampled to config.image_size; the 
 rendered mesh; `foreground` is the union of the person masks of y_t and y_ref ((B, H, W, 1) in {0, 1}, for the
 flow-mask loss). Batches are assembled config.data.prefetch steps ahead (JAX dispatch is asynchronous).
 
+Host parallelism: config.data.num_workers = 0 reads examples with config.data.num_threads threads in the training
+process; at paper size those do not scale (TFDS's record decoding and the sampling hold the GIL: about one core's
+worth, 80-120 examples/s, below one H100's appetite), so N > 0 reads them in N grain worker processes
+(`host_batches`, docs/accelerators.md section 5).
+
 Determinism and resumption: every random choice comes from grain's per-element generator (seed, epoch, index), so
-the same seed gives the same batches on any machine; `get_state()` is grain's iterator position of the next batch
-to hand out (JSON), `set_state` continues exactly there.
+the same seed gives the same batches on any machine and with any number of worker processes; `get_state()` is the
+position of the next batch to hand out ({'next_index': n}, JSON), `set_state` continues exactly there.
 
 Data-source contract (the train loop's, `config.data.source`): `train_iterator(config, mesh)` and
 `eval_batches(config, mesh, split, spec)`, registered as 'headgan_demo' and 'headgan_voxceleb'.
@@ -37,6 +42,7 @@ import json
 import os
 from typing import Any, Iterator
 
+from absl import flags as absl_flags
 import grain
 import jax
 import jax.numpy as jnp
@@ -46,7 +52,7 @@ from jax.sharding import Mesh, NamedSharding
 
 from headgan_jax import errors
 from headgan_jax.audio import stats as stats_lib
-from headgan_jax.data import building, clips as clips_lib
+from headgan_jax.data import building, clips as clips_lib, records
 from headgan_jax.face3d import camera as cam_lib
 from headgan_jax.face3d import landmarks_image, morphable, mouth, render
 from headgan_jax.data.sources import local_rows
@@ -94,7 +100,7 @@ def dataset_path(config, name: str) -> str:
 def _open(path: str) -> Dataset:
   import tensorflow_datasets as tfds
   builder = tfds.builder_from_directory(path)
-  sources = builder.as_data_source()
+  sources = {split: records.FastSource(source) for split, source in builder.as_data_source().items()}
   meta = dict(builder.info.metadata or {})
   model = morphable.load(os.path.join(path, 'face_model.npz'))
   audio = building.stats_from_json(meta['audio_stats']) if meta.get('audio_stats') else None
@@ -365,7 +371,9 @@ class Assembler:
 
 class TrainIterator:
   """Global Batches of a dataset split on `mesh` (see the module docstring); get_state / set_state for checkpoints.
-  `next_fields()` gives the assembled fields including 'foreground'."""
+  `next_fields()` gives the assembled fields including 'foreground'. config.data.num_workers = 0 reads examples
+  with config.data.num_threads threads in this process; N > 0 in N grain worker processes (`host_batches`), with
+  the same batches in the same order. `close()` stops the workers (garbage collection does too)."""
 
   def __init__(self, config, mesh: Mesh, name: str | None = None, split: str = 'train',
                process_index: int | None = None, process_count: int | None = None):
@@ -375,11 +383,15 @@ class TrainIterator:
     lo, hi = self.assembler.rows
     pi = jax.process_index() if process_index is None else process_index
     pc = jax.process_count() if process_count is None else process_count
-    ds = host_dataset(self.dataset.split(split), config, pi, pc, hi - lo, self.dataset.audio_stats)
-    options = grain.ReadOptions(num_threads=int(config.data.num_threads), prefetch_buffer_size=max(
-        1, int(config.data.prefetch)))
-    self._iter = ds.to_iter_dataset(options).__iter__()
+    self._host = host_dataset(self.dataset.split(split), config, pi, pc, hi - lo, self.dataset.audio_stats)
+    self._threads = int(config.data.num_threads)
+    self._workers = int(config.data.get('num_workers', 0))  # 0 for the config.json of runs saved before the field.
+    if self._workers < 0:
+      raise errors.ConfigError(f'config.data.num_workers = {self._workers}: expected 0 (read in this process) or '
+                               'a number of worker processes.')
     self._prefetch = max(0, int(config.data.prefetch))
+    self._iter = None  # Opened on the first batch: a resumed run starts its workers once, at the saved position.
+    self._next_index = 0  # Of the next host batch `_iter` hands out.
     self._queue: collections.deque = collections.deque()
     self.num_examples = split_size(self.dataset, split)
 
@@ -387,8 +399,11 @@ class TrainIterator:
     return self
 
   def _fill(self) -> None:
-    state = self._iter.get_state()
+    if self._iter is None:
+      self._iter = host_batches(self._host, self._next_index, self._threads, self._workers, self._prefetch)
+    state = {'next_index': self._next_index}
     host = next(self._iter)
+    self._next_index += 1
     self._queue.append((state, self.assembler(host)))
 
   def next_fields(self) -> dict[str, jax.Array]:
@@ -400,13 +415,43 @@ class TrainIterator:
     return to_batch(self.next_fields())
 
   def get_state(self) -> dict[str, Any]:
-    """The position of the next batch to hand out (batches assembled ahead are not counted)."""
-    state = self._queue[0][0] if self._queue else self._iter.get_state()
-    return json.loads(json.dumps(state))
+    """{'next_index': n}: the host batch handed out next (batches assembled ahead are not counted). The same with
+    and without worker processes (a run may resume with another config.data.num_workers); it is grain's own
+    state of the in-process iterator, so checkpoints written before worker processes existed resume too."""
+    return dict(self._queue[0][0]) if self._queue else {'next_index': self._next_index}
 
   def set_state(self, state: dict[str, Any]) -> None:
+    index = state.get('next_index') if isinstance(state, dict) else None
+    if not isinstance(index, int) or isinstance(index, bool) or index < 0:
+      raise errors.DatasetError(f'data iterator state {state!r}: expected {{"next_index": n}} with n >= 0.')
+    self.close()
     self._queue.clear()
-    self._iter.set_state(state)
+    self._next_index = index
+
+  def close(self) -> None:
+    """Stops the worker processes (if any); the next batch opens the iterator again at the same position."""
+    if self._iter is not None:
+      self._iter.close()
+      self._iter = None
+      self._next_index -= len(self._queue)
+      self._queue.clear()
+
+
+def host_batches(ds: grain.MapDataset, start: int, threads: int, workers: int,
+                 prefetch: int) -> grain.DatasetIterator:
+  """An iterator over the host batches ds[start:], read by `threads` threads in this process (workers = 0) or in
+  `workers` grain worker processes (each with `threads` threads; grain gives worker i the batches i, i + N, ... and
+  hands them out in turn, so the order is the same). Every example's randomness comes from its index in `ds`, which
+  slicing keeps: any start, any number of workers, the same batches."""
+  ds = ds[start:].to_iter_dataset(grain.ReadOptions(num_threads=max(1, threads),
+                                                    prefetch_buffer_size=max(1, prefetch)))
+  if workers:
+    # grain reads its absl flags when it starts a worker; a caller that parses none (train.py has its own
+    # FlagValues, a library user has none) would get UnparsedFlagAccessError: grain's defaults then.
+    if not absl_flags.FLAGS.is_parsed():
+      absl_flags.FLAGS.mark_as_parsed()
+    ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers, per_worker_buffer_size=max(1, prefetch)))
+  return ds.__iter__()
 
 
 def clip_starts(dataset: Dataset) -> dict[bytes, tuple[dict[str, Any], int]]:
