@@ -91,6 +91,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # own elsewhere (cuDNN / TPU); 'xla' = always XLA's; 'im2col' = always ours. Same maths either way.
   m.conv_impl = 'auto'
   m.remat = 'none'  # Rematerialise SPADE/AdaIN blocks: 'none', 'blocks', 'blocks_convs' (nn/blocks.py).
+  m.upsample_init = 'default'  # Init of the conv before each pixel shuffle: 'default' (Xavier, the authors') or
+  #                               'icnr' (sub-pixel outputs start identical; nn/blocks.py, docs/grid_artefacts.md).
 
   # Discriminators D and D_m (Appendix B.2; SPADE's multi-scale PatchGAN).
   d = c.disc = ml_collections.ConfigDict()

@@ -9,6 +9,14 @@ How every block of G, D and D_m is built is ONE frozen `BlockSettings` (made fro
 code: spectral-norm encoder convs followed by an affine instance norm (learnable scale and shift, initialised to 1
 and 0), reflection padding before every 7x7 conv, spectral norm on the convs of SPADE / AdaIN blocks.
 
+Upsampling init (config.model.upsample_init, `BlockSettings.upsample_init`): G goes up with pixel shuffles, whose
+r^2 sub-pixel outputs come from r^2 independently initialised output channels of the conv before it, so an untrained
+G paints a period-r pattern (docs/grid_artefacts.md has the spectra). 'default' (the authors': Xavier like every
+conv) keeps that; 'icnr' initialises the last conv of the block before each pixel shuffle with ICNR (Aitken et al.
+2017, "Checkerboard artifact free sub-pixel convolution"): one Xavier kernel per output channel, copied to its r^2
+sub-pixel channels, so the shuffle starts as a nearest-neighbour upsampling. A SPADE block's identity shortcut (F,
+and R without audio) adds its input unchanged, so there only the conv's part starts free of the pattern.
+
 Spectral norm: at init flax.linen.SpectralNorm stores the normalised kernel W / sigma, so a spectral-normalised
 conv starts with unit spectral norm whatever `init_gain` says (its output is W / sigma either way). The authors'
 PyTorch code lands in a similar place: its Xavier init writes to the derived `weight`, leaving `weight_orig` at
@@ -50,6 +58,7 @@ PADDING_MODES = ('zeros', 'reflect')
 NORM_KINDS = ('affine', 'plain')
 CONV_IMPLS = conv_lib.CONV_IMPLS
 IN_EPSILON = 1e-5  # PyTorch's InstanceNorm2d default, as in the authors' code.
+UPSAMPLE_INITS = ('default', 'icnr')  # config.model.upsample_init; see the module docstring.
 REMAT_POLICIES = ('none', 'blocks', 'blocks_convs')  # config.model.remat; see the module docstring.
 CONV_OUTPUT_NAME = 'conv'  # checkpoint_name of every Conv's output (kept by the 'blocks_convs' policy).
 
@@ -57,6 +66,21 @@ CONV_OUTPUT_NAME = 'conv'  # checkpoint_name of every Conv's output (kept by the
 def xavier_normal(gain: float) -> nn.initializers.Initializer:
   """Xavier/Glorot normal with PyTorch's `gain`: std = gain * sqrt(2 / (fan_in + fan_out)) (untruncated)."""
   return nn.initializers.variance_scaling(gain * gain, 'fan_avg', 'normal')
+
+
+def icnr(base: nn.initializers.Initializer, factor: int = 2) -> nn.initializers.Initializer:
+  """ICNR (Aitken et al. 2017) for a conv whose output a `pixel_shuffle(., factor)` follows: `base` drawn for the
+  whole kernel (so its fan-in / fan-out scale is unchanged), then output channel c r^2 + s (sub-pixel s of shuffled
+  channel c) takes channel c r^2's kernel for every s: the shuffle's r^2 sub-pixel outputs start identical."""
+  groups = factor * factor
+
+  def init(key: jax.Array, shape: tuple[int, ...], dtype: Dtype = jnp.float32) -> jax.Array:
+    if shape[-1] % groups:
+      raise ValueError(f'icnr: {shape[-1]} output channels are not divisible by factor^2 = {groups}')
+    kernel = base(key, shape, dtype).reshape(shape[:-1] + (shape[-1] // groups, groups))
+    return jnp.broadcast_to(kernel[..., :1], kernel.shape).reshape(shape)
+
+  return init
 
 
 def pixel_shuffle(x: jax.Array, factor: int = 2) -> jax.Array:
@@ -137,6 +161,7 @@ class BlockSettings:
     conv_impl: the convolution primitive (`conv_function`), e.g. 'xla'.
     dtype: compute dtype (parameters stay float32).
     remat: rematerialisation of the SPADE / AdaIN blocks, one of REMAT_POLICIES (module docstring).
+    upsample_init: init of the last conv before each pixel shuffle, one of UPSAMPLE_INITS (module docstring).
   """
   spade_hidden: int = 256
   spade_resize: str = 'nearest_floor'
@@ -151,15 +176,19 @@ class BlockSettings:
   conv_impl: str = 'xla'
   dtype: Dtype = jnp.float32
   remat: str = 'none'
+  upsample_init: str = 'default'
 
   def conv(self, features: int, kernel_size: int = 3, strides: int = 1, *, padding: int | None = None,
-           use_bias: bool = True, spectral_norm: bool = False, name: str | None = None) -> 'Conv':
-    """A `Conv` with these settings' init, dtype and conv_impl; 7x7 convs get `padding_7x7`. Call it inside a
+           use_bias: bool = True, spectral_norm: bool = False, shuffle_after: int = 0,
+           name: str | None = None) -> 'Conv':
+    """A `Conv` with these settings' init, dtype and conv_impl; 7x7 convs get `padding_7x7`. `shuffle_after`: the
+    factor of the pixel shuffle that reads this conv's output (0: none), for `upsample_init`. Call it inside a
     module's compact method (the conv becomes that module's child)."""
     mode = self.padding_7x7 if kernel_size == 7 else 'zeros'
     return Conv(features, kernel_size, strides, padding=padding, use_bias=use_bias, spectral_norm=spectral_norm,
                 init_gain=self.init_gain, dtype=self.dtype, padding_mode=mode, conv_impl=self.conv_impl,
-                name_output=self.remat == 'blocks_convs', name=name)
+                name_output=self.remat == 'blocks_convs',
+                icnr_factor=shuffle_after if self.upsample_init == 'icnr' else 0, name=name)
 
   def instance_norm(self, affine: bool = False, name: str | None = None) -> nn.InstanceNorm:
     return instance_norm(self.dtype, affine=affine, name=name)
@@ -177,12 +206,17 @@ def block_settings(config, affine_norm: bool | None = None) -> BlockSettings:
   conv_function(m.conv_impl)  # ConfigError for an unknown implementation.
   if m.remat not in REMAT_POLICIES:
     raise errors.ConfigError(f'config.model.remat = {m.remat!r}; expected one of {REMAT_POLICIES}')
+  # A run saved before the field existed was initialised the default way; its config.json still loads.
+  upsample_init = m.get('upsample_init', 'default')
+  if upsample_init not in UPSAMPLE_INITS:
+    raise errors.ConfigError(f'config.model.upsample_init = {upsample_init!r}; expected one of {UPSAMPLE_INITS}')
   return BlockSettings(
       spade_hidden=m.spade_hidden, spade_resize=m.spade_resize, shortcut=m.block_shortcut,
       spectral_norm=m.block_spectral_norm, encoder_spectral_norm=m.encoder_spectral_norm,
       affine_norm=(m.encoder_norm == 'affine') if affine_norm is None else affine_norm,
       padding_7x7=m.padding_7x7, dead_conv_biases=m.dead_conv_biases, lrelu_slope=m.lrelu_slope,
-      init_gain=m.init_gain, conv_impl=m.conv_impl, dtype=compute_dtype(m), remat=m.remat)
+      init_gain=m.init_gain, conv_impl=m.conv_impl, dtype=compute_dtype(m), remat=m.remat,
+      upsample_init=upsample_init)
 
 
 class Conv(nn.Module):
@@ -200,6 +234,7 @@ class Conv(nn.Module):
   padding_mode: str = 'zeros'
   conv_impl: str = 'xla'
   name_output: bool = False  # Tag the output CONV_OUTPUT_NAME (kept by the 'blocks_convs' remat policy).
+  icnr_factor: int = 0  # > 0: ICNR init (`icnr`) for a pixel shuffle of this factor after the conv.
 
   @nn.compact
   def __call__(self, x: jax.Array, update_stats: bool = False) -> jax.Array:
@@ -212,7 +247,8 @@ class Conv(nn.Module):
     conv = nn.Conv(
         self.features, (self.kernel_size, self.kernel_size), strides=(self.strides, self.strides),
         padding=((pad, pad), (pad, pad)), use_bias=self.use_bias, dtype=self.dtype,
-        kernel_init=xavier_normal(self.init_gain), conv_general_dilated=conv_function(self.conv_impl), name='conv')
+        kernel_init=icnr(xavier_normal(self.init_gain), self.icnr_factor) if self.icnr_factor
+        else xavier_normal(self.init_gain), conv_general_dilated=conv_function(self.conv_impl), name='conv')
     if self.spectral_norm:
       # dtype float32: flax's SpectralNorm stores its (normalised) output as the kernel at init, and parameters
       # must stay float32; the conv casts to the compute dtype itself.
@@ -275,8 +311,10 @@ class AdaIN(nn.Module):
 
 class SpadeBlock(nn.Module):
   """SPADE block (Fig. 7): two stages of (SPADE norm, LeakyReLU, 3x3 conv), C channels kept, plus the identity
-  shortcut when `settings.shortcut` (authors' code; the paper's Fig. 7 draws none)."""
+  shortcut when `settings.shortcut` (authors' code; the paper's Fig. 7 draws none). `shuffle_after`: the factor of
+  a pixel shuffle that reads the output (0: none; see `BlockSettings.upsample_init`)."""
   settings: BlockSettings = BlockSettings()
+  shuffle_after: int = 0
 
   @nn.compact
   def __call__(self, x: jax.Array, cond: jax.Array, update_stats: bool = False) -> jax.Array:
@@ -287,14 +325,16 @@ class SpadeBlock(nn.Module):
     dx = s.conv(c, 3, use_bias=s.dead_conv_biases, spectral_norm=s.spectral_norm, name='conv_0')(
         nn.leaky_relu(dx, s.lrelu_slope), update_stats)
     dx = SpadeNorm(s, name='norm_1')(dx, cond)
-    dx = s.conv(c, 3, spectral_norm=s.spectral_norm, name='conv_1')(nn.leaky_relu(dx, s.lrelu_slope), update_stats)
+    dx = s.conv(c, 3, spectral_norm=s.spectral_norm, shuffle_after=self.shuffle_after, name='conv_1')(
+        nn.leaky_relu(dx, s.lrelu_slope), update_stats)
     return x + dx if s.shortcut else dx
 
 
 class AdainBlock(nn.Module):
   """AdaIN block (Fig. 7): two stages of (AdaIN, LeakyReLU, 3x3 conv), C channels kept, no shortcut (neither
-  Fig. 7 nor the authors' code has one)."""
+  Fig. 7 nor the authors' code has one). `shuffle_after`: as SpadeBlock's."""
   settings: BlockSettings = BlockSettings()
+  shuffle_after: int = 0
 
   @nn.compact
   def __call__(self, x: jax.Array, a: jax.Array, update_stats: bool = False) -> jax.Array:
@@ -304,7 +344,8 @@ class AdainBlock(nn.Module):
     dx = s.conv(c, 3, use_bias=s.dead_conv_biases, spectral_norm=s.spectral_norm, name='conv_0')(
         nn.leaky_relu(dx, s.lrelu_slope), update_stats)
     dx = AdaIN(s, name='norm_1')(dx, a)
-    return s.conv(c, 3, spectral_norm=s.spectral_norm, name='conv_1')(nn.leaky_relu(dx, s.lrelu_slope), update_stats)
+    return s.conv(c, 3, spectral_norm=s.spectral_norm, shuffle_after=self.shuffle_after, name='conv_1')(
+        nn.leaky_relu(dx, s.lrelu_slope), update_stats)
 
 
 def _remat(cls: type[nn.Module], settings: BlockSettings) -> type[nn.Module]:
@@ -318,15 +359,15 @@ def _remat(cls: type[nn.Module], settings: BlockSettings) -> type[nn.Module]:
   return nn.remat(cls, static_argnums=(3,), policy=policy)  # argnum 3 = update_stats (flax counts self as 0).
 
 
-def spade_block(settings: BlockSettings, name: str) -> nn.Module:
+def spade_block(settings: BlockSettings, name: str, shuffle_after: int = 0) -> nn.Module:
   """A `SpadeBlock`, rematerialised per settings.remat; call inside a compact method, with update_stats
-  positional: `spade_block(s, 'spade_0')(x, cond, update_stats)`."""
-  return _remat(SpadeBlock, settings)(settings, name=name)
+  positional: `spade_block(s, 'spade_0')(x, cond, update_stats)`. `shuffle_after`: see SpadeBlock."""
+  return _remat(SpadeBlock, settings)(settings, shuffle_after, name=name)
 
 
-def adain_block(settings: BlockSettings, name: str) -> nn.Module:
+def adain_block(settings: BlockSettings, name: str, shuffle_after: int = 0) -> nn.Module:
   """An `AdainBlock`, rematerialised per settings.remat (see `spade_block`)."""
-  return _remat(AdainBlock, settings)(settings, name=name)
+  return _remat(AdainBlock, settings)(settings, shuffle_after, name=name)
 
 
 def compute_dtype(config_model) -> Dtype:

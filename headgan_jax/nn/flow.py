@@ -142,12 +142,13 @@ class DenseFlowNetwork(nn.Module):
                                                                update_stats)
     x_drive = x_drive.astype(s.dtype)
     h = feats[0]
+    # The blocks whose output a pixel shuffle reads get its init (settings.upsample_init).
     for i in range(self.low_blocks):
-      h = blocks.spade_block(s, f'spade_low_{i}')(h, x_drive, update_stats)
+      h = blocks.spade_block(s, f'spade_low_{i}', 2 if i == self.low_blocks - 1 else 0)(h, x_drive, update_stats)
     for level in range(self.num_down):
       h = blocks.PixelShuffle(2, name=f'shuffle_{level}')(h)
       if level < self.num_down - 1:
-        h = blocks.spade_block(s, f'spade_up_{level}')(h, x_drive, update_stats)
+        h = blocks.spade_block(s, f'spade_up_{level}', 2)(h, x_drive, update_stats)
     raw_flow = s.conv(2, 7, name='flow_head')(h).astype(jnp.float32)
     mask = (jnp.tanh(s.conv(1, 7, name='mask_head')(h).astype(jnp.float32)) + 1) / 2
     return FlowOutput(flow=raw_flow * mask, mask=mask, features=feats)

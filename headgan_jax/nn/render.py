@@ -44,9 +44,12 @@ class RenderingNetwork(nn.Module):
     for level in range(self.num_down + 1):
       if level:
         h = blocks.PixelShuffle(2, name=f'shuffle_{level - 1}')(h)
-      h = blocks.spade_block(s, f'spade_{level}')(h, features[level].astype(s.dtype), update_stats)
+      # The block whose output the next pixel shuffle reads gets its init (settings.upsample_init).
+      shuffle = 2 if level < self.num_down else 0
+      h = blocks.spade_block(s, f'spade_{level}', 0 if self.use_audio else shuffle)(
+          h, features[level].astype(s.dtype), update_stats)
       if self.use_audio:
-        h = blocks.adain_block(s, f'adain_{level}')(h, audio, update_stats)
+        h = blocks.adain_block(s, f'adain_{level}', shuffle)(h, audio, update_stats)
     h = blocks.spade_block(s, f'spade_{self.num_down + 1}')(h, ref_image.astype(s.dtype), update_stats)
     h = s.conv(3, 7, name='head')(nn.leaky_relu(h, s.lrelu_slope))
     return jnp.tanh(h.astype(jnp.float32))
