@@ -94,11 +94,13 @@ def restore_generator(config, workdir: str, step: int | None) -> Restored:
   """G of checkpoint `step` (default the latest) of WORKDIR, alone (train/checkpoints.py: a partial restore, never
   D, D_m or the optimisers), replicated on a mesh over the devices that config.train.batch_size splits over."""
   import jax  # pylint: disable=import-outside-toplevel
+  from headgan_jax import sharding as sharding_lib  # pylint: disable=import-outside-toplevel
   from headgan_jax.nn import generator as gen_lib  # pylint: disable=import-outside-toplevel
-  from headgan_jax.train import checkpoints, loop, step as step_lib  # pylint: disable=import-outside-toplevel
+  from headgan_jax.train import checkpoints, loop  # pylint: disable=import-outside-toplevel
   n = math.gcd(int(config.train.batch_size), jax.device_count())  # The eval batch splits evenly over the mesh.
-  mesh = step_lib.make_mesh(jax.devices()[:n])
-  ckpt = checkpoints.load(workdir, step, config=config, sharding=step_lib.replicated(mesh), step_flag='--checkpoint')
+  mesh = sharding_lib.make_mesh(jax.devices()[:n])
+  ckpt = checkpoints.load(workdir, step, config=config, sharding=sharding_lib.replicated(mesh),
+                          step_flag='--checkpoint')
   return Restored(mesh, ckpt.variables, loop.make_generate_fn(gen_lib.make_generator(config), mesh), ckpt.step)
 
 

@@ -22,7 +22,7 @@ Work folder:
                              eval/<name>/<metric>, and the config as hparams and text
 
 Data (headgan_jax/data/sources.py has the full contract): `config.data.source` names a source; its train iterator
-yields GLOBAL `train.data.Batch`es sharded along 'data' on the step's mesh, each process loading only its own rows
+yields GLOBAL `data.batch.Batch`es sharded along 'data' on the step's mesh, each process loading only its own rows
 and assembling them with `jax.make_array_from_process_local_data`; `get_state()` / `set_state()` (JSON values) are
 saved with every checkpoint and restored on resume, so a resumed run sees exactly the batches an uninterrupted one
 would have. The held-out batches for in-loop evaluation come from the same source (`make_eval_batches`).
@@ -66,12 +66,14 @@ import orbax.checkpoint as ocp
 import tqdm
 from jax.experimental import multihost_utils
 
+from headgan_jax import sharding as sharding_lib
+from headgan_jax.data import batch as batch_lib
 from headgan_jax.data import sources
 from headgan_jax.errors import CheckpointError, ConfigError, NonFiniteLossError, WorkdirBusyError
-from headgan_jax.files import write_atomic
 from headgan_jax.face3d.mouth import crop_mouth
+from headgan_jax.files import write_atomic
 from headgan_jax.nn import vgg as vgg_lib
-from headgan_jax.train import checkpoints, data, evals as evals_lib, metric_writer, state as state_lib
+from headgan_jax.train import checkpoints, evals as evals_lib, metric_writer, state as state_lib
 from headgan_jax.train import step as step_lib
 
 CHECKPOINT_DIR = checkpoints.CHECKPOINT_DIR
@@ -303,15 +305,15 @@ def generator_variables(state: Any) -> dict[str, Any]:
   return {'params': state.g.params, 'batch_stats': state.g.stats}
 
 
-def make_generate_fn(generator, mesh: jax.sharding.Mesh) -> Callable[[Any, data.Batch], tuple[jax.Array, jax.Array]]:
+def make_generate_fn(generator, mesh: jax.sharding.Mesh) -> Callable[[Any, batch_lib.Batch], tuple[jax.Array, jax.Array]]:
   """jitted (G's variables, replicated; batch) -> (G's frames, the warped references), sharded like the batch."""
 
-  def generate(variables, batch: data.Batch) -> tuple[jax.Array, jax.Array]:
+  def generate(variables, batch: batch_lib.Batch) -> tuple[jax.Array, jax.Array]:
     out = generator.apply(variables, batch.x_drive, batch.y_ref, batch.x_ref, batch.audio)
     return out.image, out.warped_ref
 
-  sharded = step_lib.batch_sharding(mesh)
-  return jax.jit(generate, in_shardings=(step_lib.replicated(mesh), sharded), out_shardings=(sharded, sharded))
+  sharded = sharding_lib.batch_sharding(mesh)
+  return jax.jit(generate, in_shardings=(sharding_lib.replicated(mesh), sharded), out_shardings=(sharded, sharded))
 
 
 @dataclasses.dataclass
@@ -336,10 +338,10 @@ class Trainer:
   vgg_params: Any
   init_key: jax.Array
   init_fn: Callable[[jax.Array], Any]  # jitted key -> replicated fresh state.
-  generate_fn: Callable[[Any, data.Batch], tuple[jax.Array, jax.Array]]  # (state, batch) -> G's frames and warped
+  generate_fn: Callable[[Any, batch_lib.Batch], tuple[jax.Array, jax.Array]]  # (state, batch) -> G's frames and warped
   #   references, sharded like the batch: apply_generator on the state's G.
   preview_fn: Callable[..., dict[str, jax.Array]]  # jitted (batch, frames, warped) -> image-grid columns, replicated.
-  apply_generator: Callable[[Any, data.Batch], tuple[jax.Array, jax.Array]]  # make_generate_fn: G's variables.
+  apply_generator: Callable[[Any, batch_lib.Batch], tuple[jax.Array, jax.Array]]  # make_generate_fn: G's variables.
 
   @classmethod
   def create(cls, config: ml_collections.ConfigDict, devices=None, init_key: jax.Array | None = None,
@@ -357,7 +359,7 @@ class Trainer:
     if t.image_every < 0 or t.image_examples < 1:
       raise ConfigError(f'config.train.image_every = {t.image_every} must be >= 0 and image_examples = '
                         f'{t.image_examples} >= 1')
-    mesh = step_lib.make_mesh(devices)
+    mesh = sharding_lib.make_mesh(devices)
     if t.batch_size % mesh.devices.size:
       raise ConfigError(f'config.train.batch_size = {t.batch_size} is not a multiple of the '
                         f'{mesh.devices.size} devices')
@@ -367,16 +369,16 @@ class Trainer:
     optimizers = state_lib.make_optimizers(config, num_examples)
     vgg_apply, vgg_params = vgg if vgg is not None else (None, None)
     if vgg_params is not None:
-      vgg_params = jax.device_put(vgg_params, step_lib.replicated(mesh))
+      vgg_params = jax.device_put(vgg_params, sharding_lib.replicated(mesh))
     train_step = step_lib.make_train_step(config, models, optimizers, mesh, vgg_apply)
-    repl, sharded = step_lib.replicated(mesh), step_lib.batch_sharding(mesh)
+    repl, sharded = sharding_lib.replicated(mesh), sharding_lib.batch_sharding(mesh)
     init_fn = jax.jit(lambda key: state_lib.init_state(key, config, models, optimizers), out_shardings=repl,
                       compiler_options=state_lib.INIT_COMPILER_OPTIONS)
 
     n = min(t.image_examples, t.batch_size)
-    box, size = data.mouth_box_size(config), config.image_size
+    box, size = batch_lib.mouth_box_size(config), config.image_size
 
-    def preview(batch: data.Batch, image: jax.Array, warped: jax.Array) -> dict[str, jax.Array]:
+    def preview(batch: batch_lib.Batch, image: jax.Array, warped: jax.Array) -> dict[str, jax.Array]:
       first, image, warped = jax.tree.map(lambda x: x[:n], (batch, image, warped))
       mouths = [crop_mouth(im, first.mouth, box, size // 2) for im in (image, first.y)]
       to01 = lambda x: (x.astype(jnp.float32) + 1) / 2  # noqa: E731
@@ -398,7 +400,7 @@ class Trainer:
   def abstract_state(self) -> Any:
     """Shapes, dtypes and (replicated) shardings of the state, for restoring into."""
     abstract = jax.eval_shape(self.init_fn, self.init_key)
-    sharding = step_lib.replicated(self.mesh)
+    sharding = sharding_lib.replicated(self.mesh)
     return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding), abstract)
 
   def restore(self, workdir: str | os.PathLike, step: int | None = None) -> tuple[Any, int]:
