@@ -36,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from headgan_jax import workdir as workdir_lib
 from headgan_jax.errors import ConfigError, DatasetError, HeadGANError
 
 DEFAULT_TRACK_SIZE = 256
@@ -66,7 +67,7 @@ def resolve_config(config_spec: str | None, workdir: str):
   from headgan_jax.train import loop  # pylint: disable=import-outside-toplevel
   if not os.path.isdir(workdir):
     raise ConfigError(f'--workdir {workdir} does not exist (train.py --workdir {workdir} makes it)')
-  saved_path = os.path.join(workdir, loop.CONFIG_FILE)
+  saved_path = os.path.join(workdir, workdir_lib.CONFIG_FILE)
   if config_spec is None:
     if not os.path.isfile(saved_path):
       raise ConfigError(f'{saved_path} does not exist: give --config, or a --workdir that train.py wrote')
@@ -91,15 +92,15 @@ class Restored:
 
 
 def restore_generator(config, workdir: str, step: int | None) -> Restored:
-  """G of checkpoint `step` (default the latest) of WORKDIR, alone (train/checkpoints.py: a partial restore, never
+  """G of checkpoint `step` (default the latest) of WORKDIR, alone (workdir.py: a partial restore, never
   D, D_m or the optimisers), replicated on a mesh over the devices that config.train.batch_size splits over."""
   import jax  # pylint: disable=import-outside-toplevel
   from headgan_jax import sharding as sharding_lib  # pylint: disable=import-outside-toplevel
   from headgan_jax.nn import generator as gen_lib  # pylint: disable=import-outside-toplevel
-  from headgan_jax.train import checkpoints, loop  # pylint: disable=import-outside-toplevel
+  from headgan_jax.train import loop  # pylint: disable=import-outside-toplevel
   n = math.gcd(int(config.train.batch_size), jax.device_count())  # The eval batch splits evenly over the mesh.
   mesh = sharding_lib.make_mesh(jax.devices()[:n])
-  ckpt = checkpoints.load(workdir, step, config=config, sharding=sharding_lib.replicated(mesh),
+  ckpt = workdir_lib.load(workdir, step, config=config, sharding=sharding_lib.replicated(mesh),
                           step_flag='--checkpoint')
   return Restored(mesh, ckpt.variables, loop.make_generate_fn(gen_lib.make_generator(config), mesh), ckpt.step)
 
@@ -348,7 +349,7 @@ def run(args: argparse.Namespace) -> tuple[str, str]:
                            progress=not args.no_progress)
   variant = str(config.get('variant', 'full'))  # The row of Table 1 the run trained (configs/paper.py ABLATIONS).
   meta.update(workdir=workdir, checkpoint_step=step, variant=variant, seconds=round(time.perf_counter() - start, 1))
-  out = report.write_eval_json(args.out or os.path.join(workdir, 'eval.json'), results, meta)
+  out = report.write_eval_json(args.out or os.path.join(workdir, workdir_lib.EVAL_FILE), results, meta)
   table = report.format_table1(results, label=f'ours ({variant}), step {step}')
   return out, table
 
