@@ -49,7 +49,7 @@ def whole_state(config, workdir: str):
 
 def g_alone(config, workdir: str):
   import jax
-  from headgan_jax.metrics import evaluate
+  from headgan_jax import evaluate
   return jax.block_until_ready(evaluate.restore_generator(config, workdir, None).variables)
 
 
@@ -59,7 +59,7 @@ def main(argv=None) -> int:
   ap.add_argument('--repeats', type=int, default=5)
   args = ap.parse_args(argv)
   import jax
-  from headgan_jax.metrics import evaluate
+  from headgan_jax import evaluate
   config = evaluate.load_config(args.config)
   with tempfile.TemporaryDirectory() as tmp:
     write_checkpoint(config, tmp)

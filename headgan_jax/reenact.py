@@ -136,11 +136,9 @@ class Reenactor:
   """G, the tracker and the audio front end of one run, built once; `run` reenacts one reference with one video."""
 
   def __init__(self, config, variables, model=None, points=None, audio_stats=None, batch_size: int = 8):
-    import jax
-    import jax.numpy as jnp
     from headgan_jax.audio import asr
     from headgan_jax.data import track as track_lib
-    from headgan_jax.nn import generator as gen_lib
+    from headgan_jax.nn import generator as gen_lib, inference
     self.config = config.copy_and_resolve_references()
     # Frames without a face are bridged (last good x_t), so a long gap does not reject the driving video.
     self.config.track.max_missing_run = 1 << 30
@@ -155,14 +153,9 @@ class Reenactor:
     self.tracker = track_lib.Tracker(self.config, model, points)
     self.asr = asr.make_backend(self.config)
     self.variables = variables
-    generator = gen_lib.make_generator(config)
-
-    def generate(variables, x_drive, y_ref, x_ref, audio):
-      b = x_drive.shape[0]
-      ref = lambda a: jnp.broadcast_to(a, (b,) + a.shape)  # noqa: E731
-      return generator.apply(variables, x_drive, ref(y_ref), ref(x_ref), audio).image
-
-    self._generate = jax.jit(generate)
+    generate = inference.make_generate_fn(gen_lib.make_generator(config))  # The reference broadcast on the device.
+    # (variables, x_drive, y_ref, x_ref, audio) -> G's frames.
+    self._generate = lambda variables, *arrays: generate(variables, inference.Inputs(*arrays))[0]
 
   def generate(self, x_drive: np.ndarray, y_ref: np.ndarray, x_ref: np.ndarray, audio: np.ndarray) -> np.ndarray:
     """G over n frames in batches of batch_size (the last one padded: one compile): (n, S, S, 3) in [-1, 1]."""

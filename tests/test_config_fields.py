@@ -5,7 +5,7 @@ config, its copies and its config.json; serialising a config, cache keys and val
   - train.py's command line (headgan_jax/train/cli.py, with no --workdir: config.train.workdir) builds the model and
     runs ONE training step on the demo build of conftest.py (the real input pipeline: grain, the device-side
     assembly), with an image grid, one in-loop evaluation and a checkpoint, and
-  - evaluate.py (headgan_jax/metrics/evaluate.py) restores G from that checkpoint and runs both protocols on the
+  - evaluate.py (headgan_jax/evaluate.py) restores G from that checkpoint and runs both protocols on the
     test split with every evaluator of config.evals (Generator, protocol batches, the tracker for AED / APD),
 on a tiny config made from configs/tiny.py (16 px; every network, loss and data path of the paper's config). It fails
 naming every leaf of configs/paper.py's config that nothing read, except those on ALLOWED: leaves read only by other
@@ -177,7 +177,7 @@ def first_batch_and_losses(trainer):
 @pytest.fixture(scope='module')
 def recorded(demo_build, tmp_path_factory):
   """The recorded run (see the module docstring): {'recorder', 'eval'}; its trainer is kept in _FULL."""
-  from headgan_jax.metrics import evaluate
+  from headgan_jax import evaluate
   from headgan_jax.train import cli, loop
   folder = tmp_path_factory.mktemp('config_fields')
   workdir = folder / 'run'

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import train_configs
-from headgan_jax.metrics import evaluate
+from headgan_jax import evaluate
 from headgan_jax.train import loop, metric_writer
 
 STEPS = 2

@@ -4,7 +4,7 @@
 
   config.evals.fid = dict(type='fid', inception_weights='/path/pt_inception-2015-12-05-6726825d.pth', every=0)
 
-This is the ONE evaluator interface of the project: evaluate.py (headgan_jax/metrics/evaluate.py) and the training
+This is the ONE evaluator interface of the project: evaluate.py (headgan_jax/evaluate.py) and the training
 loop's in-loop evaluation (headgan_jax/train/evals.py, entries with `every` > 0) both build their evaluators here.
 `from_config(config.evals)` builds one evaluator per entry. A caller calls `reset()`, streams batches in with
 `update(batch)` and reads `result()` at the end, so memory stays bounded over a whole test split (features are folded

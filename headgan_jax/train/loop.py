@@ -72,7 +72,7 @@ from headgan_jax.data import sources
 from headgan_jax.errors import CheckpointError, ConfigError, NonFiniteLossError, WorkdirBusyError
 from headgan_jax.face3d.mouth import crop_mouth
 from headgan_jax.files import write_atomic
-from headgan_jax.nn import vgg as vgg_lib
+from headgan_jax.nn import inference, vgg as vgg_lib
 from headgan_jax import workdir as workdir_lib
 from headgan_jax.train import evals as evals_lib, metric_writer, state as state_lib
 from headgan_jax.train import step as step_lib
@@ -306,17 +306,6 @@ def generator_variables(state: Any) -> dict[str, Any]:
   return {'params': state.g.params, 'batch_stats': state.g.stats}
 
 
-def make_generate_fn(generator, mesh: jax.sharding.Mesh) -> Callable[[Any, batch_lib.Batch], tuple[jax.Array, jax.Array]]:
-  """jitted (G's variables, replicated; batch) -> (G's frames, the warped references), sharded like the batch."""
-
-  def generate(variables, batch: batch_lib.Batch) -> tuple[jax.Array, jax.Array]:
-    out = generator.apply(variables, batch.x_drive, batch.y_ref, batch.x_ref, batch.audio)
-    return out.image, out.warped_ref
-
-  sharded = sharding_lib.batch_sharding(mesh)
-  return jax.jit(generate, in_shardings=(sharding_lib.replicated(mesh), sharded), out_shardings=(sharded, sharded))
-
-
 @dataclasses.dataclass
 class RunResult:
   state: Any
@@ -342,7 +331,7 @@ class Trainer:
   generate_fn: Callable[[Any, batch_lib.Batch], tuple[jax.Array, jax.Array]]  # (state, batch) -> G's frames and warped
   #   references, sharded like the batch: apply_generator on the state's G.
   preview_fn: Callable[..., dict[str, jax.Array]]  # jitted (batch, frames, warped) -> image-grid columns, replicated.
-  apply_generator: Callable[[Any, batch_lib.Batch], tuple[jax.Array, jax.Array]]  # make_generate_fn: G's variables.
+  apply_generator: inference.GenerateFn  # nn/inference.py make_generate_fn: (G's variables, batch).
 
   @classmethod
   def create(cls, config: ml_collections.ConfigDict, devices=None, init_key: jax.Array | None = None,
@@ -387,7 +376,7 @@ class Trainer:
               'mouth': to01(jnp.concatenate(mouths, axis=1))}
 
     # One compilation of G's forward pass serves the image grids and the evaluations (same batch size).
-    apply_generator = make_generate_fn(models.generator, mesh)
+    apply_generator = inference.make_generate_fn(models.generator, mesh)
     generate_fn = lambda state, batch: apply_generator(generator_variables(state), batch)  # noqa: E731
     preview_fn = jax.jit(preview, in_shardings=(sharded, sharded, sharded), out_shardings=repl)
     root = jax.random.key(config.seed)

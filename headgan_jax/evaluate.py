@@ -87,7 +87,7 @@ class Restored:
   """G of one checkpoint, ready to run on the evaluation mesh."""
   mesh: Any  # jax.sharding.Mesh over the devices the evaluation batch splits evenly over.
   variables: dict  # G's variables, replicated on `mesh`.
-  generate_fn: Any  # jitted (variables, Batch) -> (frames, warped references), sharded like the batch.
+  generate_fn: Any  # nn/inference.py: jitted (variables, Batch) -> (frames, warped references), sharded like the batch.
   step: int
 
 
@@ -96,13 +96,12 @@ def restore_generator(config, workdir: str, step: int | None) -> Restored:
   D, D_m or the optimisers), replicated on a mesh over the devices that config.train.batch_size splits over."""
   import jax  # pylint: disable=import-outside-toplevel
   from headgan_jax import sharding as sharding_lib  # pylint: disable=import-outside-toplevel
-  from headgan_jax.nn import generator as gen_lib  # pylint: disable=import-outside-toplevel
-  from headgan_jax.train import loop  # pylint: disable=import-outside-toplevel
+  from headgan_jax.nn import generator as gen_lib, inference  # pylint: disable=import-outside-toplevel
   n = math.gcd(int(config.train.batch_size), jax.device_count())  # The eval batch splits evenly over the mesh.
   mesh = sharding_lib.make_mesh(jax.devices()[:n])
   ckpt = workdir_lib.load(workdir, step, config=config, sharding=sharding_lib.replicated(mesh),
                           step_flag='--checkpoint')
-  return Restored(mesh, ckpt.variables, loop.make_generate_fn(gen_lib.make_generator(config), mesh), ckpt.step)
+  return Restored(mesh, ckpt.variables, inference.make_generate_fn(gen_lib.make_generator(config), mesh), ckpt.step)
 
 
 # --- Clips of the test split -----------------------------------------------------------------------------------
