@@ -12,7 +12,7 @@ a clip.
   the ground truth.
 - cross: each clip drives once with the reference (as in self) of a clip of another identity (seeded
   choice); x_t is rendered with the REFERENCE's identity and the driver's expression and camera (eq. 1).
-The evaluators are the entries of config.evals (all of them, whatever their `every`; metrics/evaluators.py). For
+The evaluators are the entries of config.evals (all of them, whatever their `every`; metrics/evaluators/). For
 AED / APD both the generated and the driving frames are tracked with the project's tracker (data/track.py), each
 clip as a video, after upsampling to --track_size px (BlazeFace + the landmark model need faces larger than the
 demo's 64 px crops); only frames fitted on both sides count.
@@ -282,7 +282,7 @@ def evaluate(config, restored: Restored, *, protocols_to_run: Sequence[str] = ('
     if p not in protocols.PROTOCOLS:
       raise ConfigError(f'--protocols: unknown protocol {p!r} (known: {", ".join(protocols.PROTOCOLS)})')
   evaluators = ev_lib.from_config(config.evals)  # Built once (network weights load once), reset per protocol.
-  needs_fits = any(isinstance(e, ev_lib.AEDEvaluator) for e in evaluators.values())
+  needs_fits = any(isinstance(e, ev_lib.get('aed')) for e in evaluators.values())
   tracker = FrameTracker(config, track_size) if needs_fits else None
   generator = GeneratedFrames(config, restored, dataset)
   results, counts = {}, {}

@@ -67,11 +67,11 @@ ALLOWED: dict[str, str] = {
     # Read once a weight file is given; none is available offline, so the test runs without them.
     'loss.vgg_weights': "nn/vgg.py vgg19_from_config when loss.use_vgg (torchvision's VGG19 file; tests/test_vgg.py)",
     'loss.vgg_sha256': "nn/vgg.py vgg19_from_config when loss.use_vgg (torchvision's VGG19 file; tests/test_vgg.py)",
-    'evals.csim.arcface_model': "metrics/csim.py, metrics/evaluators.py when embedder = 'arcface' (insightface .onnx)",
-    'evals.fid.sha256_prefix': "metrics/evaluators.py FIDEvaluator once inception_weights is set (pytorch-fid's file)",
-    'evals.fid.real': "metrics/evaluators.py FIDEvaluator once inception_weights is set (pytorch-fid's file)",
-    'evals.fid.real_stats': "metrics/evaluators.py FIDEvaluator once inception_weights is set (pytorch-fid's file)",
-    'evals.fid.batch_size': "metrics/evaluators.py FIDEvaluator once inception_weights is set (pytorch-fid's file)",
+    'evals.csim.arcface_model': "metrics/csim.py and evaluators/csim.py when embedder = 'arcface' (insightface .onnx)",
+    'evals.fid.sha256_prefix': "metrics/evaluators/fid.py once inception_weights is set (pytorch-fid's file)",
+    'evals.fid.real': "metrics/evaluators/fid.py once inception_weights is set (pytorch-fid's file)",
+    'evals.fid.real_stats': "metrics/evaluators/fid.py once inception_weights is set (pytorch-fid's file)",
+    'evals.fid.batch_size': "metrics/evaluators/fid.py once inception_weights is set (pytorch-fid's file)",
 }
 
 # Where allow-listed leaves must be read: the package, the TFDS builders and the top-level commands (not configs/,
