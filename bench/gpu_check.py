@@ -184,7 +184,6 @@ def vgg_setup(config, mesh):
   import jax.numpy as jnp
   from headgan_jax import sharding as sharding_lib
   from headgan_jax.nn import vgg as vgg_lib
-  from headgan_jax.train import step as step_lib
   if not config.loss.use_vgg:
     return None, None
   model = vgg_lib.vgg19_module_from_config(config)

@@ -73,7 +73,6 @@ def run(args) -> dict:
   from configs import paper
   from headgan_jax import sharding as sharding_lib
   from headgan_jax.data import build, clips as clips_lib, pipeline
-  from headgan_jax.train import step as step_lib
   config = paper.get_config()
   config.data.data_dir = args.data_dir
   config.data.source = 'headgan_demo'
