@@ -32,9 +32,9 @@ import numpy as np
 
 from headgan_jax import host_malloc
 from headgan_jax import sharding as sharding_lib
+from headgan_jax import workdir as workdir_lib
 from headgan_jax.data import batch as batch_lib
 from headgan_jax.errors import ConfigError, HeadGANError
-from headgan_jax import workdir as workdir_lib
 from headgan_jax.train import losses
 
 BASELINES = ('trained', 'untrained', 'copy_reference', 'warped_reference')

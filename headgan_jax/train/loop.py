@@ -67,13 +67,13 @@ import tqdm
 from jax.experimental import multihost_utils
 
 from headgan_jax import sharding as sharding_lib
+from headgan_jax import workdir as workdir_lib
 from headgan_jax.data import batch as batch_lib
 from headgan_jax.data import sources
 from headgan_jax.errors import CheckpointError, ConfigError, NonFiniteLossError, WorkdirBusyError
 from headgan_jax.face3d.mouth import crop_mouth
 from headgan_jax.files import write_atomic
 from headgan_jax.nn import inference, vgg as vgg_lib
-from headgan_jax import workdir as workdir_lib
 from headgan_jax.train import evals as evals_lib, metric_writer, state as state_lib
 from headgan_jax.train import step as step_lib
 
