@@ -2,7 +2,7 @@
 
   python evaluate.py --config W/config.json --workdir W --out W/eval.json [--checkpoint STEP]
 
-See headgan_jax/metrics/evaluate.py for the protocols, flags and exit statuses.
+See headgan_jax/evaluate.py for the protocols, flags and exit statuses.
 """
 import sys
 
@@ -10,5 +10,5 @@ from headgan_jax import host_malloc
 
 if __name__ == '__main__':
   host_malloc.reexec_with_tcmalloc()  # First: it may start this command again (headgan_jax/host_malloc.py).
-  from headgan_jax.metrics import evaluate
+  from headgan_jax import evaluate
   sys.exit(evaluate.main())

@@ -59,8 +59,9 @@ os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
+from headgan_jax.data import batch as batch_lib  # noqa: E402
 from headgan_jax.nn import vgg as vgg_lib  # noqa: E402
-from headgan_jax.train import data, state as state_lib, step as step_lib  # noqa: E402
+from headgan_jax.train import state as state_lib, step as step_lib  # noqa: E402
 
 PEAKS = {'H100 (bf16 989 TFLOP/s)': 989.4e12, 'TPU v5e (bf16 197 TFLOP/s)': 197e12}
 EFFICIENCY = 0.4
@@ -95,7 +96,7 @@ def measure(base, size: int, batch: int, remat: str, dtype: str) -> dict:
     model = vgg_lib.vgg19_module_from_config(config)
     vgg_params = jax.eval_shape(model.init, jax.random.key(1), jnp.zeros((1, 32, 32, 3)))['params']
     vgg_apply = lambda p, x: model.apply({'params': p}, x)  # noqa: E731
-  batch_spec = data.batch_spec(config, batch)
+  batch_spec = batch_lib.batch_spec(config, batch)
   fn = jax.jit(step_lib.train_step_fn(config, models, optimizers, vgg_apply, update_d=True), donate_argnums=(0,))
   t0 = time.perf_counter()
   lowered = fn.lower(state, batch_spec, vgg_params)

@@ -1,4 +1,4 @@
-"""Restoring a checkpoint for evaluation: G alone (train/checkpoints.py, what evaluate.py does now) vs the whole
+"""Restoring a checkpoint for evaluation: G alone (workdir.py, what evaluate.py does now) vs the whole
 train state through a Trainer (what evaluate.py did before: Trainer.create, then G, D, D_m and the three Adam
 states read back), on a checkpoint this script writes (the config's fresh state saved as step 1).
 
@@ -36,7 +36,7 @@ def write_checkpoint(config, workdir: str) -> None:
 
 
 def whole_state(config, workdir: str):
-  """evaluate.py's restore before train/checkpoints.py: a Trainer for the config, the whole state read back."""
+  """evaluate.py's restore before workdir.py: a Trainer for the config, the whole state read back."""
   import jax
   from headgan_jax.train import loop
   eval_config = config.copy_and_resolve_references()
@@ -49,7 +49,7 @@ def whole_state(config, workdir: str):
 
 def g_alone(config, workdir: str):
   import jax
-  from headgan_jax.metrics import evaluate
+  from headgan_jax import evaluate
   return jax.block_until_ready(evaluate.restore_generator(config, workdir, None).variables)
 
 
@@ -59,7 +59,7 @@ def main(argv=None) -> int:
   ap.add_argument('--repeats', type=int, default=5)
   args = ap.parse_args(argv)
   import jax
-  from headgan_jax.metrics import evaluate
+  from headgan_jax import evaluate
   config = evaluate.load_config(args.config)
   with tempfile.TemporaryDirectory() as tmp:
     write_checkpoint(config, tmp)
@@ -79,7 +79,7 @@ def main(argv=None) -> int:
   print(f"restore for evaluation ({args.config}, median of {args.repeats}, one process):\n"
         f"  whole train state through a Trainer (before): {med['whole_state_s']:.3f} s "
         f"({sizes['whole_state_mb']:.2f} MB)\n"
-        f"  G alone, train/checkpoints.py (now):          {med['g_alone_s']:.3f} s ({sizes['g_alone_mb']:.2f} MB)\n"
+        f"  G alone, workdir.py (now):                    {med['g_alone_s']:.3f} s ({sizes['g_alone_mb']:.2f} MB)\n"
         f"  ratio: {result['ratio_whole_over_g']:.2f}x")
   print(json.dumps(result))
   return 0

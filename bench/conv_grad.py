@@ -87,14 +87,15 @@ def conv_impl_auto_picks_ours(call: conv.ConvCall) -> bool:
 def step_flops(config, batch: int) -> float | None:
   """FLOPs of the average train step (XLA cost analysis of the lowered, not compiled, steps without and with the D
   update, weighted 1 - 1/d_every and 1/d_every; VGG off)."""
-  from headgan_jax.train import data, state as state_lib, step as step_lib  # pylint: disable=import-outside-toplevel
+  from headgan_jax.data import batch as batch_lib  # pylint: disable=import-outside-toplevel
+  from headgan_jax.train import state as state_lib, step as step_lib  # pylint: disable=import-outside-toplevel
   config = config.copy_and_resolve_references()
   config.loss.use_vgg = False
   config.train.batch_size = batch
   config.model.conv_impl = 'xla'  # Same FLOPs; XLA's cost analysis counts a scan's body once, not per step.
   models, optimizers = state_lib.make_models(config), state_lib.make_optimizers(config)
   state = jax.eval_shape(lambda k: state_lib.init_state(k, config, models, optimizers), jax.random.key(0))
-  spec = data.batch_spec(config, batch)
+  spec = batch_lib.batch_spec(config, batch)
   flops = {}
   for update_d in (False, True):
     fn = step_lib.train_step_fn(config, models, optimizers, update_d=update_d)

@@ -11,7 +11,7 @@ every platform; `jax.export` adds a platform index argument and keeps one module
 with <dt> 'fp32' or 'bf16', and writes each as `<name>.jaxexport` (`Exported.serialize()` bytes) plus `summary.json`.
 
 The mesh: a 1-D `jax.sharding.AbstractMesh` of --devices N devices with the project's axis 'data'
-(`train/step.py` DATA_AXIS), so no device of the target platform is needed to lower. The train step is exactly the
+(`sharding.py` DATA_AXIS), so no device of the target platform is needed to lower. The train step is exactly the
 project's (`step.train_step_fn`, jitted as `step.make_train_step` does: state and VGG parameters replicated, the batch
 sharded along 'data', the state donated) with the GLOBAL batch N x config.train.batch_size: the config's batch is
 taken as the per-device batch here (paper.py: 6 per device, 48 on 8 devices). G's inference with a batch divisible
@@ -73,8 +73,10 @@ import jax.numpy as jnp  # noqa: E402
 from jax import export as jax_export  # noqa: E402
 from jax.sharding import AbstractMesh  # noqa: E402
 
+from headgan_jax import sharding as sharding_lib  # noqa: E402
+from headgan_jax.data import batch as batch_lib  # noqa: E402
 from headgan_jax.nn import vgg as vgg_lib  # noqa: E402
-from headgan_jax.train import data, state as state_lib, step as step_lib  # noqa: E402
+from headgan_jax.train import state as state_lib, step as step_lib  # noqa: E402
 
 # Custom-call targets XLA itself puts into SPMD programs for every platform (sharding annotations and the
 # manual-sharding boundaries of shard_map); anything else (oneDNN, any FFI handler, host callbacks) must not appear.
@@ -162,12 +164,12 @@ def train_programs(config, n_devices: int, models, optimizers, state) -> list[Pr
   config = config.copy_and_resolve_references()
   config.train.batch_size = global_batch  # The project's config holds the global batch.
   vgg_apply, vgg_params = vgg_for(config)
-  batch = data.batch_spec(config, global_batch)
+  batch = batch_lib.batch_spec(config, global_batch)
   leaves, paths, treedef = _flat((state, batch, vgg_params))
   n_state = len(jax.tree.leaves(state))
   n_batch = len(jax.tree.leaves(batch))
-  mesh = AbstractMesh((n_devices,), (step_lib.DATA_AXIS,))
-  repl, sharded = step_lib.replicated(mesh), step_lib.batch_sharding(mesh)
+  mesh = AbstractMesh((n_devices,), (sharding_lib.DATA_AXIS,))
+  repl, sharded = sharding_lib.replicated(mesh), sharding_lib.batch_sharding(mesh)
   in_shardings = tuple(sharded if n_state <= i < n_state + n_batch else repl for i in range(len(leaves)))
   out = []
   for update_d, name in ((True, 'train_step_d'), (False, 'train_step_no_d')):
@@ -206,8 +208,8 @@ def inference_program(config, n_devices: int, models, state, batch_size: int) ->
   parallel = n_devices > 1 and batch_size % n_devices == 0
   devices = n_devices if parallel else 1
   if parallel:
-    mesh = AbstractMesh((n_devices,), (step_lib.DATA_AXIS,))
-    repl, sharded = step_lib.replicated(mesh), step_lib.batch_sharding(mesh)
+    mesh = AbstractMesh((n_devices,), (sharding_lib.DATA_AXIS,))
+    repl, sharded = sharding_lib.replicated(mesh), sharding_lib.batch_sharding(mesh)
     jitted = jax.jit(flat_fn, in_shardings=tuple(repl if i < n_vars else sharded for i in range(len(leaves))),
                      out_shardings=sharded)
   else:
@@ -234,9 +236,9 @@ def check_exported(exp, platforms: tuple[str, ...], program: Program) -> dict:
   checks['effects'] = None if not effects else f'effects {effects}'
   problems = []
   if program.n_devices > 1:
-    if not re.search(rf'sdy\.mesh @\w+ = <\["{step_lib.DATA_AXIS}"={program.n_devices}\]>', text) and \
-       f'"{step_lib.DATA_AXIS}"' not in text:
-      problems.append(f'no mesh axis {step_lib.DATA_AXIS!r} of size {program.n_devices} in the module')
+    if not re.search(rf'sdy\.mesh @\w+ = <\["{sharding_lib.DATA_AXIS}"={program.n_devices}\]>', text) and \
+       f'"{sharding_lib.DATA_AXIS}"' not in text:
+      problems.append(f'no mesh axis {sharding_lib.DATA_AXIS!r} of size {program.n_devices} in the module')
     kept = set(exp.module_kept_var_idx)  # Inputs the program never reads are dropped (and carry no sharding).
     for i, (sharding, spec) in enumerate(zip(exp.in_shardings_hlo, exp.in_avals)):
       if i not in kept:
@@ -284,7 +286,7 @@ def export_program(program: Program, platforms: tuple[str, ...], out_dir: pathli
   entry = {
       'name': program.name, 'file': path.name, 'bytes': len(blob), 'kind': program.kind,
       'platforms': list(back.platforms), 'nr_devices': back.nr_devices,
-      'mesh': {step_lib.DATA_AXIS: program.n_devices} if program.n_devices > 1 else None,
+      'mesh': {sharding_lib.DATA_AXIS: program.n_devices} if program.n_devices > 1 else None,
       'global_batch': program.global_batch, 'per_device_batch': program.per_device_batch,
       'export_s': round(export_s, 1), 'stablehlo_chars': len(text),
       'custom_call_targets': sorted(custom_call_targets(text)),

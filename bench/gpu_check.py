@@ -182,13 +182,13 @@ def vgg_setup(config, mesh):
   """(vgg_apply, replicated random VGG19 params) or (None, None) without the VGG terms."""
   import jax
   import jax.numpy as jnp
+  from headgan_jax import sharding as sharding_lib
   from headgan_jax.nn import vgg as vgg_lib
-  from headgan_jax.train import step as step_lib
   if not config.loss.use_vgg:
     return None, None
   model = vgg_lib.vgg19_module_from_config(config)
   params = model.init(jax.random.key(1), jnp.zeros((1, 32, 32, 3)))['params']
-  return (lambda p, x: model.apply({'params': p}, x)), jax.device_put(params, step_lib.replicated(mesh))
+  return (lambda p, x: model.apply({'params': p}, x)), jax.device_put(params, sharding_lib.replicated(mesh))
 
 
 def _finite(tree) -> bool:
@@ -204,18 +204,20 @@ def _finite(tree) -> bool:
 def section_train(args, dtype: str) -> dict:
   import jax
   import numpy as np
-  from headgan_jax.train import data, state as state_lib, step as step_lib
+  from headgan_jax import sharding as sharding_lib
+  from headgan_jax.data import batch as batch_lib
+  from headgan_jax.train import state as state_lib, step as step_lib
   config = base_config(args)
   config.model.compute_dtype = dtype
   devices = jax.devices()[:args.devices]
-  mesh = step_lib.make_mesh(devices)
+  mesh = sharding_lib.make_mesh(devices)
   per_device = int(config.train.batch_size)
   config.train.batch_size = per_device * len(devices)  # The project's config holds the global batch.
   models, optimizers = state_lib.make_models(config), state_lib.make_optimizers(config)
   vgg_apply, vgg_params = vgg_setup(config, mesh)
   t0 = time.perf_counter()
   state = step_lib.init_state_sharded(jax.random.key(config.seed), config, models, optimizers, mesh)
-  batch = step_lib.shard_batch(data.synthetic_batch(jax.random.key(0), config), mesh)
+  batch = sharding_lib.shard_batch(batch_lib.synthetic_batch(jax.random.key(0), config), mesh)
   jax.block_until_ready((state, batch))
   init_s = time.perf_counter() - t0
   train_step = step_lib.make_train_step(config, models, optimizers, mesh, vgg_apply)
@@ -411,8 +413,9 @@ class _ExportInputs:
     """The program's flat inputs in bench/export.py's order: real values of the shapes it was exported for."""
     import jax
     import jax.numpy as jnp
+    from headgan_jax.data import batch as batch_lib
     from headgan_jax.nn import generator as gen_lib, vgg as vgg_lib
-    from headgan_jax.train import data, state as state_lib
+    from headgan_jax.train import state as state_lib
     c = self._for(dtype)
     config, models = c['config'], c['models']
     if program.kind == 'train_step':
@@ -425,7 +428,7 @@ class _ExportInputs:
           c['vgg'] = jax.jit(vgg.init)(jax.random.key(1), jnp.zeros((1, 32, 32, 3)))['params']
       global_config = config.copy_and_resolve_references()
       global_config.train.batch_size = program.global_batch
-      return jax.tree.leaves((c['state'], data.synthetic_batch(jax.random.key(0), global_config), c['vgg']))
+      return jax.tree.leaves((c['state'], batch_lib.synthetic_batch(jax.random.key(0), global_config), c['vgg']))
     if 'g_variables' not in c:
       c['g_variables'] = jax.jit(models.generator.init)(jax.random.key(0), *gen_lib.example_inputs(config, 1))
     keys = jax.random.split(jax.random.key(2), 4)

@@ -165,8 +165,8 @@ def eval_batches(config, mesh, max_batches: int, identities: str):
 
 
 def measure(args: argparse.Namespace) -> int:
-  from headgan_jax.train import checkpoints, loop  # pylint: disable=import-outside-toplevel
-  from headgan_jax.train import step as step_lib  # pylint: disable=import-outside-toplevel
+  from headgan_jax import sharding, workdir as checkpoints  # pylint: disable=import-outside-toplevel
+  from headgan_jax.train import loop  # pylint: disable=import-outside-toplevel
   config = load_run(args.workdir, args.data_dir, args.source)
   periods = [int(p) for p in args.periods.split(',')]
   trainer = loop.Trainer.create(config)
@@ -181,7 +181,7 @@ def measure(args: argparse.Namespace) -> int:
         variables = loop.generator_variables(trainer.init_state())
       else:
         location = checkpoints.find(args.workdir, step, step_flag='--steps')
-        variables = checkpoints.restore_generator(location, config, step_lib.replicated(trainer.mesh))
+        variables = checkpoints.restore_generator(location, config, sharding.replicated(trainer.mesh))
       gen, real, frames = mean_spectra(trainer.apply_generator, variables, batches)
       result = dict(step=step, frames=frames, workdir=os.path.abspath(args.workdir), label=args.label,
                     **analyse(gen, real, periods))

@@ -49,17 +49,19 @@ def paper_step_flops(batch: int) -> float | None:
   """FLOPs per example of the paper-config train step (XLA cost analysis of the lowered step, VGG included)."""
   import jax.numpy as jnp
   from configs import paper
+  from headgan_jax import sharding as sharding_lib
+  from headgan_jax.data import batch as batch_lib
   from headgan_jax.nn import vgg as vgg_lib
-  from headgan_jax.train import data, state as state_lib, step as step_lib
+  from headgan_jax.train import state as state_lib, step as step_lib
   config = paper.get_config()
   config.train.batch_size = batch
   config.train.steps_per_epoch = 1000  # Any: the schedule's epoch length does not change the step's cost.
-  mesh = step_lib.make_mesh(jax.devices()[:1])
+  mesh = sharding_lib.make_mesh(jax.devices()[:1])
   models, optimizers = state_lib.make_models(config), state_lib.make_optimizers(config)
   vgg = vgg_lib.vgg19_module_from_config(config, jnp.float32)
   vgg_params = jax.eval_shape(lambda: vgg.init(jax.random.key(1), jnp.zeros((1, 32, 32, 3)))['params'])
   state = jax.eval_shape(lambda k: state_lib.init_state(k, config, models, optimizers), jax.random.key(0))
-  batch_spec = data.batch_spec(config, batch)
+  batch_spec = batch_lib.batch_spec(config, batch)
   step = step_lib.make_train_step(config, models, optimizers, mesh, lambda p, x: vgg.apply({'params': p}, x))
   cost = step.jitted.lower(state, batch_spec, vgg_params).cost_analysis()
   if isinstance(cost, (list, tuple)):
@@ -69,8 +71,8 @@ def paper_step_flops(batch: int) -> float | None:
 
 def run(args) -> dict:
   from configs import paper
+  from headgan_jax import sharding as sharding_lib
   from headgan_jax.data import build, clips as clips_lib, pipeline
-  from headgan_jax.train import step as step_lib
   config = paper.get_config()
   config.data.data_dir = args.data_dir
   config.data.source = 'headgan_demo'
@@ -100,7 +102,7 @@ def run(args) -> dict:
         f'thread, {threaded:.1f} with {args.threads} grain threads')
 
   # Device side on this machine's CPU (x rendered for k + 3 frames per example at 256 px).
-  mesh = step_lib.make_mesh(jax.devices()[:1])
+  mesh = sharding_lib.make_mesh(jax.devices()[:1])
   assembler = pipeline.Assembler(config, mesh, ds, args.batch)
   batch_host = next(it)
   jax.block_until_ready(assembler(batch_host))

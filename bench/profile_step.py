@@ -157,9 +157,11 @@ def _build(args):
   """(callable running one step to completion, compiled HLO text, label)."""
   config = g_step.apply_overrides(g_step.load_config(args.config), args)
   if args.full:
+    from headgan_jax import sharding as sharding_lib  # pylint: disable=import-outside-toplevel
+    from headgan_jax.data import batch as batch_lib  # pylint: disable=import-outside-toplevel
     from headgan_jax.nn import vgg as vgg_lib  # pylint: disable=import-outside-toplevel
-    from headgan_jax.train import data, state as state_lib, step as step_lib  # pylint: disable=import-outside-toplevel
-    mesh = step_lib.make_mesh()
+    from headgan_jax.train import state as state_lib, step as step_lib  # pylint: disable=import-outside-toplevel
+    mesh = sharding_lib.make_mesh()
     models, optimizers = state_lib.make_models(config), state_lib.make_optimizers(config)
     vgg_apply = vgg_params = None
     if config.loss.use_vgg:  # Random weights: the cost does not depend on them.
@@ -167,7 +169,7 @@ def _build(args):
       vgg_params = vgg.init(jax.random.key(1), jnp.zeros((1, 32, 32, 3)))['params']
       vgg_apply = lambda p, x: vgg.apply({'params': p}, x)  # noqa: E731
     state = step_lib.init_state_sharded(jax.random.key(0), config, models, optimizers, mesh)
-    batch = step_lib.shard_batch(data.synthetic_batch(jax.random.key(0), config), mesh)
+    batch = sharding_lib.shard_batch(batch_lib.synthetic_batch(jax.random.key(0), config), mesh)
     compiled = step_lib.make_train_step(config, models, optimizers, mesh, vgg_apply, donate=False).jitted.lower(
         state, batch, vgg_params).compile()
     fn = lambda: jax.block_until_ready(compiled(state, batch, vgg_params)[1])  # noqa: E731

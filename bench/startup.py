@@ -28,7 +28,9 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
 from headgan_jax import compilation_cache, host_malloc  # noqa: E402
-from headgan_jax.train import data, state as state_lib, step as step_lib  # noqa: E402
+from headgan_jax import sharding as sharding_lib  # noqa: E402
+from headgan_jax.data import batch as batch_lib  # noqa: E402
+from headgan_jax.train import state as state_lib, step as step_lib  # noqa: E402
 
 
 def load_config(path: str, image_size: int = 0):
@@ -46,16 +48,16 @@ def load_config(path: str, image_size: int = 0):
 def startup_once(config, which: str, compile_step: bool) -> dict:
   """Seconds to build the models and trace + compile + run a fresh jitted init ('before': default compile options,
   'after': state.INIT_COMPILER_OPTIONS); with `compile_step`, then seconds to compile the train step."""
-  mesh = step_lib.make_mesh()
+  mesh = sharding_lib.make_mesh()
   t0 = time.perf_counter()
   models, optimizers = state_lib.make_models(config), state_lib.make_optimizers(config)
   options = state_lib.INIT_COMPILER_OPTIONS if which == 'after' else None
   init = jax.jit(lambda k: state_lib.init_state(k, config, models, optimizers),
-                 out_shardings=step_lib.replicated(mesh), compiler_options=options)
+                 out_shardings=sharding_lib.replicated(mesh), compiler_options=options)
   state = jax.block_until_ready(init(jax.random.key(config.seed)))
   out = {'init_s': round(time.perf_counter() - t0, 2)}
   if compile_step:
-    batch = step_lib.shard_batch(data.synthetic_batch(jax.random.key(0), config), mesh)
+    batch = sharding_lib.shard_batch(batch_lib.synthetic_batch(jax.random.key(0), config), mesh)
     fn = step_lib.make_train_step(config, models, optimizers, mesh)
     t0 = time.perf_counter()
     fn.jitted.lower(state, batch, None).compile()

@@ -21,7 +21,7 @@ frames t-1 and t, D and D_m on fake and real, VGG when enabled, backward passes 
 over the device's peak dense FLOP/s for the compute dtype (table below; bf16 peak for bfloat16, TF32 peak for
 float32, which is what XLA's default matmul precision uses on those GPUs), reported on known GPUs only.
 Figures are printed for humans, then ONE JSON line with all of them. The real data pipeline is not used: batches
-are synthetic (headgan_jax.train.data.synthetic_batch); VGG runs with random weights when the config asks for it
+are synthetic (headgan_jax.data.batch.synthetic_batch); VGG runs with random weights when the config asks for it
 and no weight file is given (the cost is the same).
 """
 from __future__ import annotations
@@ -42,9 +42,11 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from headgan_jax import host_malloc  # noqa: E402
+from headgan_jax import sharding as sharding_lib  # noqa: E402
+from headgan_jax.data import batch as batch_lib  # noqa: E402
 from headgan_jax.errors import HeadGANError  # noqa: E402
 from headgan_jax.nn import vgg as vgg_lib  # noqa: E402
-from headgan_jax.train import data, state as state_lib, step as step_lib  # noqa: E402
+from headgan_jax.train import state as state_lib, step as step_lib  # noqa: E402
 
 # Peak dense tensor-core FLOP/s (no sparsity), from NVIDIA's data sheets: (bf16, tf32).
 PEAK_FLOPS = {
@@ -97,7 +99,7 @@ def setup_vgg(config, mesh):
     vgg_params = model.init(jax.random.key(1), jnp.zeros((1, 32, 32, 3)))['params']
     vgg_apply = lambda p, x: model.apply({'params': p}, x)  # noqa: E731
     note = 'random weights (no file configured; same cost)'
-  return vgg_apply, jax.device_put(vgg_params, step_lib.replicated(mesh)), note
+  return vgg_apply, jax.device_put(vgg_params, sharding_lib.replicated(mesh)), note
 
 
 def apply_overrides(config, args: argparse.Namespace):
@@ -122,7 +124,7 @@ def run(args: argparse.Namespace) -> dict:
   if args.source:
     return run_source(args, config)
   devices = jax.devices()
-  mesh = step_lib.make_mesh(devices)
+  mesh = sharding_lib.make_mesh(devices)
   batch_size = config.train.batch_size
   models = state_lib.make_models(config)
   optimizers = state_lib.make_optimizers(config)
@@ -132,7 +134,7 @@ def run(args: argparse.Namespace) -> dict:
   state = step_lib.init_state_sharded(jax.random.key(config.seed), config, models, optimizers, mesh)
   jax.block_until_ready(state)
   init_s = time.perf_counter() - t0
-  batch = step_lib.shard_batch(data.synthetic_batch(jax.random.key(0), config, batch_size), mesh)
+  batch = sharding_lib.shard_batch(batch_lib.synthetic_batch(jax.random.key(0), config, batch_size), mesh)
   train_step = step_lib.make_train_step(config, models, optimizers, mesh, vgg_apply)
 
   # With config.train.d_update 'two_steps' a step without and one with the D update are compiled apart.
@@ -184,7 +186,7 @@ def run_source(args: argparse.Namespace, config) -> dict:
   config.data.source = args.source
   if args.data_dir:
     config.data.data_dir = args.data_dir
-  mesh = step_lib.make_mesh()
+  mesh = sharding_lib.make_mesh()
   models = state_lib.make_models(config)
   optimizers = state_lib.make_optimizers(config)
   vgg_apply, vgg_params, vgg_note = setup_vgg(config, mesh)
@@ -230,13 +232,13 @@ def run_compare_conv(args: argparse.Namespace, config) -> dict:
     ctypes.CDLL('libc.so.6').mallopt(-3, 1 << 20)  # M_MMAP_THRESHOLD
   except OSError:
     pass
-  mesh = step_lib.make_mesh()
+  mesh = sharding_lib.make_mesh()
   optimizers = state_lib.make_optimizers(config)
   vgg_apply = vgg_params = None
   if config.loss.use_vgg:  # Random weights: the cost does not depend on them.
     model = vgg_lib.vgg19_module_from_config(config)
     vgg_params = jax.device_put(model.init(jax.random.key(1), jnp.zeros((1, 32, 32, 3)))['params'],
-                                step_lib.replicated(mesh))
+                                sharding_lib.replicated(mesh))
     vgg_apply = lambda p, x: model.apply({'params': p}, x)  # noqa: E731
   models = {}
   for impl in args.compare_conv.split(','):
@@ -244,7 +246,7 @@ def run_compare_conv(args: argparse.Namespace, config) -> dict:
     models[impl] = state_lib.make_models(config)
   first_impl = next(iter(models))
   state = step_lib.init_state_sharded(jax.random.key(config.seed), config, models[first_impl], optimizers, mesh)
-  batch = step_lib.shard_batch(data.synthetic_batch(jax.random.key(0), config), mesh)
+  batch = sharding_lib.shard_batch(batch_lib.synthetic_batch(jax.random.key(0), config), mesh)
   compiled, compile_s = {}, {}
   for impl, m in models.items():
     t0 = time.perf_counter()

@@ -33,8 +33,10 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
 import train_step as base  # noqa: E402  (bench/train_step.py: config loading, VGG setup)
+from headgan_jax import sharding as sharding_lib  # noqa: E402
+from headgan_jax.data import batch as batch_lib  # noqa: E402
 from headgan_jax.errors import HeadGANError  # noqa: E402
-from headgan_jax.train import data, state as state_lib, step as step_lib  # noqa: E402
+from headgan_jax.train import state as state_lib, step as step_lib  # noqa: E402
 
 
 def variants(args, config, models, optimizers, mesh, vgg_apply):
@@ -59,18 +61,18 @@ def run(args: argparse.Namespace) -> dict:
     config.train.d_every = 1
   elif args.d_every:
     config.train.d_every = args.d_every
-  mesh = step_lib.make_mesh(jax.devices())
+  mesh = sharding_lib.make_mesh(jax.devices())
   models = state_lib.make_models(config)
   optimizers = state_lib.make_optimizers(config)
   vgg_apply, vgg_params, vgg_note = base.setup_vgg(config, mesh)
   host_state = jax.device_get(step_lib.init_state_sharded(jax.random.key(config.seed), config, models, optimizers,
                                                          mesh))
-  batch = step_lib.shard_batch(data.synthetic_batch(jax.random.key(0), config, config.train.batch_size), mesh)
+  batch = sharding_lib.shard_batch(batch_lib.synthetic_batch(jax.random.key(0), config, config.train.batch_size), mesh)
   table, per_round = variants(args, config, models, optimizers, mesh, vgg_apply)
 
   # ONE state is threaded through every variant (they compute the same update, and the cost does not depend on the
   # values): a second copy of a paper-size state would cost 0.8 GB.
-  state = jax.device_put(host_state, step_lib.replicated(mesh))
+  state = jax.device_put(host_state, sharding_lib.replicated(mesh))
   del host_state
   compiled, compile_s = {}, {}
   for name, parts in table.items():

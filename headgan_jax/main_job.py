@@ -32,7 +32,7 @@ from headgan_jax import errors, host_malloc
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_CONFIG = os.path.join(REPO, 'configs', 'demo.py')
 DEFAULT_REFERENCE = os.path.normpath(os.path.join(REPO, '..', 'shared', 'fixtures', 'reference.png'))
-OUTPUTS = ('eval.json', 'reenacted.mp4', 'reenacted_side_by_side.mp4', 'grid.png')
+OUTPUTS = ('reenacted.mp4', 'reenacted_side_by_side.mp4', 'grid.png')  # Beside WORKDIR's eval.json (workdir.py).
 
 
 class StageFailed(Exception):
@@ -42,11 +42,11 @@ class StageFailed(Exception):
 def latest_checkpoint(workdir: str) -> tuple[int, float] | None:
   """(step, modification time) of the newest whole checkpoint in workdir, or None (a damaged newer one does not
   count: training then runs, sets it aside and trains again from the whole one)."""
-  from headgan_jax.train import checkpoints  # pylint: disable=import-outside-toplevel
-  step, _ = checkpoints.newest_whole(workdir)
+  from headgan_jax import workdir as workdir_lib  # pylint: disable=import-outside-toplevel
+  step, _ = workdir_lib.newest_whole(workdir)
   if step is None:
     return None
-  return step, os.path.getmtime(os.path.join(workdir, checkpoints.CHECKPOINT_DIR, str(step)))
+  return step, os.path.getmtime(os.path.join(workdir, workdir_lib.CHECKPOINT_DIR, str(step)))
 
 
 def fresh(paths: Sequence[str], than: float) -> bool:
@@ -131,9 +131,9 @@ def main(argv: Sequence[str] | None = None) -> int:
   args = parser.parse_args(argv)
   py = sys.executable
   workdir = os.path.abspath(args.workdir)
-  from headgan_jax.train import checkpoints  # pylint: disable=import-outside-toplevel
+  from headgan_jax import workdir as workdir_lib  # pylint: disable=import-outside-toplevel
   try:  # One run per work folder: this job holds WORKDIR's lock, its train.py stage with it (inherited).
-    lock = checkpoints.lock_workdir(workdir)  # Creates the folder.
+    lock = workdir_lib.lock_workdir(workdir)  # Creates the folder.
   except errors.WorkdirBusyError as e:
     print(f'error: {e}', file=sys.stderr)  # Nothing written: the folder is the other run's.
     return 2
@@ -166,26 +166,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     target = args.steps or _total_steps(config)
     latest = latest_checkpoint(workdir)
     if latest is not None and target and latest[0] >= target:
-      skip('train', f'checkpoint at step {latest[0]} in {workdir}/checkpoints', log)
+      skip('train', f'checkpoint at step {latest[0]} in {os.path.join(workdir, workdir_lib.CHECKPOINT_DIR)}', log)
     else:
       run_stage('train', [py, 'train.py', '--config', args.config, '--workdir', workdir] + overrides, log,
                 **lock.for_child())
     latest = latest_checkpoint(workdir)
     if latest is None:
-      raise StageFailed(f'training wrote no checkpoint in {workdir}/checkpoints.')
+      raise StageFailed(f'training wrote no checkpoint in {os.path.join(workdir, workdir_lib.CHECKPOINT_DIR)}.')
     step, when = latest
     # 3 and 4 (independent, side by side): evaluation, and the reenactment of the reference with the held-out clip.
     stages: list[tuple[str, list[str]]] = []
-    eval_json = os.path.join(workdir, 'eval.json')
+    eval_json = os.path.join(workdir, workdir_lib.EVAL_FILE)
     if fresh([eval_json], when):
       skip('evaluate', f'{eval_json} is newer than the checkpoint at step {step}', log)
     else:
       if not os.path.isfile(os.path.join(REPO, 'evaluate.py')):
         raise StageFailed(f'{REPO}/evaluate.py is missing from this checkout.')
-      stages.append(('evaluate', [py, 'evaluate.py', '--config', os.path.join(workdir, 'config.json'), '--workdir',
-                                  workdir, '--out', eval_json] + (
+      stages.append(('evaluate', [py, 'evaluate.py', '--config', os.path.join(workdir, workdir_lib.CONFIG_FILE),
+                                  '--workdir', workdir, '--out', eval_json] + (
                                       ['--max_frames', str(args.eval_max_frames)] if args.eval_max_frames else [])))
-    mp4s = [os.path.join(workdir, n) for n in OUTPUTS[1:]]
+    mp4s = [os.path.join(workdir, n) for n in OUTPUTS]
     if fresh(mp4s, when):
       skip('reenact', f'{mp4s[0]} is newer than the checkpoint at step {step}', log)
     else:
@@ -201,9 +201,9 @@ def main(argv: Sequence[str] | None = None) -> int:
   _write_log(workdir, log, start)
   lock.release()
   print(f'\nmain job done in {time.perf_counter() - start:.0f} s (checkpoint step {step}). Outputs:')
-  where = {'checkpoints': os.path.join(workdir, 'checkpoints', str(step)),
-           'TensorBoard logs': os.path.join(workdir, 'tensorboard'),
-           'evaluation': os.path.join(workdir, 'eval.json'),
+  where = {'checkpoints': os.path.join(workdir, workdir_lib.CHECKPOINT_DIR, str(step)),
+           'TensorBoard logs': os.path.join(workdir, workdir_lib.TENSORBOARD_DIR),
+           'evaluation': eval_json,
            'reenacted video': mp4s[0], 'side-by-side video (driving | x_t | generated)': mp4s[1],
            'image grid (reference | driving | x_t | generated)': mp4s[2],
            'demo dataset': os.path.dirname(built), 'stage times': os.path.join(workdir, 'main_job.json')}
@@ -222,11 +222,9 @@ def _total_steps(config) -> int:
 
 
 def _write_log(workdir: str, log: list[dict], start: float, failed: str | None = None) -> None:
+  from headgan_jax.files import write_atomic  # pylint: disable=import-outside-toplevel
   data = dict(stages=log, seconds=round(time.perf_counter() - start, 1), failed=failed)
-  tmp = os.path.join(workdir, f'.main_job.json.tmp-{os.getpid()}')
-  with open(tmp, 'w', encoding='utf-8') as f:
-    json.dump(data, f, indent=2)
-  os.replace(tmp, os.path.join(workdir, 'main_job.json'))
+  write_atomic(os.path.join(workdir, 'main_job.json'), json.dumps(data, indent=2).encode())
 
 
 if __name__ == '__main__':

@@ -23,7 +23,7 @@ Frames where no usable face is found keep the last good x_t (the first such fram
 one) and are counted in the summary; a driving video without sound gives a silent video (said once). The 3DMM and
 the audio statistics are the training set's, which train.py copies into W/assets (for a work folder from before it
 did, they are read from the dataset the saved config names), so x_t and h^(a) are what G was trained on and W alone,
-copied to another machine, is enough. Checkpoints are read by train/checkpoints.py (G's variables only).
+copied to another machine, is enough. Checkpoints are read by workdir.py (G's variables only).
 """
 from __future__ import annotations
 
@@ -38,23 +38,23 @@ from typing import Callable, Sequence
 import numpy as np
 
 from headgan_jax import errors, host_malloc
-from headgan_jax.train import checkpoints
+from headgan_jax import workdir as workdir_lib
 
 OUTPUT_AUDIO_RATE = 44_100  # AAC sample rate of the output's sound track.
 NO_AUDIO_NOTE = 'has no audio stream: the output is silent and the mouth is driven by silence.'
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# The checkpoint (config + G's variables) and what G was trained with: train/checkpoints.py reads both.
+# The checkpoint (config + G's variables) and what G was trained with: workdir.py reads both.
 
-Checkpoint = checkpoints.Checkpoint
-load_checkpoint = checkpoints.load  # G's variables only, checked against the run's config.json.
+Checkpoint = workdir_lib.Checkpoint
+load_checkpoint = workdir_lib.load  # G's variables only, checked against the run's config.json.
 
 
 def find_checkpoint(path: str | os.PathLike) -> tuple[str, str, int]:
   """(checkpoint folder, config.json, step) for a training work folder (its latest checkpoint) or one checkpoint's
   folder (WORKDIR/checkpoints/<N>, the config two levels up)."""
-  found = checkpoints.find(path, step_flag='--checkpoint')
+  found = workdir_lib.find(path, step_flag='--checkpoint')
   return found.folder, found.config_path, found.step
 
 
@@ -66,7 +66,7 @@ def training_assets(config, workdir: str | os.PathLike | None = None):
   from headgan_jax.face3d import morphable
   if str(config.data.source) == 'synthetic':
     return None, None, None
-  assets = checkpoints.read_assets(config, workdir)
+  assets = workdir_lib.read_assets(config, workdir)
   if assets.model.num_landmarks != fm.NUM_POINTS and not assets.landmark_map:
     raise errors.FaceModelError(f'{assets.source}/face_model.npz: {assets.model.num_landmarks} landmark vertices, '
                                 f'the detector gives {fm.NUM_POINTS} points and config.track.landmark_map is not set.')
@@ -136,11 +136,9 @@ class Reenactor:
   """G, the tracker and the audio front end of one run, built once; `run` reenacts one reference with one video."""
 
   def __init__(self, config, variables, model=None, points=None, audio_stats=None, batch_size: int = 8):
-    import jax
-    import jax.numpy as jnp
     from headgan_jax.audio import asr
     from headgan_jax.tracking import track as track_lib
-    from headgan_jax.nn import generator as gen_lib
+    from headgan_jax.nn import generator as gen_lib, inference
     self.config = config.copy_and_resolve_references()
     # Frames without a face are bridged (last good x_t), so a long gap does not reject the driving video.
     self.config.track.max_missing_run = 1 << 30
@@ -155,14 +153,9 @@ class Reenactor:
     self.tracker = track_lib.Tracker(self.config, model, points)
     self.asr = asr.make_backend(self.config)
     self.variables = variables
-    generator = gen_lib.make_generator(config)
-
-    def generate(variables, x_drive, y_ref, x_ref, audio):
-      b = x_drive.shape[0]
-      ref = lambda a: jnp.broadcast_to(a, (b,) + a.shape)  # noqa: E731
-      return generator.apply(variables, x_drive, ref(y_ref), ref(x_ref), audio).image
-
-    self._generate = jax.jit(generate)
+    generate = inference.make_generate_fn(gen_lib.make_generator(config))  # The reference broadcast on the device.
+    # (variables, x_drive, y_ref, x_ref, audio) -> G's frames.
+    self._generate = lambda variables, *arrays: generate(variables, inference.Inputs(*arrays))[0]
 
   def generate(self, x_drive: np.ndarray, y_ref: np.ndarray, x_ref: np.ndarray, audio: np.ndarray) -> np.ndarray:
     """G over n frames in batches of batch_size (the last one padded: one compile): (n, S, S, 3) in [-1, 1]."""
@@ -342,7 +335,7 @@ def check_out(out: str | os.PathLike, inputs: Sequence[str | None] = (), suffixe
 
 
 def reenactor_from_checkpoint(checkpoint: str, batch_size: int = 8) -> tuple[Reenactor, Checkpoint]:
-  ckpt = checkpoints.load(checkpoint, step_flag='--checkpoint')
+  ckpt = workdir_lib.load(checkpoint, step_flag='--checkpoint')
   model, points, stats = training_assets(ckpt.config, ckpt.workdir)
   return Reenactor(ckpt.config, ckpt.variables, model, points, stats, batch_size), ckpt
 

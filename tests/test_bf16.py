@@ -25,7 +25,8 @@ import numpy as np
 import pytest
 
 import train_configs
-from headgan_jax.train import data, state as state_lib, step as step_lib
+from headgan_jax.data import batch as batch_lib
+from headgan_jax.train import state as state_lib, step as step_lib
 
 NUM_STEPS = 50
 # The terms whose curves are compared: every term with signal at initialisation. L_F^Temp (float noise at
@@ -82,7 +83,7 @@ def initial_state_and_batches():
   models = state_lib.make_models(config)
   optimizers = state_lib.make_optimizers(config)
   state = jax.device_get(jax.jit(lambda k: state_lib.init_state(k, config, models, optimizers))(jax.random.key(0)))
-  stacked = jax.device_get(jax.jit(jax.vmap(lambda k: data.synthetic_batch(k, config)))(
+  stacked = jax.device_get(jax.jit(jax.vmap(lambda k: batch_lib.synthetic_batch(k, config)))(
       jax.random.split(jax.random.key(1), NUM_STEPS)))
   return state, [jax.tree.map(lambda x, i=i: x[i], stacked) for i in range(NUM_STEPS)]
 

@@ -1,4 +1,4 @@
-"""Checkpoints that survive damage (train/checkpoints.py `damage`, the loop's resume, the readers' `find` / `load`)
+"""Checkpoints that survive damage (workdir.py `damage`, the loop's resume, the readers' `find` / `load`)
 and one training run per work folder (WORKDIR/run.lock).
 
 One tiny run writes checkpoints at steps 1, 2 and 3 once per module, through the loop's own saving; its train step
@@ -23,7 +23,8 @@ import pytest
 
 import train_configs
 from headgan_jax import errors, reenact
-from headgan_jax.train import checkpoints, loop
+from headgan_jax import workdir as workdir_lib
+from headgan_jax.train import loop
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -65,7 +66,7 @@ def trainer():
 def three_checkpoints(trainer, tmp_path_factory) -> pathlib.Path:
   workdir = tmp_path_factory.mktemp('three') / 'run'
   assert trainer.run(workdir, 3, progress=False, iterator=Counter()).step == 3
-  assert sorted(checkpoints.step_folders(workdir)) == [1, 2, 3]
+  assert sorted(workdir_lib.step_folders(workdir)) == [1, 2, 3]
   return workdir
 
 
@@ -132,7 +133,7 @@ def damage_step_3(workdir: pathlib.Path, fault: str) -> str:
   make, keep_sums, reason = FAULTS[fault]
   folder = workdir / 'checkpoints' / '3'
   if not keep_sums:
-    (folder / checkpoints.CHECKSUMS_FILE).unlink()
+    (folder / workdir_lib.CHECKSUMS_FILE).unlink()
   sizes = {str(p.relative_to(folder)): p.stat().st_size for p in folder.rglob('*') if p.is_file()}
   damaged = make(folder)
   now = (folder / damaged).stat().st_size if (folder / damaged).exists() else 0
@@ -144,14 +145,14 @@ def stderr_lines(capsys) -> list[str]:
 
 
 def test_checkpoints_are_whole_with_checksums(three_checkpoints):
-  for step, folder in checkpoints.step_folders(three_checkpoints).items():
-    assert (pathlib.Path(folder) / checkpoints.CHECKSUMS_FILE).is_file(), step
-    assert checkpoints.damage(folder) is None, step
-    os.rename(os.path.join(folder, checkpoints.CHECKSUMS_FILE), os.path.join(folder, 'sums'))
+  for step, folder in workdir_lib.step_folders(three_checkpoints).items():
+    assert (pathlib.Path(folder) / workdir_lib.CHECKSUMS_FILE).is_file(), step
+    assert workdir_lib.damage(folder) is None, step
+    os.rename(os.path.join(folder, workdir_lib.CHECKSUMS_FILE), os.path.join(folder, 'sums'))
     try:
-      assert checkpoints.damage(folder) is None, step  # Read back: whole too.
+      assert workdir_lib.damage(folder) is None, step  # Read back: whole too.
     finally:
-      os.rename(os.path.join(folder, 'sums'), os.path.join(folder, checkpoints.CHECKSUMS_FILE))
+      os.rename(os.path.join(folder, 'sums'), os.path.join(folder, workdir_lib.CHECKSUMS_FILE))
 
 
 @pytest.mark.parametrize('fault', list(FAULTS))
@@ -164,34 +165,34 @@ def test_training_resumes_from_the_newest_whole_checkpoint(trainer, run_copy, fa
   assert result.step == 4 and int(jax.device_get(result.state.step)) == 4
   lines = stderr_lines(capsys)
   assert len(lines) == 1, lines
-  aside = sorted((run_copy / checkpoints.DAMAGED_DIR).iterdir())
+  aside = sorted((run_copy / workdir_lib.DAMAGED_DIR).iterdir())
   assert len(aside) == 1 and aside[0].name.startswith('3-')
   assert lines[0].startswith('skipping checkpoint step 3: ') and lines[0].endswith(f'; moved to {aside[0]}')
   assert reason in lines[0]
-  assert checkpoints.damage(str(aside[0])) is not None  # Moved as it was, not repaired or rewritten.
-  assert not damaged.exists() or checkpoints.damage(str(damaged)) is None  # A new, whole checkpoint 3 (or 4's).
-  steps = checkpoints.step_folders(run_copy)
-  assert sorted(steps) == [2, 3, 4] and all(checkpoints.damage(f) is None for f in steps.values())
-  assert all(os.path.isfile(os.path.join(f, checkpoints.CHECKSUMS_FILE)) for f in steps.values())
+  assert workdir_lib.damage(str(aside[0])) is not None  # Moved as it was, not repaired or rewritten.
+  assert not damaged.exists() or workdir_lib.damage(str(damaged)) is None  # A new, whole checkpoint 3 (or 4's).
+  steps = workdir_lib.step_folders(run_copy)
+  assert sorted(steps) == [2, 3, 4] and all(workdir_lib.damage(f) is None for f in steps.values())
+  assert all(os.path.isfile(os.path.join(f, workdir_lib.CHECKSUMS_FILE)) for f in steps.values())
 
 
 def test_a_checkpoint_read_back_whole_gets_its_checksums(trainer, run_copy):
   folder = run_copy / 'checkpoints' / '3'
-  (folder / checkpoints.CHECKSUMS_FILE).unlink()  # As after a kill before the loop wrote them.
+  (folder / workdir_lib.CHECKSUMS_FILE).unlink()  # As after a kill before the loop wrote them.
   iterator = Counter()
   assert trainer.run(run_copy, 3, progress=False, iterator=iterator).step == 3 and iterator.restored_to == [
       {'step': 3}]
-  assert (folder / checkpoints.CHECKSUMS_FILE).is_file() and checkpoints.damage(str(folder)) is None
+  assert (folder / workdir_lib.CHECKSUMS_FILE).is_file() and workdir_lib.damage(str(folder)) is None
 
 
 def test_readers_take_the_newest_whole_checkpoint_and_name_it_when_refusing(trainer, run_copy, capsys):
   reason = damage_step_3(run_copy, 'truncated')
   root = run_copy / 'checkpoints'
   lines: list[str] = []
-  assert checkpoints.find(run_copy, report=lines.append).step == 2
+  assert workdir_lib.find(run_copy, report=lines.append).step == 2
   assert lines == [f'skipping checkpoint step 3 ({root / "3"}): {reason}']
 
-  ckpt = checkpoints.load(run_copy)  # As reenact.py and evaluate.py load G without a step: the line on stderr.
+  ckpt = workdir_lib.load(run_copy)  # As reenact.py and evaluate.py load G without a step: the line on stderr.
   assert (ckpt.step, ckpt.path) == (2, str(root / '2'))
   assert stderr_lines(capsys) == lines
   state, step = trainer.restore(run_copy)
@@ -199,10 +200,10 @@ def test_readers_take_the_newest_whole_checkpoint_and_name_it_when_refusing(trai
 
   alternative = f'the newest whole checkpoint there is step 2: {root / "2"}.'
   with pytest.raises(errors.CheckpointError) as e:
-    checkpoints.load(run_copy, 3, step_flag='--checkpoint')
+    workdir_lib.load(run_copy, 3, step_flag='--checkpoint')
   assert str(e.value) == f'--checkpoint 3: checkpoint {root / "3"} is damaged: {reason}; {alternative}'
   with pytest.raises(errors.CheckpointError) as e:
-    checkpoints.find(root / '3')
+    workdir_lib.find(root / '3')
   assert str(e.value) == f'{root / "3"}: checkpoint is damaged: {reason}; {alternative}'
   # The command: exit status 2 and that one line (reenact.py checks that its input files exist, then stops at the
   # checkpoint before it reads them).
@@ -213,7 +214,7 @@ def test_readers_take_the_newest_whole_checkpoint_and_name_it_when_refusing(trai
                        str(run_copy / 'x.mp4'), '--out', str(run_copy / 'out.mp4')]) == 2
   assert stderr_lines(capsys) == [f'error: {e.value}']
   # Readers move nothing (training may run beside them; only the run holding the lock moves damaged ones aside).
-  assert sorted(checkpoints.step_folders(run_copy)) == [1, 2, 3] and not (run_copy / checkpoints.DAMAGED_DIR).exists()
+  assert sorted(workdir_lib.step_folders(run_copy)) == [1, 2, 3] and not (run_copy / workdir_lib.DAMAGED_DIR).exists()
 
 
 def test_no_whole_checkpoint_stops_training_and_moves_nothing(trainer, run_copy):
@@ -223,9 +224,9 @@ def test_no_whole_checkpoint_stops_training_and_moves_nothing(trainer, run_copy)
     trainer.run(run_copy, 4, progress=False, iterator=Counter())
   assert str(e.value).startswith(f'{run_copy / "checkpoints"}: no checkpoint there is whole, so training cannot '
                                  'resume: step 3: state/_METADATA is missing; step 2: ')
-  assert sorted(checkpoints.step_folders(run_copy)) == [1, 2, 3] and not (run_copy / checkpoints.DAMAGED_DIR).exists()
+  assert sorted(workdir_lib.step_folders(run_copy)) == [1, 2, 3] and not (run_copy / workdir_lib.DAMAGED_DIR).exists()
   with pytest.raises(errors.CheckpointError, match='no checkpoint there is whole'):
-    checkpoints.find(run_copy)
+    workdir_lib.find(run_copy)
 
 
 def test_a_whole_checkpoint_that_does_not_fit_is_refused_and_not_moved(run_copy):
@@ -236,12 +237,12 @@ def test_a_whole_checkpoint_that_does_not_fit_is_refused_and_not_moved(run_copy)
     with pytest.raises(errors.CheckpointError) as e:
       other.restore_or_init(manager, Counter(), 3)
   assert str(e.value).startswith(f'{run_copy / "checkpoints" / "3"} is whole but does not restore into this run')
-  assert '\n' not in str(e.value) and checkpoints.damage(str(run_copy / 'checkpoints' / '3')) is None
+  assert '\n' not in str(e.value) and workdir_lib.damage(str(run_copy / 'checkpoints' / '3')) is None
 
 
 # --- One run per work folder -------------------------------------------------------------------------------------
 
-HOLD = ('import sys, time\nfrom headgan_jax.train import checkpoints\nlock = checkpoints.lock_workdir(sys.argv[1])\n'
+HOLD = ('import sys, time\nfrom headgan_jax import workdir\nlock = workdir.lock_workdir(sys.argv[1])\n'
         'print("held", flush=True)\ntime.sleep(600)\n')
 
 
@@ -271,20 +272,20 @@ def test_a_second_run_is_refused_while_the_first_lives(trainer, tmp_path):
     job = subprocess.run([sys.executable, '-m', 'headgan_jax.main_job', '--workdir', str(workdir)], cwd=REPO,
                          env=env, capture_output=True, text=True, timeout=300)
     assert job.returncode == 2 and error_lines(job.stderr) == [line], job.stderr
-    assert sorted(p.name for p in workdir.iterdir()) == [checkpoints.LOCK_FILE]  # Neither wrote anything.
+    assert sorted(p.name for p in workdir.iterdir()) == [workdir_lib.LOCK_FILE]  # Neither wrote anything.
     with pytest.raises(errors.WorkdirBusyError, match=f'in use by another training run \\({named}'):
       trainer.run(workdir, 1, progress=False, iterator=Counter())  # The loop's own lock (train.py probes first).
   finally:
     holder.send_signal(signal.SIGKILL)  # No chance to clean up: the kernel drops its lock.
     holder.wait()
-  assert checkpoints.workdir_holder(workdir) is None
+  assert workdir_lib.workdir_holder(workdir) is None
   assert trainer.run(workdir, 1, progress=False, iterator=Counter()).step == 1  # The stale lock file does not block.
-  with checkpoints.lock_workdir(workdir):
-    assert f'"pid": {os.getpid()}' in (workdir / checkpoints.LOCK_FILE).read_text()
+  with workdir_lib.lock_workdir(workdir):
+    assert f'"pid": {os.getpid()}' in (workdir / workdir_lib.LOCK_FILE).read_text()
 
 
-CHILD = ('import sys\nfrom headgan_jax import errors\nfrom headgan_jax.train import checkpoints\n'
-         'busy = checkpoints.workdir_holder(sys.argv[1])\ntry:\n  checkpoints.lock_workdir(sys.argv[1], attempts=1)\n'
+CHILD = ('import sys\nfrom headgan_jax import errors, workdir\n'
+         'busy = workdir.workdir_holder(sys.argv[1])\ntry:\n  workdir.lock_workdir(sys.argv[1], attempts=1)\n'
          'except errors.WorkdirBusyError:\n  print("refused", busy is not None)\nelse:\n  print("holds", busy)\n')
 
 
@@ -294,7 +295,7 @@ def test_a_child_started_with_the_lock_holds_it_with_its_parent(tmp_path):
     return subprocess.run([sys.executable, '-c', CHILD, str(tmp_path / 'w')], cwd=REPO, capture_output=True,
                           text=True, check=True, **popen).stdout.strip()
 
-  with checkpoints.lock_workdir(tmp_path / 'w') as lock:
+  with workdir_lib.lock_workdir(tmp_path / 'w') as lock:
     assert child(**lock.for_child()) == 'holds None'
     assert child() == 'refused True'
     # train.py itself (re-executed for tcmalloc on the way): past the lock, it stops at the next check instead (the

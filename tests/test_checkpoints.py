@@ -1,4 +1,4 @@
-"""train/checkpoints.py: one reader of a training work folder (checkpoint lookup, config.json, G's variables alone)
+"""workdir.py: one reader of a training work folder (checkpoint lookup, config.json, G's variables alone)
 and the work folder's own training assets, on the work folder test_reenact.py trains (1 step of a 32 px model on
 the demo build): copied alone to another place, without its dataset, it still gives the 3DMM and audio statistics
 of the dataset, bit for bit, and a Reenactor."""
@@ -12,14 +12,14 @@ import orbax.checkpoint as ocp
 import pytest
 
 from headgan_jax import errors, reenact
-from headgan_jax.train import checkpoints
+from headgan_jax import workdir as workdir_lib
 from test_reenact import workdir  # noqa: F401  The trained work folder, shared with test_reenact.py (session).
 
 
 def test_a_copied_work_folder_reenacts_without_its_dataset(workdir, tmp_path):  # noqa: F811
   from headgan_jax.data import pipeline
   from headgan_jax.face3d import morphable
-  config = checkpoints.read_config(workdir / 'config.json')
+  config = workdir_lib.read_config(workdir / 'config.json')
   dataset = pipeline.open_dataset(config)
   assert sorted(p.name for p in (workdir / 'assets').iterdir()) == ['audio_stats.json', 'face_model.npz']
 
@@ -28,11 +28,11 @@ def test_a_copied_work_folder_reenacts_without_its_dataset(workdir, tmp_path):  
   saved = json.loads((moved / 'config.json').read_text())
   saved['data']['data_dir'] = str(tmp_path / 'no-dataset-here')
   (moved / 'config.json').write_text(json.dumps(saved))
-  moved_config = checkpoints.read_config(moved / 'config.json')
+  moved_config = workdir_lib.read_config(moved / 'config.json')
   with pytest.raises(errors.DatasetError):
     pipeline.open_dataset(moved_config)
 
-  assets = checkpoints.read_assets(moved_config, moved)
+  assets = workdir_lib.read_assets(moved_config, moved)
   assert assets.source == str(moved / 'assets')
   want, got = morphable.to_arrays(dataset.model), morphable.to_arrays(assets.model)
   assert want.keys() == got.keys()
@@ -49,7 +49,7 @@ def test_a_copied_work_folder_reenacts_without_its_dataset(workdir, tmp_path):  
 
   # A work folder from before train.py wrote its assets: the dataset when it is there, else a clear error.
   shutil.rmtree(moved / 'assets')
-  assert checkpoints.read_assets(config, moved).source == dataset.path
+  assert workdir_lib.read_assets(config, moved).source == dataset.path
   with pytest.raises(errors.CheckpointError) as e:
     reenact.training_assets(moved_config, moved)
   assert f'{moved / "assets" / "face_model.npz"} does not exist' in str(e.value)
@@ -58,35 +58,35 @@ def test_a_copied_work_folder_reenacts_without_its_dataset(workdir, tmp_path):  
   # A converted 3DMM's landmark map (config.track.landmark_map) travels with the folder too.
   table = tmp_path / 'map.txt'
   table.write_text('\n'.join(str(i if i % 2 == 0 else -1) for i in range(468)))
-  mapped = checkpoints.read_config(workdir / 'config.json')
+  mapped = workdir_lib.read_config(workdir / 'config.json')
   mapped.track.landmark_map = str(table)
-  assert [p.name for p in map(pathlib.Path, checkpoints.write_assets(mapped, tmp_path / 'mapped'))] == [
+  assert [p.name for p in map(pathlib.Path, workdir_lib.write_assets(mapped, tmp_path / 'mapped'))] == [
       'face_model.npz', 'audio_stats.json', 'landmark_map.txt']
   table.unlink()
   model, points, _ = reenact.training_assets(mapped, tmp_path / 'mapped')
   assert points.tolist() == list(range(0, 468, 2)) and np.asarray(model.landmark_indices).tolist() == points.tolist()
 
-  synthetic = checkpoints.read_config(workdir / 'config.json')
+  synthetic = workdir_lib.read_config(workdir / 'config.json')
   synthetic.data.source = 'synthetic'
-  assert checkpoints.write_assets(synthetic, tmp_path / 'synthetic') == []  # Nothing to copy.
+  assert workdir_lib.write_assets(synthetic, tmp_path / 'synthetic') == []  # Nothing to copy.
   assert not (tmp_path / 'synthetic').exists()
 
 
 def test_loader_reads_g_alone_and_refuses_bad_folders_clearly(workdir, tmp_path):  # noqa: F811
   root = workdir / 'checkpoints'
   # G's arrays, read alone, are the train state's own (the whole state restored without a target).
-  ckpt = checkpoints.load(workdir)
+  ckpt = workdir_lib.load(workdir)
   assert (ckpt.step, ckpt.path, ckpt.config_path) == (1, str(root / '1'), str(workdir / 'config.json'))
   whole = ocp.PyTreeCheckpointer().restore(str(root / '1' / 'state'))
   for (path, got), want in zip(jax.tree_util.tree_leaves_with_path(ckpt.variables['params']),
                                jax.tree.leaves(whole['g']['params']), strict=True):
     np.testing.assert_array_equal(np.asarray(got), np.asarray(want), err_msg=jax.tree_util.keystr(path))
-  found = checkpoints.find(root / '1')  # One checkpoint's folder, its config two levels up.
+  found = workdir_lib.find(root / '1')  # One checkpoint's folder, its config two levels up.
   assert (found.workdir, found.folder, found.step) == (str(workdir), str(root / '1'), 1)
 
   def refused(*args, **kwargs) -> str:
     with pytest.raises(errors.CheckpointError) as e:
-      checkpoints.load(*args, **kwargs)
+      workdir_lib.load(*args, **kwargs)
     return str(e.value)
 
   assert refused(tmp_path / 'missing') == (f'{tmp_path / "missing"}: no such folder (a training work folder or one of '

@@ -5,7 +5,7 @@ config, its copies and its config.json; serialising a config, cache keys and val
   - train.py's command line (headgan_jax/train/cli.py, with no --workdir: config.train.workdir) builds the model and
     runs ONE training step on the demo build of conftest.py (the real input pipeline: grain, the device-side
     assembly), with an image grid, one in-loop evaluation and a checkpoint, and
-  - evaluate.py (headgan_jax/metrics/evaluate.py) restores G from that checkpoint and runs both protocols on the
+  - evaluate.py (headgan_jax/evaluate.py) restores G from that checkpoint and runs both protocols on the
     test split with every evaluator of config.evals (Generator, protocol batches, the tracker for AED / APD),
 on a tiny config made from configs/tiny.py (16 px; every network, loss and data path of the paper's config). It fails
 naming every leaf of configs/paper.py's config that nothing read, except those on ALLOWED: leaves read only by other
@@ -67,11 +67,11 @@ ALLOWED: dict[str, str] = {
     # Read once a weight file is given; none is available offline, so the test runs without them.
     'loss.vgg_weights': "nn/vgg.py vgg19_from_config when loss.use_vgg (torchvision's VGG19 file; tests/test_vgg.py)",
     'loss.vgg_sha256': "nn/vgg.py vgg19_from_config when loss.use_vgg (torchvision's VGG19 file; tests/test_vgg.py)",
-    'evals.csim.arcface_model': "metrics/csim.py, metrics/evaluators.py when embedder = 'arcface' (insightface .onnx)",
-    'evals.fid.sha256_prefix': "metrics/evaluators.py FIDEvaluator once inception_weights is set (pytorch-fid's file)",
-    'evals.fid.real': "metrics/evaluators.py FIDEvaluator once inception_weights is set (pytorch-fid's file)",
-    'evals.fid.real_stats': "metrics/evaluators.py FIDEvaluator once inception_weights is set (pytorch-fid's file)",
-    'evals.fid.batch_size': "metrics/evaluators.py FIDEvaluator once inception_weights is set (pytorch-fid's file)",
+    'evals.csim.arcface_model': "metrics/csim.py and evaluators/csim.py when embedder = 'arcface' (insightface .onnx)",
+    'evals.fid.sha256_prefix': "metrics/evaluators/fid.py once inception_weights is set (pytorch-fid's file)",
+    'evals.fid.real': "metrics/evaluators/fid.py once inception_weights is set (pytorch-fid's file)",
+    'evals.fid.real_stats': "metrics/evaluators/fid.py once inception_weights is set (pytorch-fid's file)",
+    'evals.fid.batch_size': "metrics/evaluators/fid.py once inception_weights is set (pytorch-fid's file)",
 }
 
 # Where allow-listed leaves must be read: the package, the TFDS builders and the top-level commands (not configs/,
@@ -177,7 +177,7 @@ def first_batch_and_losses(trainer):
 @pytest.fixture(scope='module')
 def recorded(demo_build, tmp_path_factory):
   """The recorded run (see the module docstring): {'recorder', 'eval'}; its trainer is kept in _FULL."""
-  from headgan_jax.metrics import evaluate
+  from headgan_jax import evaluate
   from headgan_jax.train import cli, loop
   folder = tmp_path_factory.mktemp('config_fields')
   workdir = folder / 'run'

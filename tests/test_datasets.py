@@ -344,8 +344,8 @@ def pipeline_config(demo_build, **overrides):
 
 def two_device_mesh():
   import jax
-  from headgan_jax.train import step
-  return step.make_mesh(jax.devices()[:2])
+  from headgan_jax import sharding as sharding_lib
+  return sharding_lib.make_mesh(jax.devices()[:2])
 
 
 def leaves(fields) -> list[np.ndarray]:
@@ -353,15 +353,16 @@ def leaves(fields) -> list[np.ndarray]:
 
 
 def test_pipeline_batches_have_the_batch_shapes(demo_build):
+  from headgan_jax import sharding as sharding_lib
   from headgan_jax.data import pipeline
-  from headgan_jax.train import data, step
+  from headgan_jax.data import batch as batch_lib
   c = pipeline_config(demo_build)
   mesh = two_device_mesh()
   it = pipeline.TrainIterator(c, mesh)
   fields = it.next_fields()
   batch = pipeline.to_batch(fields)
-  data.check_batch(batch, c)  # Every Batch field with the shape and dtype the train step expects.
-  assert batch.y.sharding.is_equivalent_to(step.batch_sharding(mesh), batch.y.ndim)
+  batch_lib.check_batch(batch, c)  # Every Batch field with the shape and dtype the train step expects.
+  assert batch.y.sharding.is_equivalent_to(sharding_lib.batch_sharding(mesh), batch.y.ndim)
   fg = np.asarray(fields['foreground'])
   assert fg.shape == (2, 64, 64, 1) and fg.dtype == np.float32 and set(np.unique(fg)) <= {0.0, 1.0}
   assert 0.2 < fg.mean() < 0.95
@@ -383,8 +384,8 @@ def test_pipeline_example_is_the_record_frame(demo_build):
   from headgan_jax.audio import stats as stats_lib
   from headgan_jax.data import pipeline
   from headgan_jax.tracking import track
+  from headgan_jax.data import batch as batch_lib
   from headgan_jax.face3d import camera as cam_lib
-  from headgan_jax.train import data
   c = pipeline_config(demo_build)
   ds = pipeline.open_dataset(c)
   src = ds.split('train')
@@ -419,7 +420,7 @@ def test_pipeline_example_is_the_record_frame(demo_build):
                                                            pipeline.HOST_FIELDS})
   np.testing.assert_allclose(np.asarray(fields['x_drive'])[0, ..., -3:], shared, atol=1e-5)
   # D_m's box where the tracker put it (its side follows config.disc.mouth_size: compare the centres).
-  side, stored_side = data.mouth_box_size(c), data.mouth_box_size(dataset_config_module.get_config())
+  side, stored_side = batch_lib.mouth_box_size(c), batch_lib.mouth_box_size(dataset_config_module.get_config())
   centre = np.asarray(fields['mouth'])[0] + side / 2
   assert np.abs(centre - (record['mouth'][t] + stored_side / 2)).max() <= 1
 
@@ -597,11 +598,11 @@ def test_pipeline_hosts_get_disjoint_shards_covering_the_split(demo_build):
 
 def test_pipeline_downsamples_a_larger_build(demo_build):
   from headgan_jax.data import pipeline
-  from headgan_jax.train import data
+  from headgan_jax.data import batch as batch_lib
   c = pipeline_config(demo_build, image_size=32, **{'data.stored_size': 64, 'disc.mouth_size': 16})
   fields = pipeline.TrainIterator(c, two_device_mesh()).next_fields()
-  data.check_batch(pipeline.to_batch(fields), c)
-  box = data.mouth_box_size(c)
+  batch_lib.check_batch(pipeline.to_batch(fields), c)
+  box = batch_lib.mouth_box_size(c)
   assert np.asarray(fields['foreground']).shape == (2, 32, 32, 1)
   assert 0 <= np.asarray(fields['mouth']).min() and np.asarray(fields['mouth']).max() <= 32 - box
 

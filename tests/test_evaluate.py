@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import train_configs
-from headgan_jax.metrics import evaluate
+from headgan_jax import evaluate
 from headgan_jax.train import loop, metric_writer
 
 STEPS = 2
@@ -136,7 +136,7 @@ def test_aed_counts_only_frames_fitted_on_both_sides_and_reset_forgets():
   eye = np.tile(np.float32([1, 0, 0, 0, 1, 0]), (1, 5, 1))
   cam = cam_lib.Camera(eye, np.zeros((1, 5, 2), np.float32), np.ones((1, 5), np.float32))
   moved = cam_lib.Camera(eye, np.full((1, 5, 2), 2.0, np.float32), np.ones((1, 5), np.float32))
-  ev = evaluators.AEDEvaluator('aed')
+  ev = evaluators.get('aed')('aed')
   batch = dict(generated=np.zeros((1, 5, 16, 16, 3), np.uint8), exp_generated=exp_g, exp_driving=exp_d,
                camera_generated=moved, camera_driving=cam, exp_valid=valid)
   ev.update(batch)

@@ -176,11 +176,11 @@ def checkpoint_arrays(folder: pathlib.Path) -> dict[str, bytes]:
   data item (the iterator positions)."""
   import tensorstore as ts  # pylint: disable=import-outside-toplevel
 
-  from headgan_jax.train import checkpoints  # pylint: disable=import-outside-toplevel
+  from headgan_jax import workdir as workdir_lib  # pylint: disable=import-outside-toplevel
   state = folder / 'state'
   metadata = json.loads((state / '_METADATA').read_text())
   context, out = ts.Context(), {}
-  for name in checkpoints._array_names(metadata):  # pylint: disable=protected-access
+  for name in workdir_lib._array_names(metadata):  # pylint: disable=protected-access
     spec = {'driver': 'zarr3' if metadata.get('use_zarr3') else 'zarr',
             'kvstore': {'driver': 'ocdbt', 'base': f'file://{state}/', 'path': f'{name}/'}}
     array = ts.open(spec, open=True, read=True, context=context).result().read().result()
@@ -222,7 +222,7 @@ def check_killed_lives(runner: Runner, workdir: pathlib.Path) -> int:
 def check_no_space_stops_with_one_line(runner: Runner, workdir: pathlib.Path, resume: int) -> None:
   """A resumed run whose next checkpoint does not fit (a file size limit: EFBIG, as ENOSPC on a full disk): exit 2
   with one line naming the folder, the cause and the checkpoint to resume from, which stays as it was."""
-  from headgan_jax.train import checkpoints  # pylint: disable=import-outside-toplevel
+  from headgan_jax import workdir as workdir_lib  # pylint: disable=import-outside-toplevel
   folder = workdir / 'checkpoints'
   before = checkpoint_arrays(folder / str(resume))
   status, lines, stderr = runner.run(workdir, file_limit=100_000)  # The state's files are 80-450 kB.
@@ -232,7 +232,7 @@ def check_no_space_stops_with_one_line(runner: Runner, workdir: pathlib.Path, re
   assert line.startswith(f'error: cannot write checkpoint step {resume + 1} to {folder}: File too large.'), line
   assert f'the newest whole checkpoint is step {resume}: {folder / str(resume)}.' in line, line
   assert str(resume + 1) not in os.listdir(folder)
-  assert checkpoints.damage(str(folder / str(resume))) is None and checkpoint_arrays(folder / str(resume)) == before
+  assert workdir_lib.damage(str(folder / str(resume))) is None and checkpoint_arrays(folder / str(resume)) == before
 
 
 @pytest.mark.slow
@@ -258,22 +258,22 @@ def test_training_killed_anywhere_resumes_bit_identical(tmp_path):
 def test_no_space_errors_are_recognised():
   """ENOSPC / EDQUOT / EFBIG as Python raises them and as tensorstore reports them through orbax (a ValueError
   naming the OS error code), also as the cause of another exception; other errors are not."""
-  from headgan_jax.train import checkpoints  # pylint: disable=import-outside-toplevel
+  from headgan_jax import workdir as workdir_lib  # pylint: disable=import-outside-toplevel
   store = ('OUT_OF_RANGE: Error writing "d.x/0" in OCDBT database at local file "/w/checkpoints/3.orbax-checkpoint-'
            'tmp/state.orbax-checkpoint-tmp/ocdbt.process_0/": Failed writing: "/w/f": Failed to write 230479 bytes to '
            "file 15: {} [os_error_code='{}']")
-  assert checkpoints.no_space(OSError(errno.ENOSPC, 'No space left on device', '/w/x')) == 'No space left on device'
-  assert checkpoints.no_space(ValueError(store.format('Disk quota exceeded', errno.EDQUOT))) == 'Disk quota exceeded'
+  assert workdir_lib.no_space(OSError(errno.ENOSPC, 'No space left on device', '/w/x')) == 'No space left on device'
+  assert workdir_lib.no_space(ValueError(store.format('Disk quota exceeded', errno.EDQUOT))) == 'Disk quota exceeded'
   try:
     try:
       raise ValueError(store.format('File too large', errno.EFBIG))
     except ValueError as e:
       raise RuntimeError('save finalize thread failed') from e
   except RuntimeError as e:
-    assert checkpoints.no_space(e) == 'File too large'
-  assert checkpoints.no_space(ValueError(store.format('Permission denied', errno.EACCES))) is None
-  assert checkpoints.no_space(OSError(errno.EACCES, 'Permission denied')) is None
-  assert checkpoints.no_space(ValueError('unrelated')) is None
+    assert workdir_lib.no_space(e) == 'File too large'
+  assert workdir_lib.no_space(ValueError(store.format('Permission denied', errno.EACCES))) is None
+  assert workdir_lib.no_space(OSError(errno.EACCES, 'Permission denied')) is None
+  assert workdir_lib.no_space(ValueError('unrelated')) is None
 
 
 def test_stop_on_no_space_says_it_in_one_line(tmp_path, monkeypatch):
@@ -282,7 +282,7 @@ def test_stop_on_no_space_says_it_in_one_line(tmp_path, monkeypatch):
   import logging  # pylint: disable=import-outside-toplevel
 
   from headgan_jax import errors  # pylint: disable=import-outside-toplevel
-  from headgan_jax.train import checkpoints  # pylint: disable=import-outside-toplevel
+  from headgan_jax import workdir as workdir_lib  # pylint: disable=import-outside-toplevel
   loggers = [logging.getLogger(name) for name in ('absl', 'asyncio')]
   for logger in loggers:
     monkeypatch.setattr(logger, 'filters', list(logger.filters))
@@ -290,12 +290,12 @@ def test_stop_on_no_space_says_it_in_one_line(tmp_path, monkeypatch):
   monkeypatch.setattr(sys, 'unraisablehook', sys.unraisablehook)
   hooks = (sys.excepthook, sys.unraisablehook, [list(x.filters) for x in loggers])
   with pytest.raises(KeyError):
-    with checkpoints.stop_on_no_space(str(tmp_path)):
+    with workdir_lib.stop_on_no_space(str(tmp_path)):
       raise KeyError('not a write')
   assert (sys.excepthook, sys.unraisablehook, [list(x.filters) for x in loggers]) == hooks
   target = tmp_path / 'checkpoints' / '3' / 'checksums.json'
   with pytest.raises(errors.CheckpointError) as e:
-    with checkpoints.stop_on_no_space(str(tmp_path)):
+    with workdir_lib.stop_on_no_space(str(tmp_path)):
       raise OSError(errno.ENOSPC, 'No space left on device', str(target))
   assert str(e.value) == (f'cannot write {target}: No space left on device. Training stopped; no checkpoint was '
                           'written yet. Free some space (or raise the limit) and run the same command to resume.')

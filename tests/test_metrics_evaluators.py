@@ -30,8 +30,8 @@ def test_frechet_evaluators_stream_to_the_one_shot_value():
   rng = np.random.default_rng(0)
   gen = rng.uniform(-1, 1, size=(6, 32, 8, 8, 3)).astype(np.float32)
   real = np.clip(gen + 0.3 * rng.normal(size=gen.shape), -1, 1).astype(np.float32)
-  f = evaluators.FIDEvaluator('fid', _cheap_features, 6, 'cheap', batch_size=5)
-  v = evaluators.FVDEvaluator('fvd', _cheap_features, 6, 'cheap', batch_size=3, clip_length=16)
+  f = evaluators.get('fid')('fid', _cheap_features, 6, 'cheap', batch_size=5)
+  v = evaluators.get('fvd')('fvd', _cheap_features, 6, 'cheap', batch_size=3, clip_length=16)
   for i in range(0, 6, 2):  # Three batches of 2 clips.
     batch = protocols.self_reenactment_batch(real[i:i + 2], gen[i:i + 2])
     f.update(batch)
@@ -62,9 +62,9 @@ def test_from_config_skips_networks_without_weights_with_the_reason():
 
 
 def test_due():
-  ev = evaluators.ImageEvaluator('image', every=100)
+  ev = evaluators.get('image')('image', every=100)
   assert [evaluators.due(ev, s) for s in (0, 50, 100, 200)] == [False, False, True, True]
-  assert not evaluators.due(evaluators.ImageEvaluator('image'), 100)
+  assert not evaluators.due(evaluators.get('image')('image'), 100)
 
 
 def _cams(b, t, yaw_deg):

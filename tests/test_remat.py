@@ -21,8 +21,9 @@ import pytest
 
 import train_configs
 from headgan_jax import errors
+from headgan_jax.data import batch as batch_lib
 from headgan_jax.nn import blocks
-from headgan_jax.train import data, state as state_lib, step as step_lib
+from headgan_jax.train import state as state_lib, step as step_lib
 
 POLICIES = ('blocks', 'blocks_convs')
 
@@ -41,7 +42,7 @@ def setup():
   models = state_lib.make_models(config)
   optimizers = state_lib.make_optimizers(config)
   state = jax.jit(lambda k: state_lib.init_state(k, config, models, optimizers))(jax.random.key(0))
-  batch = data.synthetic_batch(jax.random.key(1), config)
+  batch = batch_lib.synthetic_batch(jax.random.key(1), config)
   return config, state, batch
 
 

@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 
 import train_configs
+from headgan_jax import sharding as sharding_lib
 from headgan_jax.data import sources
 from headgan_jax.errors import ConfigError, NonFiniteLossError
 from headgan_jax.metrics import evaluators
@@ -280,7 +281,7 @@ def check_tensorboard_has_every_term_image_grids_hparams_and_evals(trainer, refe
   # The in-loop evaluation ran at steps 4 and 8 on the held-out synthetic batch, with the state of that step.
   assert dict(scalars['eval/probe/frames']) == {4: 4.0, 8: 4.0}
   held_out = next(iter(sources.make_eval_batches(trainer.config, trainer.mesh, 'test', trainer.config.evals.probe)))
-  generated, _ = trainer.generate_fn(jax.device_put(ref_state, loop.step_lib.replicated(trainer.mesh)), held_out)
+  generated, _ = trainer.generate_fn(jax.device_put(ref_state, sharding_lib.replicated(trainer.mesh)), held_out)
   want = float(losses.masked_l1(generated, held_out.y, losses.face_mask(held_out.x_t, 0.01)))
   assert dict(scalars['eval/probe/l1'])[8] == pytest.approx(want, rel=1e-5)
 
@@ -420,7 +421,7 @@ def test_unknown_data_source_names_the_known_ones():
   config = train_configs.loop_test_config()
   config.data.source = 'headgan_vox'
   with pytest.raises(ConfigError, match="'headgan_vox' has no train iterator .*known sources: headgan_demo, headgan_voxceleb, synthetic"):
-    sources.make_train_iterator(config, loop.step_lib.make_mesh(jax.devices()[:1]))
+    sources.make_train_iterator(config, sharding_lib.make_mesh(jax.devices()[:1]))
 
 
 def _write_config(folder: pathlib.Path, vgg_weights: str) -> str:

@@ -12,8 +12,10 @@ import optax
 import pytest
 
 import train_configs
+from headgan_jax import sharding as sharding_lib
+from headgan_jax.data import batch as batch_lib
 from headgan_jax.errors import ConfigError, DataError
-from headgan_jax.train import data, state as state_lib, step as step_lib
+from headgan_jax.train import state as state_lib, step as step_lib
 
 
 def small_config():
@@ -72,23 +74,23 @@ def test_learning_rate_schedules_and_epochs():
 
 def test_synthetic_batch_matches_spec_and_pairs_consecutive_frames():
   config = small_config()
-  batch = data.synthetic_batch(jax.random.key(3), config, 3)
-  data.check_batch(batch, config)
+  batch = batch_lib.synthetic_batch(jax.random.key(3), config, 3)
+  batch_lib.check_batch(batch, config)
   # x_drive_prev = x_{t-1-k:t-1}: its last k frames are x_drive's first k frames.
   np.testing.assert_array_equal(batch.x_drive_prev[..., 3:], batch.x_drive[..., :-3])
   assert bool(jnp.all(batch.x_t == batch.x_drive[..., -3:]))
-  box = data.mouth_box_size(config)
+  box = batch_lib.mouth_box_size(config)
   assert bool(jnp.all((batch.mouth >= 0) & (batch.mouth <= config.image_size - box)))
   # The foreground is the union of the "person" (the ellipse, where x is non-zero) in frame t and in the reference.
   person = lambda x: jnp.any(x != 0, axis=-1, keepdims=True)  # noqa: E731
   np.testing.assert_array_equal(batch.foreground, (person(batch.x_t) | person(batch.x_ref)).astype(jnp.float32))
   assert 0 < float(batch.foreground.mean()) < 1
-  again = data.synthetic_batch(jax.random.key(3), config, 3)
+  again = batch_lib.synthetic_batch(jax.random.key(3), config, 3)
   assert all(bool(jnp.all(a == b)) for a, b in zip(jax.tree.leaves(batch), jax.tree.leaves(again)))
   with pytest.raises(DataError, match="'audio'"):
-    data.check_batch(batch.replace(audio=batch.audio[:, :10]), config)
+    batch_lib.check_batch(batch.replace(audio=batch.audio[:, :10]), config)
   with pytest.raises(DataError, match="'foreground'"):
-    data.check_batch(batch.replace(foreground=batch.foreground[..., 0]), config)
+    batch_lib.check_batch(batch.replace(foreground=batch.foreground[..., 0]), config)
 
 
 def _with_optimizers(state, optimizers):
@@ -129,22 +131,22 @@ def test_sharded_step_on_8_devices_equals_single_device_step(setup):
   host_state = jax.device_get(_with_optimizers(host_state, optimizers))  # numpy: donation cannot delete it.
   host_state = host_state.replace(step=np.int32(3))
   assert len(jax.devices()) >= 8, 'conftest should give 8 fake CPU devices'
-  batches = [data.synthetic_batch(jax.random.key(10 + i), config, 8) for i in range(5)]
+  batches = [batch_lib.synthetic_batch(jax.random.key(10 + i), config, 8) for i in range(5)]
   results = {}
   for n, mode in ((8, 'traced_cond'), (1, 'two_steps')):
     cfg = config.copy_and_resolve_references()
     cfg.train.d_update = mode
-    mesh = step_lib.make_mesh(jax.devices()[:n])
+    mesh = sharding_lib.make_mesh(jax.devices()[:n])
     train_step = step_lib.make_train_step(cfg, models, optimizers, mesh)
     assert (train_step.jitted_with_d is None) == (mode == 'traced_cond')
-    state = jax.device_put(host_state, step_lib.replicated(mesh))
-    sharded = step_lib.shard_batch(batches[0], mesh)
+    state = jax.device_put(host_state, sharding_lib.replicated(mesh))
+    sharded = sharding_lib.shard_batch(batches[0], mesh)
     assert len(sharded.y.sharding.device_set) == n
     state, metrics1 = train_step(state, sharded)  # No step number: the step reads state.step (3) itself.
     leaf = jax.tree.leaves(state.g.params)[0]
     assert leaf.sharding.is_fully_replicated and len(leaf.sharding.device_set) == n
     state1 = jax.device_get(state)
-    state, metrics2 = train_step(state, step_lib.shard_batch(batches[1], mesh), step=4)
+    state, metrics2 = train_step(state, sharding_lib.shard_batch(batches[1], mesh), step=4)
     _assert_finite(metrics1)
     _assert_finite(metrics2)
     assert int(state.step) == 5
@@ -157,7 +159,7 @@ def test_sharded_step_on_8_devices_equals_single_device_step(setup):
   # Steps 5, 6, 7 on one device: D / D_m change only on step 7; G on every step.
   history = [state2]
   for step, batch in zip((5, 6, 7), batches[2:5]):
-    state, metrics = train_step(state, step_lib.shard_batch(batch, mesh), step=step)
+    state, metrics = train_step(state, sharding_lib.shard_batch(batch, mesh), step=step)
     history.append(jax.device_get(state))
   for net in ('d', 'dm'):
     for part in ('params', 'stats', 'opt_state'):
@@ -186,11 +188,11 @@ def test_sharded_step_on_8_devices_equals_single_device_step(setup):
 
 def test_step_rejects_batch_not_divisible_by_devices(setup):
   config, models, optimizers, host_state = setup
-  mesh = step_lib.make_mesh(jax.devices()[:4])
+  mesh = sharding_lib.make_mesh(jax.devices()[:4])
   train_step = step_lib.make_train_step(config, models, optimizers, mesh)
   with pytest.raises(ConfigError, match='multiple of the 4 devices'):
-    train_step(host_state, data.batch_spec(config, 2))  # Refused from the shapes alone, before any compile.
-  spec = data.batch_spec(config, 8)
+    train_step(host_state, batch_lib.batch_spec(config, 2))  # Refused from the shapes alone, before any compile.
+  spec = batch_lib.batch_spec(config, 8)
   bad = spec.replace(audio=jax.ShapeDtypeStruct((8, 84), jnp.float32))
   with pytest.raises(DataError, match="'audio' has shape"):  # A data error, not a config error.
     train_step.lower(host_state, bad)
@@ -208,10 +210,10 @@ def test_200_steps_fit_a_fixed_batch(setup):
   config, models, _, host_state = setup
   frozen_d = state_lib.Optimizers(optax.adam(1e-3, b1=config.train.b1, b2=config.train.b2),
                                   optax.set_to_zero(), optax.set_to_zero(), optax.constant_schedule(1e-3))
-  mesh = step_lib.make_mesh(jax.devices()[:2])
+  mesh = sharding_lib.make_mesh(jax.devices()[:2])
   train_step = step_lib.make_train_step(config, models, frozen_d, mesh)
-  batch = step_lib.shard_batch(data.synthetic_batch(jax.random.key(7), config, 2), mesh)
-  state = jax.device_put(host_state, step_lib.replicated(mesh))
+  batch = sharding_lib.shard_batch(batch_lib.synthetic_batch(jax.random.key(7), config, 2), mesh)
+  state = jax.device_put(host_state, sharding_lib.replicated(mesh))
   history = []
   for _ in range(200):
     state, metrics = train_step(state, batch)
@@ -255,7 +257,7 @@ def test_step_traces_for_ablations_vgg_and_bf16(variant):
   assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(state.g.params))  # float32 params even in bf16.
   if variant == 'no_audio':
     assert state.dm.params['scale_0']['conv_0']['conv']['kernel'].shape[2] == 3
-  batch = data.batch_spec(config, 2)
+  batch = batch_lib.batch_spec(config, 2)
   for update_d in ((False, True) if variant == 'landmarks_split_d' else (None,)):
     step = step_lib.train_step_fn(config, models, optimizers, vgg_apply, update_d=update_d)
     new_state, metrics = jax.eval_shape(step, state, batch, vgg_params)
@@ -300,7 +302,7 @@ def test_shared_passes_give_the_same_loss_and_gradients(setup, random_vgg19):
   config = config.copy_and_resolve_references()
   config.loss.use_vgg = True
   vgg_apply, vgg_params = random_vgg19
-  batch = data.synthetic_batch(jax.random.key(5), config, 2)
+  batch = batch_lib.synthetic_batch(jax.random.key(5), config, 2)
   results = {}
   for shared in (True, False):
     config.train.shared_passes = shared
@@ -332,14 +334,15 @@ def test_onednn_convolutions_give_the_xla_step_on_one_device(setup):
   tx = lambda: optax.adam(config.train.lr, b1=config.train.b1, b2=config.train.b2, eps=1e-3)  # noqa: E731
   optimizers = state_lib.Optimizers(tx(), tx(), tx(), optax.constant_schedule(config.train.lr))
   host_state = jax.device_get(_with_optimizers(host_state, optimizers)).replace(step=np.int32(3))
-  mesh = step_lib.make_mesh(jax.devices()[:1])
-  batches = [step_lib.shard_batch(data.synthetic_batch(jax.random.key(20 + i), config, 2), mesh) for i in range(2)]
+  mesh = sharding_lib.make_mesh(jax.devices()[:1])
+  batches = [sharding_lib.shard_batch(batch_lib.synthetic_batch(jax.random.key(20 + i), config, 2), mesh)
+             for i in range(2)]
   results = {}
   for impl in ('onednn', 'xla'):
     cfg = config.copy_and_resolve_references()
     cfg.model.conv_impl = impl
     train_step = step_lib.make_train_step(cfg, state_lib.make_models(cfg), optimizers, mesh)
-    state = jax.device_put(host_state, step_lib.replicated(mesh))
+    state = jax.device_put(host_state, sharding_lib.replicated(mesh))
     metrics, states = [], []
     for batch in batches:
       state, m = train_step(state, batch)

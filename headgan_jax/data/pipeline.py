@@ -1,4 +1,4 @@
-"""The training input pipeline: TFDS ArrayRecord records (datasets/) -> grain -> global `train.data.Batch`es.
+"""The training input pipeline: TFDS ArrayRecord records (datasets/) -> grain -> global `data.batch.Batch`es.
 
 Host side (grain, per process, numpy): the split's records are sharded over processes (record i goes to process
 i mod process_count), shuffled per epoch from config.seed, and each record gives one example per visit, sampled as
@@ -53,11 +53,11 @@ from jax.sharding import Mesh, NamedSharding
 from headgan_jax import errors
 from headgan_jax.audio import stats as stats_lib
 from headgan_jax.data import building, clips as clips_lib, records
+from headgan_jax.data import batch as batch_lib
+from headgan_jax.data.sources import local_rows
 from headgan_jax.face3d import camera as cam_lib
 from headgan_jax.face3d import landmarks_image, morphable, mouth, render
-from headgan_jax.data.sources import local_rows
-from headgan_jax.train import data
-from headgan_jax.train.step import batch_sharding
+from headgan_jax.sharding import batch_sharding
 
 VERSION = building.DATASET_VERSION
 DATASETS = ('headgan_demo', 'headgan_voxceleb')
@@ -323,10 +323,10 @@ def assemble(host: dict[str, jax.Array], model: morphable.MorphableModel, config
               mouth=corner.astype(jnp.int32), foreground=fg.astype(jnp.float32))
 
 
-def to_batch(fields: dict[str, jax.Array]) -> data.Batch:
-  """The train.data.Batch of assembled fields (with 'foreground' when Batch has that field)."""
-  names = [f.name for f in dataclasses.fields(data.Batch)]
-  return data.Batch(**{n: fields[n] for n in names})
+def to_batch(fields: dict[str, jax.Array]) -> batch_lib.Batch:
+  """The data.batch.Batch of assembled fields (with 'foreground' when Batch has that field)."""
+  names = [f.name for f in dataclasses.fields(batch_lib.Batch)]
+  return batch_lib.Batch(**{n: fields[n] for n in names})
 
 
 def assemble_settings(config) -> str:
@@ -411,7 +411,7 @@ class TrainIterator:
       self._fill()
     return self._queue.popleft()[1]
 
-  def __next__(self) -> data.Batch:
+  def __next__(self) -> batch_lib.Batch:
     return to_batch(self.next_fields())
 
   def get_state(self) -> dict[str, Any]:
@@ -549,7 +549,7 @@ class EvalBatches:
   def __len__(self) -> int:
     return len(self.items) // self.batch_size
 
-  def __iter__(self) -> Iterator[data.Batch]:
+  def __iter__(self) -> Iterator[batch_lib.Batch]:
     for fields in self.iter_fields():
       yield to_batch(fields)
 

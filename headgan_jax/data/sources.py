@@ -3,8 +3,8 @@
 The iterator contract (the training loop, headgan_jax/train/loop.py, relies on exactly this):
 
   make(config, mesh) -> iterator, with
-    next(iterator) -> train.data.Batch: the GLOBAL batch of the next train step (config.train.batch_size examples),
-        every field a jax.Array sharded along its first axis with `train.step.batch_sharding(mesh)`. Each process
+    next(iterator) -> data.batch.Batch: the GLOBAL batch of the next train step (config.train.batch_size examples),
+        every field a jax.Array sharded along its first axis with `sharding.batch_sharding(mesh)`. Each process
         loads only the rows its own devices hold and assembles the global array with
         `jax.make_array_from_process_local_data` (see `local_rows` and `make_global_batch`), so the same code runs on
         one host and on a pod. Every process calls next() once per step, in lockstep.
@@ -39,15 +39,15 @@ import ml_collections
 import numpy as np
 from jax.sharding import Mesh, NamedSharding
 
+from headgan_jax.data import batch as batch_lib
 from headgan_jax.errors import ConfigError
-from headgan_jax.train import data
-from headgan_jax.train.step import batch_sharding
+from headgan_jax.sharding import batch_sharding
 
 
 class TrainIterator(Protocol):
   """What a data source returns (see the module docstring)."""
 
-  def __next__(self) -> data.Batch: ...
+  def __next__(self) -> batch_lib.Batch: ...
 
   def get_state(self) -> Any: ...
 
@@ -55,7 +55,7 @@ class TrainIterator(Protocol):
 
 
 SourceFn = Callable[[ml_collections.ConfigDict, Mesh], TrainIterator]
-EvalFn = Callable[[ml_collections.ConfigDict, Mesh, str, ml_collections.ConfigDict], Iterable[data.Batch]]
+EvalFn = Callable[[ml_collections.ConfigDict, Mesh, str, ml_collections.ConfigDict], Iterable[batch_lib.Batch]]
 
 # Name -> builder or 'module:function', for training and for held-out evaluation. Filled here, at import time.
 SOURCES: dict[str, SourceFn | str] = {
@@ -106,7 +106,7 @@ def make_train_iterator(config: ml_collections.ConfigDict, mesh: Mesh) -> TrainI
 
 
 def make_eval_batches(config: ml_collections.ConfigDict, mesh: Mesh, split: str,
-                      spec: ml_collections.ConfigDict) -> Iterable[data.Batch]:
+                      spec: ml_collections.ConfigDict) -> Iterable[batch_lib.Batch]:
   """The held-out batches of `split` of source `config.data.source` (see the module docstring)."""
   return _lookup(EVAL_SOURCES, config, mesh, 'held-out split')(config, mesh, split, spec)
 
@@ -123,26 +123,26 @@ def local_rows(sharding: NamedSharding, batch_size: int) -> tuple[int, int]:
   return lo, hi
 
 
-def make_global_batch(local: data.Batch, sharding: NamedSharding, batch_size: int) -> data.Batch:
+def make_global_batch(local: batch_lib.Batch, sharding: NamedSharding, batch_size: int) -> batch_lib.Batch:
   """The global Batch whose rows local_rows(sharding, batch_size) are `local` (host or device arrays)."""
   return jax.tree.map(
       lambda x: jax.make_array_from_process_local_data(sharding, x, (batch_size,) + tuple(x.shape[1:])), local)
 
 
 @functools.lru_cache(maxsize=4)
-def _synthetic_rows_fn(config: ml_collections.FrozenConfigDict) -> Callable[..., data.Batch]:
+def _synthetic_rows_fn(config: ml_collections.FrozenConfigDict) -> Callable[..., batch_lib.Batch]:
   """jitted (key, step, rows) -> the synthetic examples `rows` of step `step` (one compilation per config)."""
 
   def make(key, step, rows):
     step_key = jax.random.fold_in(key, step)
-    one = lambda r: data.synthetic_batch(jax.random.fold_in(step_key, r), config, 1)  # noqa: E731
+    one = lambda r: batch_lib.synthetic_batch(jax.random.fold_in(step_key, r), config, 1)  # noqa: E731
     return jax.tree.map(lambda x: x[:, 0], jax.vmap(one)(rows))
 
   return jax.jit(make)
 
 
 class SyntheticIterator:
-  """Synthetic batches (train.data's moving-ellipse faces): example i of step s is a pure function of
+  """Synthetic batches (data/batch.py's moving-ellipse faces): example i of step s is a pure function of
   (config.seed, s, i), so every process makes only its own rows, any device layout gives the same global batches,
   and the state is just the step."""
 
@@ -159,7 +159,7 @@ class SyntheticIterator:
   def __iter__(self):
     return self
 
-  def __next__(self) -> data.Batch:
+  def __next__(self) -> batch_lib.Batch:
     local = self._make(self._key, np.uint32(self._step), self._rows)
     self._step += 1
     return make_global_batch(local, self._sharding, self._batch_size)
@@ -182,7 +182,7 @@ class SyntheticEvalSet:
     self._iterator = SyntheticIterator(config, mesh, stream=zlib.crc32(f'eval/{split}'.encode()) & 0x7FFFFFFF)
     self._num_batches = int(spec.get('num_batches', 2))
 
-  def __iter__(self) -> Iterator[data.Batch]:
+  def __iter__(self) -> Iterator[batch_lib.Batch]:
     self._iterator.set_state({'step': 0})
     for _ in range(self._num_batches):
       yield next(self._iterator)

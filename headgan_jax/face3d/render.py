@@ -63,6 +63,17 @@ def face_image(model_mean: jax.Array, faces: jax.Array, raster: raster_lib.Raste
   return jnp.where(covered, image, 0.0)
 
 
+def face_mask(x_t: jax.Array, threshold: float) -> jax.Array:
+  """(..., H, W, 1) float32 mask of the face region: pixels where the channel sum of |x_t| exceeds the threshold.
+
+  The authors threshold the channel sum of the 3D face image (config.loss.face_mask_threshold); the absolute value
+  makes the mask independent of the sign convention of x_t's coordinate colours (identical when they are >= 0),
+  as long as the background is 0. Shared by the training losses and the image metrics.
+  """
+  return (jnp.sum(jnp.abs(jnp.asarray(x_t).astype(jnp.float32)), axis=-1, keepdims=True) > threshold
+          ).astype(jnp.float32)
+
+
 def render_face(model, vertices_px: jax.Array, height: int, width: int, mode: str = 'triangle_centre') -> jax.Array:
   """x_t of fitted vertices (N, 3) or (B, N, 3) in pixels (see camera.project): rasterise + face_image."""
   raster = raster_lib.rasterise(vertices_px, model.faces, height, width)

@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from headgan_jax.errors import MetricInputError
+from headgan_jax.face3d import render
 
 SSIM_FILTER = 11
 
@@ -149,6 +150,5 @@ def _resize(images: jax.Array, shape: tuple[int, ...]) -> jax.Array:
 
 
 def face_mask(face_images, threshold: float = 0.01) -> jax.Array:
-  """(N, H, W) face region of 3D-face images x_t: the training loss's mask (`train.losses.face_mask`), squeezed."""
-  from headgan_jax.train import losses  # pylint: disable=import-outside-toplevel
-  return losses.face_mask(jnp.asarray(face_images), threshold)[..., 0]
+  """(N, H, W) face region of 3D-face images x_t: the training loss's mask (`face3d.render.face_mask`), squeezed."""
+  return render.face_mask(jnp.asarray(face_images), threshold)[..., 0]

@@ -31,22 +31,25 @@ import ml_collections
 import numpy as np
 
 from headgan_jax import host_malloc
+from headgan_jax import sharding as sharding_lib
+from headgan_jax import workdir as workdir_lib
+from headgan_jax.data import batch as batch_lib
 from headgan_jax.errors import ConfigError, HeadGANError
-from headgan_jax.train import checkpoints, data, losses, step as step_lib
+from headgan_jax.train import losses
 
 BASELINES = ('trained', 'untrained', 'copy_reference', 'warped_reference')
 
 
 def load_config(workdir: str) -> ml_collections.ConfigDict:
   """The config a run saved in WORKDIR/config.json (ConfigError when there is none)."""
-  path = os.path.join(workdir, checkpoints.CONFIG_FILE)
+  path = os.path.join(workdir, workdir_lib.CONFIG_FILE)
   if not os.path.isfile(path):
     raise ConfigError(f'{path} does not exist: {workdir} is not the work folder of a train.py run')
-  return checkpoints.read_config(path)
+  return workdir_lib.read_config(path)
 
 
 @jax.jit
-def _face_sums(images: jax.Array, batch: data.Batch, threshold: float) -> jax.Array:
+def _face_sums(images: jax.Array, batch: batch_lib.Batch, threshold: float) -> jax.Array:
   """(B, len(images) + 1): per example, the sums of |image - y| over face pixels and channels of each of `images`,
   and (last) the face-pixel count x 3."""
   mask = losses.face_mask(batch.x_t, threshold)
@@ -114,11 +117,11 @@ def evaluate_workdir(workdir: str, step: int | None = None, identities: str = 's
                      grid_path: str | None = None, reference: str | None = None) -> dict[str, Any]:
   """The numbers of `face_l1` for the checkpoint `step` (default the latest) of the run in `workdir`."""
   from headgan_jax.train import loop  # pylint: disable=import-outside-toplevel
-  location = checkpoints.find(workdir, step, step_flag='--step')
+  location = workdir_lib.find(workdir, step, step_flag='--step')
   config = load_config(location.workdir)
   config.loss.use_vgg = False  # Generating needs no VGG (and no weight file).
   trainer = loop.Trainer.create(config)  # For the untrained G of the same run (its init) and G on the mesh.
-  trained = checkpoints.restore_generator(location, config, step_lib.replicated(trainer.mesh))
+  trained = workdir_lib.restore_generator(location, config, sharding_lib.replicated(trainer.mesh))
   batches = held_out_batches(config, trainer.mesh, identities, reference=reference)
   result = face_l1(trainer, trained, loop.generator_variables(trainer.init_state()), batches)
   result.update(step=location.step, identities=identities, reference=reference or str(config.data.test_reference),

@@ -27,9 +27,10 @@ import ml_collections
 import numpy as np
 from jax.experimental import multihost_utils
 
+from headgan_jax.data import batch as batch_lib
 from headgan_jax.errors import ConfigError
 from headgan_jax.metrics import evaluators as ev_lib
-from headgan_jax.train import data, losses
+from headgan_jax.train import losses
 
 
 @dataclasses.dataclass
@@ -70,7 +71,7 @@ def _host(x: jax.Array) -> np.ndarray:
   return np.asarray(multihost_utils.process_allgather(x, tiled=True))
 
 
-def frames_batch(generated: jax.Array, batch: data.Batch, face_mask_threshold: float = 0.01) -> dict[str, Any]:
+def frames_batch(generated: jax.Array, batch: batch_lib.Batch, face_mask_threshold: float = 0.01) -> dict[str, Any]:
   """The evaluators' batch dict of G's frames for a training Batch (T = 1 frame per example)."""
   mask = losses.face_mask(batch.x_t, face_mask_threshold)[..., 0]
   y = _host(batch.y)[:, None]
@@ -78,7 +79,8 @@ def frames_batch(generated: jax.Array, batch: data.Batch, face_mask_threshold: f
           'face_mask': _host(mask)[:, None]}
 
 
-def run_eval(ev: Eval, generate: Callable[[data.Batch], jax.Array], batches: Iterable[data.Batch]) -> dict[str, Any]:
+def run_eval(ev: Eval, generate: Callable[[batch_lib.Batch], jax.Array],
+             batches: Iterable[batch_lib.Batch]) -> dict[str, Any]:
   """{'eval/<name>/<key>': value} of one evaluator over `batches`, with G's frames from `generate`."""
   ev.evaluator.reset()
   count = 0

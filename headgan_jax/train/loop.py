@@ -11,10 +11,10 @@ Work folder:
   WORKDIR/checkpoints/<N>/   orbax checkpoints after N steps: 'state' (the TrainState, an opaque pytree here) and
                              'data' (every process's data-iterator state); keep-N, atomic, written by all processes;
                              checksums.json, written by process 0 once orbax has finished the step
-  WORKDIR/checkpoints_damaged/  checkpoints found damaged on resume, moved aside (train/checkpoints.py: `damage`)
+  WORKDIR/checkpoints_damaged/  checkpoints found damaged on resume, moved aside (workdir.py: `damage`)
   WORKDIR/run.lock           locked by the process training here: a second run in the folder is refused
   WORKDIR/assets/            the training set's 3DMM and audio statistics (written at every start by process 0), so
-                             that the folder alone reenacts and evaluates its checkpoints (train/checkpoints.py reads
+                             that the folder alone reenacts and evaluates its checkpoints (workdir.py reads
                              this layout: G alone, the config check, the assets)
   WORKDIR/tensorboard/       event files: train/<term> for every loss term, grad norm and the learning rate (means
                              over each log interval), perf/steps_per_s and perf/examples_per_s, images/train grids
@@ -22,7 +22,7 @@ Work folder:
                              eval/<name>/<metric>, and the config as hparams and text
 
 Data (headgan_jax/data/sources.py has the full contract): `config.data.source` names a source; its train iterator
-yields GLOBAL `train.data.Batch`es sharded along 'data' on the step's mesh, each process loading only its own rows
+yields GLOBAL `data.batch.Batch`es sharded along 'data' on the step's mesh, each process loading only its own rows
 and assembling them with `jax.make_array_from_process_local_data`; `get_state()` / `set_state()` (JSON values) are
 saved with every checkpoint and restored on resume, so a resumed run sees exactly the batches an uninterrupted one
 would have. The held-out batches for in-loop evaluation come from the same source (`make_eval_batches`).
@@ -40,7 +40,7 @@ Killed at any moment (SIGKILL, power loss), a run loses only the steps after its
 checkpoint in a temporary folder renamed into place once complete (the next run removes unfinished ones), and a run
 killed before sealing a checkpoint with checksums.json has it read back whole on resume. A write that fails for lack of
 space (ENOSPC, a quota, a file size limit) stops training with CheckpointError naming the folder, the cause and the
-checkpoint to resume from (checkpoints.stop_on_no_space); the unfinished checkpoint never replaces a whole one.
+checkpoint to resume from (workdir.stop_on_no_space); the unfinished checkpoint never replaces a whole one.
 SIGTERM or SIGINT (preemptible VMs, Ctrl-C) lets the current step finish, writes a checkpoint and returns
 with `stopped_by` set (on several hosts the processes agree on the step to stop at); a second signal acts as usual.
 A NaN or inf in any metric stops training with NonFiniteLossError naming the step, the terms and the last good
@@ -66,17 +66,20 @@ import orbax.checkpoint as ocp
 import tqdm
 from jax.experimental import multihost_utils
 
+from headgan_jax import sharding as sharding_lib
+from headgan_jax import workdir as workdir_lib
+from headgan_jax.data import batch as batch_lib
 from headgan_jax.data import sources
 from headgan_jax.errors import CheckpointError, ConfigError, NonFiniteLossError, WorkdirBusyError
-from headgan_jax.files import write_atomic
 from headgan_jax.face3d.mouth import crop_mouth
-from headgan_jax.nn import vgg as vgg_lib
-from headgan_jax.train import checkpoints, data, evals as evals_lib, metric_writer, state as state_lib
+from headgan_jax.files import write_atomic
+from headgan_jax.nn import inference, vgg as vgg_lib
+from headgan_jax.train import evals as evals_lib, metric_writer, state as state_lib
 from headgan_jax.train import step as step_lib
 
-CHECKPOINT_DIR = checkpoints.CHECKPOINT_DIR
-TENSORBOARD_DIR = 'tensorboard'
-CONFIG_FILE = checkpoints.CONFIG_FILE
+CHECKPOINT_DIR = workdir_lib.CHECKPOINT_DIR
+TENSORBOARD_DIR = workdir_lib.TENSORBOARD_DIR
+CONFIG_FILE = workdir_lib.CONFIG_FILE
 # Config fields (or prefixes, ending with '.') a resumed run may change: they do not alter what is trained.
 RESUMABLE_FIELDS = ('train.num_steps', 'train.log_every', 'train.checkpoint_every', 'train.keep_checkpoints',
                     'train.image_every', 'train.image_examples', 'train.workdir', 'loss.vgg_weights', 'evals.')
@@ -153,7 +156,7 @@ def _agree(value: int) -> int:
 def _refuse_together(busy: str | None, workdir: str) -> None:
   """WorkdirBusyError on every process when process 0 found WORKDIR `busy` (its message)."""
   if _agree(busy is not None):
-    raise WorkdirBusyError(busy or checkpoints.workdir_holder(workdir) or
+    raise WorkdirBusyError(busy or workdir_lib.workdir_holder(workdir) or
                            f'{workdir} is in use by another training run (process 0 found it locked).')
 
 
@@ -161,12 +164,12 @@ def refuse_if_busy(workdir: str | os.PathLike) -> None:
   """WorkdirBusyError at once when a live process trains in WORKDIR (a probe: creates nothing). train.py calls it
   before building anything; `hold_workdir` is what keeps a second run out."""
   workdir = os.path.abspath(os.fspath(workdir))
-  _refuse_together(checkpoints.workdir_holder(workdir) if jax.process_index() == 0 else None, workdir)
+  _refuse_together(workdir_lib.workdir_holder(workdir) if jax.process_index() == 0 else None, workdir)
 
 
 @contextlib.contextmanager
 def hold_workdir(workdir: str | os.PathLike):
-  """WORKDIR's run lock (train/checkpoints.py: flock, released by the kernel however the process ends) for the
+  """WORKDIR's run lock (workdir.py: flock, released by the kernel however the process ends) for the
   duration, or WorkdirBusyError on every process when another live run holds it. Several hosts: a run uses one work
   folder for all of them and only its process 0 takes the lock (the others would refuse each other where the file
   system locks across hosts); the others learn the outcome from it."""
@@ -174,7 +177,7 @@ def hold_workdir(workdir: str | os.PathLike):
   lock, busy = None, None
   if jax.process_index() == 0:
     try:
-      lock = checkpoints.lock_workdir(workdir)
+      lock = workdir_lib.lock_workdir(workdir)
     except WorkdirBusyError as e:
       busy = str(e)
   _refuse_together(busy, workdir)
@@ -185,18 +188,18 @@ def hold_workdir(workdir: str | os.PathLike):
       lock.release()
 
 
-def set_aside_damaged(workdir: str, report: Callable[[str], None] = checkpoints.say) -> int | None:
+def set_aside_damaged(workdir: str, report: Callable[[str], None] = workdir_lib.say) -> int | None:
   """The step of WORKDIR's newest whole checkpoint (None: no checkpoint yet), after moving every newer damaged one
   to WORKDIR/checkpoints_damaged/ (one `report` line each: step, why, where). CheckpointError, moving nothing, when
   checkpoints exist but none is whole: starting afresh over them is for the user to decide. Call it on one process,
   holding the work folder's lock (a reader beside the run only skips damaged checkpoints)."""
-  step, damaged = checkpoints.newest_whole(workdir)
+  step, damaged = workdir_lib.newest_whole(workdir)
   if step is None and damaged:
     raise CheckpointError(f'{os.path.join(workdir, CHECKPOINT_DIR)}: no checkpoint there is whole, so training cannot '
-                          f'resume: {checkpoints.describe(damaged)}. Move them out of the folder (or use another '
+                          f'resume: {workdir_lib.describe(damaged)}. Move them out of the folder (or use another '
                           'work folder) to start afresh.')
   for d in damaged:  # Moved before orbax's CheckpointManager lists the folder: it would see a damaged latest.
-    report(f'skipping checkpoint step {d.step}: {d.reason}; moved to {checkpoints.set_aside(workdir, d)}')
+    report(f'skipping checkpoint step {d.step}: {d.reason}; moved to {workdir_lib.set_aside(workdir, d)}')
   return step
 
 
@@ -303,17 +306,6 @@ def generator_variables(state: Any) -> dict[str, Any]:
   return {'params': state.g.params, 'batch_stats': state.g.stats}
 
 
-def make_generate_fn(generator, mesh: jax.sharding.Mesh) -> Callable[[Any, data.Batch], tuple[jax.Array, jax.Array]]:
-  """jitted (G's variables, replicated; batch) -> (G's frames, the warped references), sharded like the batch."""
-
-  def generate(variables, batch: data.Batch) -> tuple[jax.Array, jax.Array]:
-    out = generator.apply(variables, batch.x_drive, batch.y_ref, batch.x_ref, batch.audio)
-    return out.image, out.warped_ref
-
-  sharded = step_lib.batch_sharding(mesh)
-  return jax.jit(generate, in_shardings=(step_lib.replicated(mesh), sharded), out_shardings=(sharded, sharded))
-
-
 @dataclasses.dataclass
 class RunResult:
   state: Any
@@ -336,10 +328,10 @@ class Trainer:
   vgg_params: Any
   init_key: jax.Array
   init_fn: Callable[[jax.Array], Any]  # jitted key -> replicated fresh state.
-  generate_fn: Callable[[Any, data.Batch], tuple[jax.Array, jax.Array]]  # (state, batch) -> G's frames and warped
+  generate_fn: Callable[[Any, batch_lib.Batch], tuple[jax.Array, jax.Array]]  # (state, batch) -> G's frames and warped
   #   references, sharded like the batch: apply_generator on the state's G.
   preview_fn: Callable[..., dict[str, jax.Array]]  # jitted (batch, frames, warped) -> image-grid columns, replicated.
-  apply_generator: Callable[[Any, data.Batch], tuple[jax.Array, jax.Array]]  # make_generate_fn: G's variables.
+  apply_generator: inference.GenerateFn  # nn/inference.py make_generate_fn: (G's variables, batch).
 
   @classmethod
   def create(cls, config: ml_collections.ConfigDict, devices=None, init_key: jax.Array | None = None,
@@ -357,7 +349,7 @@ class Trainer:
     if t.image_every < 0 or t.image_examples < 1:
       raise ConfigError(f'config.train.image_every = {t.image_every} must be >= 0 and image_examples = '
                         f'{t.image_examples} >= 1')
-    mesh = step_lib.make_mesh(devices)
+    mesh = sharding_lib.make_mesh(devices)
     if t.batch_size % mesh.devices.size:
       raise ConfigError(f'config.train.batch_size = {t.batch_size} is not a multiple of the '
                         f'{mesh.devices.size} devices')
@@ -367,16 +359,16 @@ class Trainer:
     optimizers = state_lib.make_optimizers(config, num_examples)
     vgg_apply, vgg_params = vgg if vgg is not None else (None, None)
     if vgg_params is not None:
-      vgg_params = jax.device_put(vgg_params, step_lib.replicated(mesh))
+      vgg_params = jax.device_put(vgg_params, sharding_lib.replicated(mesh))
     train_step = step_lib.make_train_step(config, models, optimizers, mesh, vgg_apply)
-    repl, sharded = step_lib.replicated(mesh), step_lib.batch_sharding(mesh)
+    repl, sharded = sharding_lib.replicated(mesh), sharding_lib.batch_sharding(mesh)
     init_fn = jax.jit(lambda key: state_lib.init_state(key, config, models, optimizers), out_shardings=repl,
                       compiler_options=state_lib.INIT_COMPILER_OPTIONS)
 
     n = min(t.image_examples, t.batch_size)
-    box, size = data.mouth_box_size(config), config.image_size
+    box, size = batch_lib.mouth_box_size(config), config.image_size
 
-    def preview(batch: data.Batch, image: jax.Array, warped: jax.Array) -> dict[str, jax.Array]:
+    def preview(batch: batch_lib.Batch, image: jax.Array, warped: jax.Array) -> dict[str, jax.Array]:
       first, image, warped = jax.tree.map(lambda x: x[:n], (batch, image, warped))
       mouths = [crop_mouth(im, first.mouth, box, size // 2) for im in (image, first.y)]
       to01 = lambda x: (x.astype(jnp.float32) + 1) / 2  # noqa: E731
@@ -384,7 +376,7 @@ class Trainer:
               'mouth': to01(jnp.concatenate(mouths, axis=1))}
 
     # One compilation of G's forward pass serves the image grids and the evaluations (same batch size).
-    apply_generator = make_generate_fn(models.generator, mesh)
+    apply_generator = inference.make_generate_fn(models.generator, mesh)
     generate_fn = lambda state, batch: apply_generator(generator_variables(state), batch)  # noqa: E731
     preview_fn = jax.jit(preview, in_shardings=(sharded, sharded, sharded), out_shardings=repl)
     root = jax.random.key(config.seed)
@@ -398,14 +390,14 @@ class Trainer:
   def abstract_state(self) -> Any:
     """Shapes, dtypes and (replicated) shardings of the state, for restoring into."""
     abstract = jax.eval_shape(self.init_fn, self.init_key)
-    sharding = step_lib.replicated(self.mesh)
+    sharding = sharding_lib.replicated(self.mesh)
     return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding), abstract)
 
   def restore(self, workdir: str | os.PathLike, step: int | None = None) -> tuple[Any, int]:
-    """(state, step) of checkpoint `step` (default the newest whole one: checkpoints.find) of the run in `workdir`,
-    replicated on the mesh: the whole TrainState (G alone, for inference: checkpoints.load). CheckpointError when
+    """(state, step) of checkpoint `step` (default the newest whole one: workdir.find) of the run in `workdir`,
+    replicated on the mesh: the whole TrainState (G alone, for inference: workdir.load). CheckpointError when
     there is no such checkpoint or it is damaged."""
-    step = checkpoints.find(workdir, step).step
+    step = workdir_lib.find(workdir, step).step
     with self.checkpoint_manager(workdir) as manager:
       restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(self.abstract_state())))
     return restored.state, step
@@ -447,8 +439,8 @@ class Trainer:
       # It was found whole (set_aside_damaged), so this is no damage: most likely other code or another config.
       raise CheckpointError(f'{folder} is whole but does not restore into this run\'s train state: '
                             f'{(str(e).strip().splitlines() or [type(e).__name__])[0][:300]}') from e
-    if jax.process_index() == 0 and not os.path.exists(os.path.join(folder, checkpoints.CHECKSUMS_FILE)):
-      checkpoints.write_checksums(folder)  # Read back whole and restored: later checks compare instead of reading.
+    if jax.process_index() == 0 and not os.path.exists(os.path.join(folder, workdir_lib.CHECKSUMS_FILE)):
+      workdir_lib.write_checksums(folder)  # Read back whole and restored: later checks compare instead of reading.
     saved = restored.data
     if saved['process_count'] != jax.process_count():
       raise ConfigError(f'the checkpoint at step {step} in {manager.directory} was written by '
@@ -463,10 +455,10 @@ class Trainer:
 
     `iterator` replaces the config's data source (it must keep the same contract). WorkdirBusyError when another
     live process trains in `workdir`; the work folder's lock is held until this returns. CheckpointError (one line:
-    checkpoints.no_space_message) when a write fails for lack of space.
+    workdir.no_space_message) when a write fails for lack of space.
     """
     workdir = os.path.abspath(os.fspath(workdir))
-    with hold_workdir(workdir), checkpoints.stop_on_no_space(workdir):
+    with hold_workdir(workdir), workdir_lib.stop_on_no_space(workdir):
       return self._run(workdir, num_steps, progress, iterator)
 
   def _run(self, workdir: str, num_steps: int | None, progress: bool,
@@ -481,7 +473,7 @@ class Trainer:
     save_or_check_config(config, workdir)
     is_writer = jax.process_index() == 0
     if is_writer:  # The folder then reenacts and evaluates its checkpoints without the dataset.
-      checkpoints.write_assets(config, workdir)
+      workdir_lib.write_assets(config, workdir)
     resume = resume_step(workdir)  # Before orbax's manager lists the folder: damaged ones are moved aside first.
     with contextlib.ExitStack() as stack:
       manager = stack.enter_context(self.checkpoint_manager(workdir, cleanup=True))
@@ -502,7 +494,7 @@ class Trainer:
         for saved in unsealed if is_writer else ():
           folder = os.path.join(os.fspath(manager.directory), str(saved))
           if os.path.isdir(folder):  # Not when keep_checkpoints removed it already.
-            checkpoints.write_checksums(folder)
+            workdir_lib.write_checksums(folder)
         unsealed.clear()
 
       def last_checkpoint() -> str:

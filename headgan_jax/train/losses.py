@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from headgan_jax.errors import ConfigError
+from headgan_jax.face3d.render import face_mask  # noqa: F401  (re-exported: the loss terms mask with it)
 
 # One scale's output: a logits array, or the list of a scale's layer features ending with the logits.
 ScaleOutput = jax.Array | Sequence[jax.Array]
@@ -82,16 +83,6 @@ def feature_matching(real_feats: Sequence[Sequence[jax.Array]], fake_feats: Sequ
     for r, f in zip(real[:-1], fake[:-1]):
       total = total + weight * _mean_abs_diff(f, jax.lax.stop_gradient(r))
   return total
-
-
-def face_mask(x_t: jax.Array, threshold: float) -> jax.Array:
-  """(..., H, W, 1) float32 mask of the face region: pixels where the channel sum of |x_t| exceeds the threshold.
-
-  The authors threshold the channel sum of the 3D face image (config.loss.face_mask_threshold); the absolute value
-  makes the mask independent of the sign convention of x_t's coordinate colours (identical when they are >= 0),
-  as long as the background is 0.
-  """
-  return (jnp.sum(jnp.abs(_f32(x_t)), axis=-1, keepdims=True) > threshold).astype(jnp.float32)
 
 
 def masked_l1(a: jax.Array, b: jax.Array, mask: jax.Array) -> jax.Array:

@@ -21,8 +21,8 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
+from headgan_jax.data import batch as batch_lib
 from headgan_jax.errors import ConfigError
-from headgan_jax.train import data
 
 PyTree = Any
 LR_SCHEDULES = ('epoch_steps', 'linear')
@@ -160,7 +160,7 @@ def init_state(key: jax.Array, config: ml_collections.ConfigDict, models: Models
   from headgan_jax.nn.discriminator import mouth_disc_channels  # pylint: disable=import-outside-toplevel
   models = models or make_models(config)
   optimizers = optimizers or make_optimizers(config)
-  spec = data.batch_spec(config, 1)
+  spec = batch_lib.batch_spec(config, 1)
   zeros = lambda s: jnp.zeros(s.shape, s.dtype)  # noqa: E731
   x_drive, y_ref, x_ref, audio, y = (zeros(spec.x_drive), zeros(spec.y_ref), zeros(spec.x_ref), zeros(spec.audio),
                                      zeros(spec.y))

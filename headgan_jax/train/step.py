@@ -6,7 +6,7 @@ axis, the train state (and VGG params) replicated; the step is one `jax.jit` wit
 loss is a mean over the GLOBAL batch and XLA inserts the gradient all-reduce itself. The result does not depend on
 the number of devices (tests/test_train_step.py checks 8 devices against 1).
 
-Frame pairs: each example holds frames t-1 and t (see `train.data.Batch`). Frame t-1 enters L_G only through
+Frame pairs: each example holds frames t-1 and t (see `data.batch.Batch`). Frame t-1 enters L_G only through
 L_F^Temp, which compares the warped features of F, so F runs once on both frames (interleaved along the batch axis
 as (b0 t-1, b0 t, b1 t-1, b1 t, ...), so each device keeps its own examples) and R only on frame t. VGG19 runs once
 on [y~_t, y-bar_t^ref, y_t] stacked. config.train.shared_passes = False computes the same loss the straightforward
@@ -36,21 +36,20 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
 import optax
-from jax.sharding import Mesh, NamedSharding
-from jax.sharding import PartitionSpec as P
+from jax.sharding import Mesh
 
+from headgan_jax.data import batch as batch_lib
 from headgan_jax.errors import ConfigError
 from headgan_jax.face3d.mouth import crop_mouth
 from headgan_jax.nn.discriminator import image_disc_input, mouth_disc_input
-from headgan_jax.train import data, losses
+from headgan_jax.sharding import batch_sharding, replicated
+from headgan_jax.train import losses
 from headgan_jax.train.state import INIT_COMPILER_OPTIONS, Models, Optimizers, TrainState, init_state
 
-DATA_AXIS = 'data'
 Metrics = dict[str, jax.Array]
 VGGApply = Callable[[Any, jax.Array], Sequence[jax.Array]]
-StepFn = Callable[[TrainState, data.Batch, Any], tuple[TrainState, Metrics]]
+StepFn = Callable[[TrainState, batch_lib.Batch, Any], tuple[TrainState, Metrics]]
 
 # The terms of L_G (eq. 9 and the authors' flow-mask L1) and of the discriminators' loss (eq. 10).
 G_LOSS_TERMS = ('g_adv', 'g_fm', 'g_l1', 'g_vgg', 'f_l1', 'f_vgg', 'f_temp', 'f_mask', 'gm_adv', 'gm_fm')
@@ -78,20 +77,6 @@ def weighted_sum(terms: dict[str, jax.Array], weights: dict[str, float]) -> jax.
   if set(terms) != set(weights):
     raise ValueError(f'loss terms {sorted(terms)} do not match the weight table {sorted(weights)}')
   return sum((float(weights[k]) * terms[k] for k in weights), jnp.zeros((), jnp.float32))
-
-
-def make_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
-  """A 1-D mesh with axis 'data' over `devices` (default: all devices of every process)."""
-  devices = jax.devices() if devices is None else list(devices)
-  return Mesh(np.asarray(devices), (DATA_AXIS,))
-
-
-def batch_sharding(mesh: Mesh) -> NamedSharding:
-  return NamedSharding(mesh, P(DATA_AXIS))
-
-
-def replicated(mesh: Mesh) -> NamedSharding:
-  return NamedSharding(mesh, P())
 
 
 def _interleave(a: jax.Array, b: jax.Array) -> jax.Array:
@@ -145,7 +130,7 @@ def loss_fns(config: ml_collections.ConfigDict, models: Models, vgg_apply: VGGAp
   generator, mouth_disc = models.generator, models.mouth_disc
   layer_weights = tuple(lo.vgg_layer_weights)
   g_weights, d_weights = g_loss_weights(config), d_loss_weights(config)
-  crop = functools.partial(crop_mouth, box_size=data.mouth_box_size(config), out_size=config.disc.mouth_size)
+  crop = functools.partial(crop_mouth, box_size=batch_lib.mouth_box_size(config), out_size=config.disc.mouth_size)
   zero = jnp.zeros((), jnp.float32)
 
   def disc_outputs(module, params, stats, fake_in, real_in, update_stats):
@@ -153,11 +138,11 @@ def loss_fns(config: ml_collections.ConfigDict, models: Models, vgg_apply: VGGAp
     fake_out, real_out = _split_tree(_f32_tree(out))
     return fake_out, real_out, stats
 
-  def mouth_inputs(fake: jax.Array, batch: data.Batch) -> tuple[jax.Array, jax.Array]:
+  def mouth_inputs(fake: jax.Array, batch: batch_lib.Batch) -> tuple[jax.Array, jax.Array]:
     audio = batch.audio if use_audio else None  # "w/o audio": D_m sees the mouth crop alone.
     return (mouth_disc_input(crop(fake, batch.mouth), audio), mouth_disc_input(crop(batch.y, batch.mouth), audio))
 
-  def generate(g_params, g_stats, batch: data.Batch):
+  def generate(g_params, g_stats, batch: batch_lib.Batch):
     """(y~_t, F's output on frame t, warped features of frame t-1, new G stats)."""
     pair = lambda a, b: _interleave(a, b)  # noqa: E731  (frame t-1, frame t)
     if shared:
@@ -175,7 +160,7 @@ def loss_fns(config: ml_collections.ConfigDict, models: Models, vgg_apply: VGGAp
     prev, now = _split_tree(out)
     return now.image, now, prev.warped_features, g_stats
 
-  def g_loss(g_params, state: TrainState, batch: data.Batch, vgg_params):
+  def g_loss(g_params, state: TrainState, batch: batch_lib.Batch, vgg_params):
     fake, now, prev_features, g_stats = generate(g_params, state.g.stats, batch)
     fake = fake.astype(jnp.float32)
     x_t = batch.x_t
@@ -211,7 +196,7 @@ def loss_fns(config: ml_collections.ConfigDict, models: Models, vgg_apply: VGGAp
       d_metrics['dm_adv'] = losses.hinge_d(sg(dm_real), sg(dm_fake))
     return weighted_sum(terms, g_weights), (terms, g_stats, sg(fake), d_metrics)
 
-  def d_loss(d_and_dm_params, state: TrainState, batch: data.Batch, fake: jax.Array):
+  def d_loss(d_and_dm_params, state: TrainState, batch: batch_lib.Batch, fake: jax.Array):
     d_params, dm_params = d_and_dm_params
     x_t = batch.x_t
     d_fake, d_real, d_stats = disc_outputs(models.disc, d_params, state.d.stats, image_disc_input(x_t, fake),
@@ -243,7 +228,7 @@ def train_step_fn(config: ml_collections.ConfigDict, models: Models, optimizers:
   fns = loss_fns(config, models, vgg_apply)
   d_weights = d_loss_weights(config)
 
-  def step(state: TrainState, batch: data.Batch, vgg_params=None) -> tuple[TrainState, Metrics]:
+  def step(state: TrainState, batch: batch_lib.Batch, vgg_params=None) -> tuple[TrainState, Metrics]:
     (g_total, (g_terms, g_stats, fake, d_metrics)), g_grads = jax.value_and_grad(fns.generator, has_aux=True)(
         state.g.params, state, batch, vgg_params)
     g = state.g.apply_gradients(g_grads, optimizers.generator, g_stats)
@@ -303,23 +288,23 @@ class TrainStep:
       return self.jitted_with_d
     return self.jitted
 
-  def check(self, batch: data.Batch) -> None:
+  def check(self, batch: batch_lib.Batch) -> None:
     if batch.batch_size % self.n_devices:
       raise ConfigError(f'the global batch size {batch.batch_size} is not a multiple of the {self.n_devices} '
                         'devices of the mesh (config.train.batch_size)')
-    data.check_batch(batch, self.config)
+    batch_lib.check_batch(batch, self.config)
 
-  def _pick(self, state: TrainState, batch: data.Batch, step: int | None) -> Any:
+  def _pick(self, state: TrainState, batch: batch_lib.Batch, step: int | None) -> Any:
     self.check(batch)
     if self.jitted_with_d is None:
       return self.jitted
     return self.jitted_for(int(state.step) if step is None else step)
 
-  def __call__(self, state: TrainState, batch: data.Batch, vgg_params=None,
+  def __call__(self, state: TrainState, batch: batch_lib.Batch, vgg_params=None,
                step: int | None = None) -> tuple[TrainState, Metrics]:
     return self._pick(state, batch, step)(state, batch, vgg_params)
 
-  def lower(self, state: TrainState, batch: data.Batch, vgg_params=None, step: int | None = None):
+  def lower(self, state: TrainState, batch: batch_lib.Batch, vgg_params=None, step: int | None = None):
     return self._pick(state, batch, step).lower(state, batch, vgg_params)
 
 
@@ -357,7 +342,3 @@ def init_state_sharded(key: jax.Array, config: ml_collections.ConfigDict, models
   return jax.jit(lambda k: init_state(k, config, models, optimizers), out_shardings=replicated(mesh),
                  compiler_options=INIT_COMPILER_OPTIONS)(key)
 
-
-def shard_batch(batch: data.Batch, mesh: Mesh) -> data.Batch:
-  """Places a host (or single-device) batch on the mesh, split along 'data'."""
-  return jax.device_put(batch, batch_sharding(mesh))

@@ -1,6 +1,8 @@
-"""Reading a training work folder: its checkpoints, its config.json, G's variables and the training assets.
+"""A training work folder: its layout, its checkpoints, its config.json, G's variables and the training assets.
 
-The one place that knows the work folder's layout (train/loop.py writes it):
+The one place that knows the work folder's layout. train/loop.py writes it; the readers (evaluate.py, reenact.py,
+main_job.py, train/baselines.py) find what they need here, below the training code (this module imports no
+headgan_jax.train):
 
   WORKDIR/config.json                 the run's resolved config (CONFIG_FILE)
   WORKDIR/checkpoints/<N>/state       orbax checkpoint of the TrainState after N steps (CHECKPOINT_DIR)
@@ -17,6 +19,8 @@ The one place that knows the work folder's layout (train/loop.py writes it):
                                       sight of orbax's CheckpointManager, which lists WORKDIR/checkpoints
   WORKDIR/run.lock                    flock(2)ed by the process training in WORKDIR (LOCK_FILE); holds its pid, host,
                                       start time and command
+  WORKDIR/tensorboard/                the run's TensorBoard event files (TENSORBOARD_DIR)
+  WORKDIR/eval.json                   evaluate.py's default output (EVAL_FILE)
 
   find(path, step)        -> Location: a work folder's newest whole checkpoint (a newer damaged one is skipped with
                              one line on stderr saying why), or checkpoint `step`, or one checkpoint's folder
@@ -53,9 +57,12 @@ from collections.abc import Callable
 from typing import Any
 
 from headgan_jax import errors
+from headgan_jax.files import write_atomic
 
 CHECKPOINT_DIR = 'checkpoints'
 CONFIG_FILE = 'config.json'
+TENSORBOARD_DIR = 'tensorboard'
+EVAL_FILE = 'eval.json'
 STATE_ITEM = 'state'  # The TrainState's item in a checkpoint folder (the loop's Composite name).
 DATA_ITEM = 'data'  # Every process's data-iterator position (the loop's JSON item).
 CHECKSUMS_FILE = 'checksums.json'
@@ -448,7 +455,7 @@ def write_assets(config, workdir: str | os.PathLike) -> list[str]:
   """Copies the training set's 3DMM and audio statistics into WORKDIR/assets (atomically: temp file, then rename);
   the files written. Nothing for a source that is not a built dataset (synthetic data has neither). Call it on one
   process only."""
-  from headgan_jax.data import building, clips, pipeline  # pylint: disable=import-outside-toplevel
+  from headgan_jax.data import building, pipeline  # pylint: disable=import-outside-toplevel
   from headgan_jax.face3d import morphable  # pylint: disable=import-outside-toplevel
   if str(config.data.source) not in pipeline.DATASETS:
     return []
@@ -458,7 +465,7 @@ def write_assets(config, workdir: str | os.PathLike) -> list[str]:
   morphable.save(ds.model, written[0])  # Atomic.
   stats_path = os.path.join(folder, AUDIO_STATS_FILE)
   if ds.audio_stats is not None:
-    clips.write_atomic(stats_path, json.dumps(building.stats_to_json(ds.audio_stats)).encode())
+    write_atomic(stats_path, json.dumps(building.stats_to_json(ds.audio_stats)).encode())
     written.append(stats_path)
   elif os.path.exists(stats_path):  # A rebuilt dataset without statistics: do not leave the old ones behind.
     os.remove(stats_path)
@@ -466,7 +473,7 @@ def write_assets(config, workdir: str | os.PathLike) -> list[str]:
     written.append(os.path.join(folder, LANDMARK_MAP_FILE))
     try:
       with open(config.track.landmark_map, 'rb') as f:
-        clips.write_atomic(written[-1], f.read())
+        write_atomic(written[-1], f.read())
     except OSError as e:
       raise errors.ConfigError(f'config.track.landmark_map = {config.track.landmark_map}: cannot be read: {e}') from e
   return written

@@ -12,7 +12,7 @@ a clip.
   the ground truth.
 - cross: each clip drives once with the reference (as in self) of a clip of another identity (seeded
   choice); x_t is rendered with the REFERENCE's identity and the driver's expression and camera (eq. 1).
-The evaluators are the entries of config.evals (all of them, whatever their `every`; metrics/evaluators.py). For
+The evaluators are the entries of config.evals (all of them, whatever their `every`; metrics/evaluators/). For
 AED / APD both the generated and the driving frames are tracked with the project's tracker (tracking/track.py), each
 clip as a video, after upsampling to --track_size px (BlazeFace + the landmark model need faces larger than the
 demo's 64 px crops); only frames fitted on both sides count.
@@ -36,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from headgan_jax import workdir as workdir_lib
 from headgan_jax.errors import ConfigError, DatasetError, HeadGANError
 
 DEFAULT_TRACK_SIZE = 256
@@ -66,7 +67,7 @@ def resolve_config(config_spec: str | None, workdir: str):
   from headgan_jax.train import loop  # pylint: disable=import-outside-toplevel
   if not os.path.isdir(workdir):
     raise ConfigError(f'--workdir {workdir} does not exist (train.py --workdir {workdir} makes it)')
-  saved_path = os.path.join(workdir, loop.CONFIG_FILE)
+  saved_path = os.path.join(workdir, workdir_lib.CONFIG_FILE)
   if config_spec is None:
     if not os.path.isfile(saved_path):
       raise ConfigError(f'{saved_path} does not exist: give --config, or a --workdir that train.py wrote')
@@ -86,20 +87,21 @@ class Restored:
   """G of one checkpoint, ready to run on the evaluation mesh."""
   mesh: Any  # jax.sharding.Mesh over the devices the evaluation batch splits evenly over.
   variables: dict  # G's variables, replicated on `mesh`.
-  generate_fn: Any  # jitted (variables, Batch) -> (frames, warped references), sharded like the batch.
+  generate_fn: Any  # nn/inference.py: jitted (variables, Batch) -> (frames, warped references), sharded like the batch.
   step: int
 
 
 def restore_generator(config, workdir: str, step: int | None) -> Restored:
-  """G of checkpoint `step` (default the latest) of WORKDIR, alone (train/checkpoints.py: a partial restore, never
+  """G of checkpoint `step` (default the latest) of WORKDIR, alone (workdir.py: a partial restore, never
   D, D_m or the optimisers), replicated on a mesh over the devices that config.train.batch_size splits over."""
   import jax  # pylint: disable=import-outside-toplevel
-  from headgan_jax.nn import generator as gen_lib  # pylint: disable=import-outside-toplevel
-  from headgan_jax.train import checkpoints, loop, step as step_lib  # pylint: disable=import-outside-toplevel
+  from headgan_jax import sharding as sharding_lib  # pylint: disable=import-outside-toplevel
+  from headgan_jax.nn import generator as gen_lib, inference  # pylint: disable=import-outside-toplevel
   n = math.gcd(int(config.train.batch_size), jax.device_count())  # The eval batch splits evenly over the mesh.
-  mesh = step_lib.make_mesh(jax.devices()[:n])
-  ckpt = checkpoints.load(workdir, step, config=config, sharding=step_lib.replicated(mesh), step_flag='--checkpoint')
-  return Restored(mesh, ckpt.variables, loop.make_generate_fn(gen_lib.make_generator(config), mesh), ckpt.step)
+  mesh = sharding_lib.make_mesh(jax.devices()[:n])
+  ckpt = workdir_lib.load(workdir, step, config=config, sharding=sharding_lib.replicated(mesh),
+                          step_flag='--checkpoint')
+  return Restored(mesh, ckpt.variables, inference.make_generate_fn(gen_lib.make_generator(config), mesh), ckpt.step)
 
 
 # --- Clips of the test split -----------------------------------------------------------------------------------
@@ -280,7 +282,7 @@ def evaluate(config, restored: Restored, *, protocols_to_run: Sequence[str] = ('
     if p not in protocols.PROTOCOLS:
       raise ConfigError(f'--protocols: unknown protocol {p!r} (known: {", ".join(protocols.PROTOCOLS)})')
   evaluators = ev_lib.from_config(config.evals)  # Built once (network weights load once), reset per protocol.
-  needs_fits = any(isinstance(e, ev_lib.AEDEvaluator) for e in evaluators.values())
+  needs_fits = any(isinstance(e, ev_lib.get('aed')) for e in evaluators.values())
   tracker = FrameTracker(config, track_size) if needs_fits else None
   generator = GeneratedFrames(config, restored, dataset)
   results, counts = {}, {}
@@ -346,7 +348,7 @@ def run(args: argparse.Namespace) -> tuple[str, str]:
                            progress=not args.no_progress)
   variant = str(config.get('variant', 'full'))  # The row of Table 1 the run trained (configs/paper.py ABLATIONS).
   meta.update(workdir=workdir, checkpoint_step=step, variant=variant, seconds=round(time.perf_counter() - start, 1))
-  out = report.write_eval_json(args.out or os.path.join(workdir, 'eval.json'), results, meta)
+  out = report.write_eval_json(args.out or os.path.join(workdir, workdir_lib.EVAL_FILE), results, meta)
   table = report.format_table1(results, label=f'ours ({variant}), step {step}')
   return out, table
 
