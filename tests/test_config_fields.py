@@ -101,9 +101,11 @@ def small_config(ablation: str, data_config):
   c.disc.max_channels = 16
   c.disc.mouth_size = 8
   c.train.batch_size = 2
-  # The demo build's settings (the builders read them; the pipeline must see the same dataset).
+  # The demo build's settings (the builders read them; the pipeline must see the same dataset). Not the conditioning
+  # image: the pipeline draws it (the landmarks row of Table 1 sets it).
   for field in data_config.data:
-    c.data[field] = data_config.data[field]
+    if field != 'conditioning':
+      c.data[field] = data_config.data[field]
   c.train.sequence_length = data_config.train.sequence_length
   c.data.source = 'headgan_demo'
   c.data.stored_size = 64
