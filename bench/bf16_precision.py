@@ -153,7 +153,7 @@ def norm_inputs(photo_path: str, size: int = 256) -> dict[str, jax.Array]:
   import train_configs  # pylint: disable=import-outside-toplevel
   from headgan_jax.nn import generator  # pylint: disable=import-outside-toplevel
   config = train_configs.small_train_config()
-  config.image_size, config.model.conv_impl = size, 'xla'
+  config.image_size, config.runtime.conv_impl = size, 'xla'
   g = generator.make_generator(config)
   photo = load_photo(photo_path, size)
   x_drive = jnp.concatenate([photo] * 3, -1) * 0.5
@@ -260,9 +260,9 @@ def measure_losses(photo_path: str) -> None:
   sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / 'tests'))
   import train_configs  # pylint: disable=import-outside-toplevel
   config = train_configs.small_train_config()
-  config.image_size, config.model.conv_impl = size, 'xla'
+  config.image_size, config.runtime.conv_impl = size, 'xla'
   d_f32, _ = discriminator.make_discriminators(config)
-  config.model.compute_dtype = 'bfloat16'
+  config.runtime.compute_dtype = 'bfloat16'
   d_bf16, _ = discriminator.make_discriminators(config)
   x = jnp.concatenate([discriminator.image_disc_input(target, fake), discriminator.image_disc_input(target, target)])
   dv = d_f32.init(jax.random.key(10), x)

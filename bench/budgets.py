@@ -83,9 +83,9 @@ def measure(base, size: int, batch: int, remat: str, dtype: str) -> dict:
   config = base.copy_and_resolve_references()
   config.image_size = size
   config.train.batch_size = batch
-  config.model.remat = remat
-  config.model.compute_dtype = dtype
-  config.model.conv_impl = 'xla'
+  config.runtime.remat = remat
+  config.runtime.compute_dtype = dtype
+  config.runtime.conv_impl = 'xla'
   if not config.train.steps_per_epoch:
     config.train.steps_per_epoch = 1000
   models = state_lib.make_models(config)

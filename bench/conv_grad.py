@@ -92,7 +92,7 @@ def step_flops(config, batch: int) -> float | None:
   config = config.copy_and_resolve_references()
   config.loss.use_vgg = False
   config.train.batch_size = batch
-  config.model.conv_impl = 'xla'  # Same FLOPs; XLA's cost analysis counts a scan's body once, not per step.
+  config.runtime.conv_impl = 'xla'  # Same FLOPs; XLA's cost analysis counts a scan's body once, not per step.
   models, optimizers = state_lib.make_models(config), state_lib.make_optimizers(config)
   state = jax.eval_shape(lambda k: state_lib.init_state(k, config, models, optimizers), jax.random.key(0))
   spec = batch_lib.batch_spec(config, batch)

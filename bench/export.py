@@ -3,7 +3,7 @@
   python bench/export.py --config configs/paper.py --platforms cuda,tpu --out DIR \
       [--devices 8] [--dtypes float32,bfloat16] [--batches 1,32] [--steps-per-epoch 1000] [--no-flops]
 
-For every compute dtype (config.model.compute_dtype) it lowers, for all the given platforms at once (one file holds
+For every compute dtype (config.runtime.compute_dtype) it lowers, for all the given platforms at once (one file holds
 every platform; `jax.export` adds a platform index argument and keeps one module):
   train_step_d_<dt>      the training step that updates G, D and D_m   (config.train.d_update 'two_steps' compiles
   train_step_no_d_<dt>   the training step that updates G only          these two; the loop picks one per step)
@@ -27,7 +27,7 @@ input leaf in order (its path in the pytree, shape, dtype, sharding), so a calle
   outs = exp.call(*jax.tree.leaves((state, batch, vgg_params)))       # arrays placed as in_shardings say
   new_state, metrics = jax.tree.unflatten(jax.tree.structure((state, metrics_like)), outs)
 
-Convolutions: config.model.conv_impl is forced to 'xla' (XLA's own convolution: cuDNN / the TPU compiler), whatever
+Convolutions: config.runtime.conv_impl is forced to 'xla' (XLA's own convolution: cuDNN / the TPU compiler), whatever
 the config says: 'auto' picks on the backend of the LOWERING process, which is CPU here, and would put the CPU
 paths (oneDNN FFI custom calls, the im2col weight gradient) into an accelerator program.
 
@@ -135,8 +135,8 @@ def _spec(x) -> jax.ShapeDtypeStruct:
 
 def prepare_config(config, dtype: str, steps_per_epoch: int | None):
   config = config.copy_and_resolve_references()
-  config.model.compute_dtype = dtype
-  config.model.conv_impl = 'xla'  # XLA's own convolution: no CPU-only path in an accelerator program.
+  config.runtime.compute_dtype = dtype
+  config.runtime.conv_impl = 'xla'  # XLA's own convolution: no CPU-only path in an accelerator program.
   if steps_per_epoch:
     config.train.steps_per_epoch = int(steps_per_epoch)
   elif not config.train.steps_per_epoch:
@@ -181,7 +181,7 @@ def train_programs(config, n_devices: int, models, optimizers, state) -> list[Pr
 
     # As step.make_train_step: state (and VGG) replicated, batch along 'data', outputs replicated, state donated.
     jitted = jax.jit(flat_fn, in_shardings=in_shardings, out_shardings=repl, donate_argnums=tuple(range(n_state)))
-    out.append(Program(name=f'{name}_{DTYPE_SUFFIX[config.model.compute_dtype]}', kind='train_step',
+    out.append(Program(name=f'{name}_{DTYPE_SUFFIX[config.runtime.compute_dtype]}', kind='train_step',
                        jitted=jitted, in_specs=leaves, in_paths=paths,
                        batch_leaves=list(range(n_state, n_state + n_batch)), n_devices=n_devices,
                        global_batch=global_batch, per_device_batch=per_device, unjitted=flat_fn,
@@ -214,7 +214,7 @@ def inference_program(config, n_devices: int, models, state, batch_size: int) ->
                      out_shardings=sharded)
   else:
     jitted = jax.jit(flat_fn)
-  return Program(name=f'g_inference_b{batch_size}_{DTYPE_SUFFIX[config.model.compute_dtype]}', kind='g_inference',
+  return Program(name=f'g_inference_b{batch_size}_{DTYPE_SUFFIX[config.runtime.compute_dtype]}', kind='g_inference',
                  jitted=jitted, in_specs=leaves, in_paths=paths,
                  batch_leaves=list(range(n_vars, len(leaves))), n_devices=devices,
                  global_batch=batch_size, per_device_batch=batch_size // devices, unjitted=flat_fn,
@@ -344,7 +344,7 @@ def run(args: argparse.Namespace) -> dict:
       programs += [inference_program(config, args.devices, models, state, b) for b in batches]
     for program in programs:
       entry = export_program(program, platforms, out_dir, flops=not args.no_flops)
-      entry.update(compute_dtype=dtype, conv_impl=config.model.conv_impl, image_size=config.image_size)
+      entry.update(compute_dtype=dtype, conv_impl=config.runtime.conv_impl, image_size=config.image_size)
       entries.append(entry)
       fl = entry.get('flops_per_sample')
       print(f'{entry["name"]:24s} {entry["bytes"] / 2**20:7.2f} MiB  {entry["export_s"]:6.1f} s  devices '

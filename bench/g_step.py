@@ -52,7 +52,7 @@ def _return_freed_memory_to_the_os() -> None:
 
 def _device_info(config) -> dict:
   devices = jax.devices()
-  return {'image_size': config.image_size, 'dtype': config.model.compute_dtype, 'devices': len(devices),
+  return {'image_size': config.image_size, 'dtype': config.runtime.compute_dtype, 'devices': len(devices),
           'device_kind': devices[0].device_kind, 'platform': devices[0].platform, 'malloc': host_malloc.active()}
 
 
@@ -114,7 +114,7 @@ def run_train(args: argparse.Namespace) -> dict:
     import torch  # noqa: F401  # pylint: disable=import-outside-toplevel,unused-import
   nets = {}
   for impl in args.impls.split(','):
-    config.model.conv_impl = impl
+    config.runtime.conv_impl = impl
     nets[impl] = generator_lib.make_generator(config)
   variables = random_variables(next(iter(nets.values())), inputs)
 
@@ -213,9 +213,9 @@ def run_inference(args: argparse.Namespace) -> dict:
   jax.block_until_ready(compiled(variables, *inputs))
   times = _interleaved({'g': lambda: jax.block_until_ready(compiled(variables, *inputs))}, args.steps)['g']
   step_s = float(np.median(times))
-  peak = peak_flops(jax.devices()[0], config.model.compute_dtype)
+  peak = peak_flops(jax.devices()[0], config.runtime.compute_dtype)
   return {'bench': 'g_step', 'mode': 'inference', 'config': args.config, 'batch': b, **_device_info(config),
-          'conv_impl': config.model.conv_impl, 'compile_s': round(compile_s, 2),
+          'conv_impl': config.runtime.conv_impl, 'compile_s': round(compile_s, 2),
           'batch_ms_median': round(1e3 * step_s, 2), 'frames_per_s': round(b / step_s, 2),
           'flops_per_frame': None if flops is None else flops / b,
           'mfu': None if not (peak and flops) else round(flops / step_s / peak, 4)}
@@ -225,12 +225,12 @@ def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument('--config', default=str(REPO / 'configs' / 'tiny.py'), help='config file with get_config()')
   parser.add_argument('--batch', type=int, default=0, help='frames per step (default config.train.batch_size)')
-  parser.add_argument('--dtype', choices=('float32', 'bfloat16'), default='', help='config.model.compute_dtype')
+  parser.add_argument('--dtype', choices=('float32', 'bfloat16'), default='', help='config.runtime.compute_dtype')
   parser.add_argument('--image-size', type=int, default=0, help='override config.image_size')
   parser.add_argument('--impls', default='xla,auto',
                       help="train mode: the conv_impl values to time side by side, e.g. 'xla,im2col,onednn'")
   parser.add_argument('--conv-impl', choices=('auto', 'xla', 'im2col', 'onednn'), default='',
-                      help='with --inference: config.model.conv_impl')
+                      help='with --inference: config.runtime.conv_impl')
   parser.add_argument('--steps', type=int, default=5, help='timed rounds (after one warm-up)')
   parser.add_argument('--vs-torch', action='store_true', help='also time the PyTorch twin of G (CPU torch)')
   parser.add_argument('--inference', action='store_true', help="G's forward pass instead of its train step")

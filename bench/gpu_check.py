@@ -7,7 +7,7 @@
 Sections, each in its own process (so each reports its own peak device memory, and a failure or an out-of-memory
 stops only that section), run in this order while the time budget (--budget-s, default 450 s: the whole check
 within 8 minutes, compiles included) lasts; a section that does not fit is listed under "skipped" with the reason:
-  train_bfloat16, train_float32  the project's training step (`train/step.make_train_step`, config.model.conv_impl as
+  train_bfloat16, train_float32  the project's training step (`train/step.make_train_step`, config.runtime.conv_impl as
           the config says: 'auto' must resolve to XLA's convolution on a GPU, checked) on synthetic batches at the
           per-device batch, one device: both compiled variants (with and without the D update, config.train.d_update
           'two_steps'), one D cycle of warm-up, then --steps timed steps (whole D cycles): samples/s, step times,
@@ -93,7 +93,7 @@ def smoke_config():
   c.image_size = 16
   c.model.ngf = 8
   c.model.num_down = 1
-  c.model.spade_hidden = 8
+  c.model.blocks.spade_hidden = 8
   c.model.flow_low_blocks = 1
   c.disc.ndf = 4
   c.disc.max_channels = 16
@@ -171,7 +171,7 @@ def cpu_only(targets) -> list[str]:
 
 
 def conv_resolution() -> str:
-  """What config.model.conv_impl 'auto' resolves to in this process (on a GPU: XLA's own)."""
+  """What config.runtime.conv_impl 'auto' resolves to in this process (on a GPU: XLA's own)."""
   from headgan_jax.kernels import conv
   fn = conv.conv_general_dilated_for('auto')
   import jax
@@ -208,7 +208,7 @@ def section_train(args, dtype: str) -> dict:
   from headgan_jax.data import batch as batch_lib
   from headgan_jax.train import state as state_lib, step as step_lib
   config = base_config(args)
-  config.model.compute_dtype = dtype
+  config.runtime.compute_dtype = dtype
   devices = jax.devices()[:args.devices]
   mesh = sharding_lib.make_mesh(devices)
   per_device = int(config.train.batch_size)
@@ -264,7 +264,7 @@ def section_train(args, dtype: str) -> dict:
   resolved = conv_resolution()
   return {
       'dtype': dtype, 'image_size': int(config.image_size), 'per_device_batch': per_device, 'devices': len(devices),
-      'conv_impl': str(config.model.conv_impl), 'conv_impl_auto_resolves_to': resolved,
+      'conv_impl': str(config.runtime.conv_impl), 'conv_impl_auto_resolves_to': resolved,
       'xla_conv_on_gpu': None if devices[0].platform != 'gpu' else resolved == 'xla',
       'd_every': d_every, 'init_s': round(init_s, 2), 'compile_s': round(compile_s, 2), 'steps_timed': steps,
       'samples_per_s': round(config.train.batch_size * steps / total, 3),
@@ -293,7 +293,7 @@ def section_inference(args) -> dict:
   out = {}
   for dtype in args.inference_dtypes.split(','):
     config = base_config(args)
-    config.model.compute_dtype = dtype
+    config.runtime.compute_dtype = dtype
     g = state_lib.make_models(config).generator
     variables = jax.jit(g.init)(jax.random.key(0), *gen_lib.example_inputs(config, 1))
     apply = jax.jit(lambda v, *x: g.apply(v, *x).image)

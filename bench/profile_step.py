@@ -173,7 +173,7 @@ def _build(args):
     compiled = step_lib.make_train_step(config, models, optimizers, mesh, vgg_apply, donate=False).jitted.lower(
         state, batch, vgg_params).compile()
     fn = lambda: jax.block_until_ready(compiled(state, batch, vgg_params)[1])  # noqa: E731
-    return fn, compiled.as_text(), f'full train step, batch {config.train.batch_size}, conv_impl {config.model.conv_impl}'
+    return fn, compiled.as_text(), f'full train step, batch {config.train.batch_size}, conv_impl {config.runtime.conv_impl}'
   import optax  # pylint: disable=import-outside-toplevel
   from headgan_jax.nn import generator as generator_lib  # pylint: disable=import-outside-toplevel
   b, size = config.train.batch_size, config.image_size
@@ -194,7 +194,7 @@ def _build(args):
   carry = (variables['params'], variables['batch_stats'], tx.init(variables['params']))
   compiled = jax.jit(step).lower(*carry, inputs, target).compile()
   fn = lambda: jax.block_until_ready(compiled(*carry, inputs, target))  # noqa: E731
-  return fn, compiled.as_text(), f'G step, {b} frame(s) of {size}x{size}, conv_impl {config.model.conv_impl}'
+  return fn, compiled.as_text(), f'G step, {b} frame(s) of {size}x{size}, conv_impl {config.runtime.conv_impl}'
 
 
 if __name__ == '__main__':

@@ -67,7 +67,7 @@ class AffineInstanceNorm(nn.Module):
     return F.instance_norm(x, weight=self.weight, bias=self.bias, eps=IN_EPS)
 
 
-# config.model.spade_resize -> F.interpolate's mode (see blocks.resize_to).
+# config.model.blocks.spade_resize -> F.interpolate's mode (see blocks.resize_to).
 TORCH_RESIZE = {'nearest_floor': 'nearest', 'nearest': 'nearest-exact', 'bilinear': 'bilinear'}
 
 
@@ -153,33 +153,33 @@ class Generator(nn.Module):
 
   def __init__(self, config):
     super().__init__()
-    m = config.model
-    built = {'encoder_spectral_norm': True, 'encoder_norm': 'affine', 'padding_7x7': 'reflect',
-             'block_spectral_norm': True, 'dead_conv_biases': False}
+    m, b = config.model, config.model.blocks
+    built = {'encoder_spectral_norm': True, 'affine_norm': True, 'padding_7x7': 'reflect',
+             'spectral_norm': True, 'dead_conv_biases': False}
     for field, value in built.items():
-      if m[field] != value:
-        raise ValueError(f'torch twin: built for config.model.{field} = {value!r}, not {m[field]!r}')
-    ngf, nd, hidden, c_drive = m.ngf, m.num_down, m.spade_hidden, 3 * (m.num_past_frames + 1)
+      if b[field] != value:
+        raise ValueError(f'torch twin: built for config.model.blocks.{field} = {value!r}, not {b[field]!r}')
+    ngf, nd, hidden, c_drive = m.ngf, m.num_down, b.spade_hidden, 3 * (m.num_past_frames + 1)
     widths = [ngf * 4**i for i in range(nd + 1)][::-1]  # Lowest resolution first: 512, 128, 32.
-    self.num_down, self.low_blocks, self.slope = nd, m.flow_low_blocks, m.lrelu_slope
+    self.num_down, self.low_blocks, self.slope = nd, m.flow_low_blocks, b.lrelu_slope
     # F.
     self.f_encoder = Encoder(6, ngf, nd)
-    self.f_low = nn.ModuleList([SpadeBlock(widths[0], c_drive, hidden, m.block_shortcut, m.lrelu_slope)
+    self.f_low = nn.ModuleList([SpadeBlock(widths[0], c_drive, hidden, b.shortcut, b.lrelu_slope)
                                 for _ in range(m.flow_low_blocks)])
-    self.f_up = nn.ModuleList([SpadeBlock(widths[level + 1], c_drive, hidden, m.block_shortcut, m.lrelu_slope)
+    self.f_up = nn.ModuleList([SpadeBlock(widths[level + 1], c_drive, hidden, b.shortcut, b.lrelu_slope)
                                for level in range(nd - 1)])
     self.f_flow_head = Conv(widths[-1], 2, 7, reflect=True)
     self.f_mask_head = Conv(widths[-1], 1, 7, reflect=True)
     # R.
     self.r_encoder = Encoder(c_drive, ngf, nd)
-    self.r_spade = nn.ModuleList([SpadeBlock(widths[level], widths[level], hidden, m.block_shortcut, m.lrelu_slope)
+    self.r_spade = nn.ModuleList([SpadeBlock(widths[level], widths[level], hidden, b.shortcut, b.lrelu_slope)
                                   for level in range(nd + 1)] +
-                                 [SpadeBlock(widths[-1], 3, hidden, m.block_shortcut, m.lrelu_slope)])
-    self.r_adain = nn.ModuleList([AdainBlock(widths[level], m.audio_dim, m.lrelu_slope) for level in range(nd + 1)])
+                                 [SpadeBlock(widths[-1], 3, hidden, b.shortcut, b.lrelu_slope)])
+    self.r_adain = nn.ModuleList([AdainBlock(widths[level], m.audio_dim, b.lrelu_slope) for level in range(nd + 1)])
     self.r_head = Conv(widths[-1], 3, 7, reflect=True)
     for module in self.modules():
       if isinstance(module, SpadeNorm):
-        module.resize = TORCH_RESIZE[m.spade_resize]
+        module.resize = TORCH_RESIZE[b.spade_resize]
 
   def forward(self, x_drive, y_ref, x_ref, audio):
     feats = self.f_encoder(torch.cat([y_ref, x_ref], 1))

@@ -3,7 +3,7 @@
   python bench/train_step.py --config configs/tiny.py [--batch N] [--dtype bfloat16] [--steps 10] [--conv-impl xla]
   python bench/train_step.py --config configs/paper.py --batch 1 --compare-conv   # before / after issue 12
 
---compare-conv builds the step with config.model.conv_impl 'xla' (before issue 12) and 'auto' (after: oneDNN's
+--compare-conv builds the step with config.runtime.conv_impl 'xla' (before issue 12) and 'auto' (after: oneDNN's
 convolutions of headgan_jax/kernels/onednn.py on CPU, XLA's own elsewhere), or with the values it is given (e.g.
 'xla,im2col,onednn'), and times them interleaved in ONE process (xla, auto, xla, auto, ...) on one train state that each step carries forward (both compute the same maths), so
 the ratio of the medians holds on a shared machine. G's training step alone, against a PyTorch twin of G, is
@@ -107,11 +107,11 @@ def apply_overrides(config, args: argparse.Namespace):
   if args.batch:
     config.train.batch_size = args.batch
   if args.dtype:
-    config.model.compute_dtype = args.dtype
+    config.runtime.compute_dtype = args.dtype
   if args.image_size:
     config.image_size = args.image_size
   if args.conv_impl:
-    config.model.conv_impl = args.conv_impl
+    config.runtime.conv_impl = args.conv_impl
   if not config.train.steps_per_epoch:
     config.train.steps_per_epoch = 1000  # Only the learning-rate value depends on it, not the cost.
   return config
@@ -162,13 +162,13 @@ def run(args: argparse.Namespace) -> dict:
   finite = all(np.isfinite(float(v)) for v in metrics.values())
 
   flops_per_sample = None if flops_device is None else flops_device * len(devices) / batch_size
-  peak = peak_flops(devices[0], config.model.compute_dtype)
+  peak = peak_flops(devices[0], config.runtime.compute_dtype)
   mfu = None
   if peak and flops_device is not None:
     mfu = flops_device / float(np.mean(times)) / peak  # FLOPs and time both averaged over D cycles.
   return {
-      'bench': 'train_step', 'mode': 'step', 'conv_impl': config.model.conv_impl, 'config': args.config, 'image_size': config.image_size, 'batch': batch_size,
-      'dtype': config.model.compute_dtype, 'devices': len(devices), 'device_kind': devices[0].device_kind,
+      'bench': 'train_step', 'mode': 'step', 'conv_impl': config.runtime.conv_impl, 'config': args.config, 'image_size': config.image_size, 'batch': batch_size,
+      'dtype': config.runtime.compute_dtype, 'devices': len(devices), 'device_kind': devices[0].device_kind,
       'platform': devices[0].platform, 'vgg': vgg_note, 'init_s': round(init_s, 3), 'compile_s': round(compile_s, 3),
       'step_ms_median': round(step_s * 1e3, 3), 'step_ms_min': round(min(times) * 1e3, 3), 'steps_timed': len(times),
       'samples_per_s': round(batch_size / step_s, 3),
@@ -242,7 +242,7 @@ def run_compare_conv(args: argparse.Namespace, config) -> dict:
     vgg_apply = lambda p, x: model.apply({'params': p}, x)  # noqa: E731
   models = {}
   for impl in args.compare_conv.split(','):
-    config.model.conv_impl = impl
+    config.runtime.conv_impl = impl
     models[impl] = state_lib.make_models(config)
   first_impl = next(iter(models))
   state = step_lib.init_state_sharded(jax.random.key(config.seed), config, models[first_impl], optimizers, mesh)
@@ -270,7 +270,7 @@ def run_compare_conv(args: argparse.Namespace, config) -> dict:
       times[impl].append(time.perf_counter() - t0)
   med = {impl: float(np.median(v)) for impl, v in times.items()}
   return {'bench': 'train_step', 'mode': 'compare_conv', 'config': args.config, 'image_size': config.image_size,
-          'batch': config.train.batch_size, 'dtype': config.model.compute_dtype,
+          'batch': config.train.batch_size, 'dtype': config.runtime.compute_dtype,
           'device_kind': jax.devices()[0].device_kind, 'platform': jax.devices()[0].platform,
           'vgg': 'random weights' if config.loss.use_vgg else 'off', 'compile_s': compile_s,
           'step_ms': {impl: [round(1e3 * t, 1) for t in v] for impl, v in times.items()},
@@ -285,12 +285,12 @@ def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument('--config', default=str(REPO / 'configs' / 'tiny.py'), help='config file with get_config()')
   parser.add_argument('--batch', type=int, default=0, help='global batch (default config.train.batch_size)')
-  parser.add_argument('--dtype', choices=('float32', 'bfloat16'), default='', help='config.model.compute_dtype')
+  parser.add_argument('--dtype', choices=('float32', 'bfloat16'), default='', help='config.runtime.compute_dtype')
   parser.add_argument('--image-size', type=int, default=0, help='override config.image_size')
   parser.add_argument('--steps', type=int, default=12, help='timed steps (after one warm-up cycle of d_every steps; '
                       'a multiple of config.train.d_every gives a fair mean)')
   parser.add_argument('--conv-impl', choices=('auto', 'xla', 'im2col', 'onednn'), default='',
-                      help='config.model.conv_impl')
+                      help='config.runtime.conv_impl')
   parser.add_argument('--compare-conv', nargs='?', const='xla,auto', default='',
                       help="conv_impl values timed interleaved (default 'xla,auto'; e.g. 'xla,im2col,onednn')")
   parser.add_argument('--source', default='', help='data source to feed the step from (config.data.source), timed '

@@ -110,7 +110,7 @@ def run(args: argparse.Namespace) -> dict:
   device = jax.devices()[0]
   return {
       'bench': 'train_step_variants', 'compare': args.compare, 'config': args.config,
-      'image_size': config.image_size, 'batch': config.train.batch_size, 'dtype': config.model.compute_dtype,
+      'image_size': config.image_size, 'batch': config.train.batch_size, 'dtype': config.runtime.compute_dtype,
       'devices': len(jax.devices()), 'device_kind': device.device_kind, 'platform': device.platform, 'vgg': vgg_note,
       'steps_per_round': per_round, 'rounds': args.rounds,
       'compile_s': {k: round(v, 2) for k, v in compile_s.items()},
@@ -129,7 +129,7 @@ def main(argv=None) -> int:
   parser.add_argument('--config', default=str(REPO / 'configs' / 'tiny.py'), help='config file with get_config()')
   parser.add_argument('--compare', choices=('shared_passes', 'd_update'), required=True)
   parser.add_argument('--batch', type=int, default=0, help='global batch (default config.train.batch_size)')
-  parser.add_argument('--dtype', choices=('float32', 'bfloat16'), default='', help='config.model.compute_dtype')
+  parser.add_argument('--dtype', choices=('float32', 'bfloat16'), default='', help='config.runtime.compute_dtype')
   parser.add_argument('--image-size', type=int, default=0, help='override config.image_size')
   parser.add_argument('--d-every', type=int, default=0, help='override config.train.d_every (d_update only)')
   parser.add_argument('--rounds', type=int, default=5, help='timed rounds per variant (after one warm-up round)')

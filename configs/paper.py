@@ -25,7 +25,7 @@ ABLATIONS = {
     'full': {},
     'no_flow': {'model.use_flow': False},
     'no_audio': {'model.use_audio': False},
-    'landmarks': {'model.conditioning': 'landmarks'},
+    'landmarks': {'data.conditioning': 'landmarks'},
 }
 # Audio alignment (audio.lowlevel_offset, audio.chars_offset): 'measured' keeps the fields' values (measured on the
 # fixture clips with bench/audio_lag.py); 'authors': their DeepSpeech-era alignment; 'centred': no look-ahead.
@@ -63,36 +63,42 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.seed = 0
   c.image_size = 256  # H = W of y_t and x_t.
 
-  # Generator G = F + R (Appendix B.1, Tables 2 and 3).
+  # The networks (Appendix B.1, Tables 2 and 3): config.model holds only what they read, under the names they use.
+  # G = F + R: nn/generator.Generator's own fields (make_generator passes them by name).
   m = c.model = ml_collections.ConfigDict()
   m.num_past_frames = 2  # k: x_{t-k:t} has 3 * (k + 1) channels.
   m.ngf = 32  # Width of the first encoder conv; the encoders go ngf -> 4 ngf -> 16 ngf (32 -> 128 -> 512).
   m.num_down = 2  # Stride-2 convs in each encoder (and pixel shuffles in each decoder).
   m.flow_low_blocks = 3  # SPADE blocks of F at the lowest resolution (Table 2).
-  m.spade_hidden = 256  # Hidden width of the SPADE modulation MLP.
-  m.spade_resize = 'nearest_floor'  # How SPADE resizes its condition to each layer: 'nearest_floor' (PyTorch's
-  #                                   legacy 'nearest', the authors'), 'nearest' (half-pixel) or 'bilinear'.
-  m.block_shortcut = True  # Identity shortcut of SPADE blocks (authors' code); False = Fig. 7 as drawn.
-  m.block_spectral_norm = True  # Spectral norm on the convs of SPADE / AdaIN blocks (authors' code).
-  m.encoder_spectral_norm = True  # Spectral norm on the encoder convs of F and R (authors' code).
-  m.encoder_norm = 'affine'  # Instance norm after encoder convs: 'affine' (learnable scale/shift, authors) or 'plain'.
-  m.padding_7x7 = 'reflect'  # Padding before every 7x7 conv: 'reflect' (authors' ReflectionPad2d) or 'zeros'.
-  m.dead_conv_biases = False  # True: biases on the convs that feed a SPADE/AdaIN norm, as the authors' code has
-  #                             (identically zero gradient; only the parameter count changes).
   m.audio_dim = 300  # h_t^(a) = 84 low-level + 2L * 27 character logits.
-  m.lrelu_slope = 0.2
-  m.init_gain = 0.02  # Xavier-normal gain for every conv / dense kernel.
-  # Ablations of Table 1.
+  # Ablations of Table 1 (the "landmarks" row is a data choice: data.conditioning).
   m.use_flow = True  # False: "w/o F" - R gets no warped features / image.
   m.use_audio = True  # False: "w/o audio" as the authors build it - no AdaIN blocks, D_m sees the mouth crop only.
-  m.conditioning = 'face3d'  # 'face3d' (x_t) or 'landmarks' (drawn 2D landmark image instead of x_t).
-  m.compute_dtype = 'float32'  # 'bfloat16' computes in bf16 with float32 parameters.
+  # How every block of G, D and D_m is built: nn/blocks.BlockSettings's fields, by name (block_settings).
+  b = m.blocks = ml_collections.ConfigDict()
+  b.spade_hidden = 256  # Hidden width of the SPADE modulation MLP.
+  b.spade_resize = 'nearest_floor'  # How SPADE resizes its condition to each layer: 'nearest_floor' (PyTorch's
+  #                                   legacy 'nearest', the authors'), 'nearest' (half-pixel) or 'bilinear'.
+  b.shortcut = True  # Identity shortcut of SPADE blocks (authors' code); False = Fig. 7 as drawn.
+  b.spectral_norm = True  # Spectral norm on the convs of SPADE / AdaIN blocks (authors' code).
+  b.encoder_spectral_norm = True  # Spectral norm on the encoder convs of F and R (authors' code).
+  b.affine_norm = True  # Instance norm after encoder convs: learnable scale/shift (authors') or, False, plain.
+  #                       D and D_m: disc.affine_norm.
+  b.padding_7x7 = 'reflect'  # Padding before every 7x7 conv: 'reflect' (authors' ReflectionPad2d) or 'zeros'.
+  b.dead_conv_biases = False  # True: biases on the convs that feed a SPADE/AdaIN norm, as the authors' code has
+  #                             (identically zero gradient; only the parameter count changes).
+  b.lrelu_slope = 0.2
+  b.init_gain = 0.02  # Xavier-normal gain for every conv / dense kernel.
+  b.upsample_init = 'default'  # Init of the conv before each pixel shuffle: 'default' (Xavier, the authors') or
+  #                               'icnr' (sub-pixel outputs start identical; nn/blocks.py, docs/grid_artefacts.md).
+
+  # How the networks are computed (BlockSettings' conv_impl, dtype and remat; VGG19's dtype): not what they are.
+  r = c.runtime = ml_collections.ConfigDict()
+  r.compute_dtype = 'float32'  # 'bfloat16' computes in bf16 with float32 parameters.
   # Convolution: 'auto' = the im2col weight gradient of kernels/conv.py on the CPU backend (3-6x faster there), XLA's
   # own elsewhere (cuDNN / TPU); 'xla' = always XLA's; 'im2col' = always ours. Same maths either way.
-  m.conv_impl = 'auto'
-  m.remat = 'none'  # Rematerialise SPADE/AdaIN blocks: 'none', 'blocks', 'blocks_convs' (nn/blocks.py).
-  m.upsample_init = 'default'  # Init of the conv before each pixel shuffle: 'default' (Xavier, the authors') or
-  #                               'icnr' (sub-pixel outputs start identical; nn/blocks.py, docs/grid_artefacts.md).
+  r.conv_impl = 'auto'
+  r.remat = 'none'  # Rematerialise SPADE/AdaIN blocks: 'none', 'blocks', 'blocks_convs' (nn/blocks.py).
 
   # Discriminators D and D_m (Appendix B.2; SPADE's multi-scale PatchGAN).
   d = c.disc = ml_collections.ConfigDict()
@@ -101,7 +107,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   d.ndf = 64
   d.max_channels = 512
   d.mouth_size = 64  # y_t^m crops are mouth_size x mouth_size.
-  d.norm = 'affine'  # Instance norm of the middle layers: 'affine' (authors' 'spectralinstance') or 'plain'.
+  d.affine_norm = True  # Instance norm of the middle layers: learnable scale/shift (authors' 'spectralinstance') or,
+  #                       False, plain (BlockSettings.affine_norm of D and D_m).
   d.use_mouth = True  # False: no mouth discriminator D_m (the authors' --no_mouth_D).
   d.mouth_centre = 'mesh_median'  # D_m window centre: lip points' 'mesh_median' (authors) or 'mesh_mean' (mouth.py).
 
@@ -171,6 +178,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   dt.num_references = 8  # Per video: standardised camera parameters -> PCA to 1-D -> sorted -> evenly spaced frames.
   dt.test_reference = 'middle'  # Self-reenactment reference: 'middle' (authors: the middle of the pose-sorted set)
   #                               or 'first' (the clip's first tracked frame).
+  dt.conditioning = 'face3d'  # What G is conditioned on (the pipeline draws it): 'face3d' (x_t) or 'landmarks' (Table
+  #                             1's row: drawn 2D landmark images instead of x_t and x_ref).
   dt.jpeg_quality = 95  # Crops are stored as JPEG.
   dt.num_threads = 2  # Host threads reading and decoding examples in each reading process (grain ReadOptions).
   dt.num_workers = 16  # Worker processes reading and decoding examples (grain mp_prefetch); 0 = in the training

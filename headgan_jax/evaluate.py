@@ -48,13 +48,15 @@ DEFAULT_TRACK_SIZE = 256
 def load_config(spec: str):
   """A config from a saved config.json (train.py writes one per work folder) or a config file 'path.py[:arg]'."""
   import ml_collections  # pylint: disable=import-outside-toplevel
+
+  from headgan_jax import config_migrate  # pylint: disable=import-outside-toplevel
   path = spec.partition(':')[0]
   if path.endswith('.json'):
     if not os.path.isfile(path):
       raise ConfigError(f'config file {path} does not exist')
     try:
       with open(path, encoding='utf-8') as f:
-        return ml_collections.ConfigDict(json.load(f))
+        return ml_collections.ConfigDict(config_migrate.migrate(json.load(f)))  # An old run's layout too.
     except json.JSONDecodeError as e:
       raise ConfigError(f'{path} is not valid JSON ({e})') from e
   from headgan_jax.train import cli  # pylint: disable=import-outside-toplevel

@@ -8,7 +8,7 @@ W is a training work folder (its latest checkpoint and its config.json are used)
 (W/checkpoints/<N>). The pipeline, all of it the training code's own pieces:
   reference image --Tracker.track_image--> p_ref^id, p_ref^exp, camera; y_ref = its crop, x_ref its 3D face image
   driving video --Tracker.iter_video (chunks)--> p_t^exp, camera_t; eq. 1: x_t = render(p_ref^id, p_t^exp, c_t)
-    (a run of Table 1's "landmarks" ablation, config.model.conditioning = 'landmarks': x_t and x_ref are drawn
+    (a run of Table 1's "landmarks" ablation, config.data.conditioning = 'landmarks': x_t and x_ref are drawn
     sketches of the driver's and the reference's tracked 2-D landmarks instead; the driver's landmarks carry the
     driver's face shape, so its cross-identity output takes that shape: there is no eq. 1 for landmarks)
   driving audio (or --audio) --audio.features + the training set's statistics--> h_t^(a)
@@ -172,10 +172,10 @@ class Reenactor:
 
   def conditioning(self, p_id, p_exp, camera, landmarks: np.ndarray, bucket: int) -> np.ndarray:
     """G's conditioning images (n, S, S, 3) in [0, 1]: the 3D face x_t of (p_id, p_exp, camera) (eq. 1), or for
-    config.model.conditioning = 'landmarks' the drawn 2-D landmarks (crop pixels), as the training pipeline makes."""
+    config.data.conditioning = 'landmarks' the drawn 2-D landmarks (crop pixels), as the training pipeline makes."""
     from headgan_jax.tracking import track as track_lib
     from headgan_jax.face3d import landmarks_image
-    if self.config.model.conditioning == 'landmarks':
+    if self.config.data.conditioning == 'landmarks':
       return np.asarray(landmarks_image.draw_landmarks(np.asarray(landmarks, np.float32), self.size, self.size))
     return track_lib.render_x(self.tracker.model, p_id, p_exp, camera, self.size, self.config.face3d.x_image_mode,
                               bucket)

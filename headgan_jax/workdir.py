@@ -56,7 +56,7 @@ import zlib
 from collections.abc import Callable
 from typing import Any
 
-from headgan_jax import errors
+from headgan_jax import config_migrate, errors
 from headgan_jax.files import write_atomic
 
 CHECKPOINT_DIR = 'checkpoints'
@@ -378,7 +378,7 @@ def read_config(path: str | os.PathLike):
   path = os.fspath(path)
   try:
     with open(path, encoding='utf-8') as f:
-      return ml_collections.ConfigDict(json.load(f))
+      return ml_collections.ConfigDict(config_migrate.migrate(json.load(f)))  # An old run's layout too.
   except (OSError, json.JSONDecodeError) as e:
     raise errors.CheckpointError(f'{path}: not a readable config.json: {e}') from e
 

@@ -1,6 +1,8 @@
-"""docs/learning.md's tables from the files scripts/learning_eval.sh writes (eval_STEP.json, baselines_*_STEP.json).
+"""docs/learning.md's tables from the files scripts/learning_eval.sh writes (eval_STEP.json, baselines_*_STEP.json),
+and a strip of G's output over training from its grids (grid_STEP.png: columns x_t | reference | warped reference |
+generated | target): reference | generated at each step | target.
 
-  .venv/bin/python scripts/learning_table.py OUT_DIR
+  .venv/bin/python scripts/learning_table.py OUT_DIR [--strip docs/learning_strip.png]
 """
 from __future__ import annotations
 
@@ -56,7 +58,25 @@ def tables(out: str) -> str:
   return '\n'.join([head_b, *rows_b, '', head_e, *rows_e])
 
 
+def strip(out: str, path: str, columns: int = 5) -> list[int]:
+  """Writes reference | generated at every step with a grid | target (one row per grid row); returns the steps."""
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  from PIL import Image  # pylint: disable=import-outside-toplevel
+  steps = [s for s in _steps(out) if os.path.exists(os.path.join(out, f'grid_{s}.png'))]
+  if not steps:
+    raise SystemExit(f'{out}: no grid_STEP.png')
+  grids = [np.asarray(Image.open(os.path.join(out, f'grid_{s}.png')).convert('RGB')) for s in steps]
+  tile = grids[0].shape[1] // columns
+  col = lambda g, c: g[:, c * tile:(c + 1) * tile]  # noqa: E731
+  image = np.concatenate([col(grids[0], 1)] + [col(g, 3) for g in grids] + [col(grids[-1], 4)], axis=1)
+  Image.fromarray(image).save(path, optimize=True)
+  return steps
+
+
 if __name__ == '__main__':
-  if len(sys.argv) != 2 or not os.path.isdir(sys.argv[1]):
-    sys.exit('usage: scripts/learning_table.py OUT_DIR (the folder scripts/learning_eval.sh wrote)')
-  print(tables(sys.argv[1]))
+  args = sys.argv[1:]
+  if not args or not os.path.isdir(args[0]) or (len(args) not in (1, 3)) or (len(args) == 3 and args[1] != '--strip'):
+    sys.exit('usage: scripts/learning_table.py OUT_DIR [--strip PNG] (OUT_DIR: what scripts/learning_eval.sh wrote)')
+  print(tables(args[0]))
+  if len(args) == 3:
+    print(f'{args[2]}: reference | steps {strip(args[0], args[2])} | target')

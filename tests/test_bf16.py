@@ -1,4 +1,4 @@
-"""bfloat16 compute (config.model.compute_dtype = 'bfloat16', issue 21 item 4): training stays right.
+"""bfloat16 compute (config.runtime.compute_dtype = 'bfloat16', issue 21 item 4): training stays right.
 
 50 train steps of HeadGAN (F with the warp, R, D, D_m, every loss but VGG; D and D_m updated every 4th step) at
 16x16 with one down level, from one initial state on the same 50 batches, in float32 and in bfloat16 compute
@@ -44,12 +44,12 @@ def bf16_test_config(dtype: str):
   c = train_configs.small_train_config()
   c.image_size = 16
   c.model.num_down = 1
-  c.model.spade_hidden = 8
+  c.model.blocks.spade_hidden = 8
   c.disc.num_scales = 1
   c.disc.num_layers = 2
   c.disc.mouth_size = 8
-  c.model.conv_impl = 'xla'
-  c.model.compute_dtype = dtype
+  c.runtime.conv_impl = 'xla'
+  c.runtime.compute_dtype = dtype
   return c
 
 

@@ -93,7 +93,7 @@ def small_config(ablation: str, data_config):
   c = tiny.get_config(f'ablation={ablation}')
   c.image_size = 16
   c.model.num_down = 1
-  c.model.spade_hidden = 8
+  c.model.blocks.spade_hidden = 8
   c.model.flow_low_blocks = 1
   c.disc.num_scales = 1
   c.disc.num_layers = 2
@@ -101,9 +101,11 @@ def small_config(ablation: str, data_config):
   c.disc.max_channels = 16
   c.disc.mouth_size = 8
   c.train.batch_size = 2
-  # The demo build's settings (the builders read them; the pipeline must see the same dataset).
+  # The demo build's settings (the builders read them; the pipeline must see the same dataset). Not the conditioning
+  # image: the pipeline draws it (the landmarks row of Table 1 sets it).
   for field in data_config.data:
-    c.data[field] = data_config.data[field]
+    if field != 'conditioning':
+      c.data[field] = data_config.data[field]
   c.train.sequence_length = data_config.train.sequence_length
   c.data.source = 'headgan_demo'
   c.data.stored_size = 64
@@ -228,7 +230,7 @@ def full_model(demo_build):
 
 
 def check_like_the_pipeline(config):  # A validity check: its reads go to `checked`.
-  return config.model.conditioning in ('face3d', 'landmarks')
+  return config.data.conditioning in ('face3d', 'landmarks')
 
 
 def test_recorder_counts_uses_not_serialising_checks_or_cache_keys():
@@ -258,9 +260,10 @@ def test_recorder_counts_uses_not_serialising_checks_or_cache_keys():
     assert spec.every == 3 and spec.model.zzz == 1
   assert recorder.reads == {'model.ngf', 'train.lr', 'disc.ndf', 'seed', 'evals.fid.every', 'face3d.id_bound',
                             'loss.l1', 'audio.window_half', 'track.nms_iou', 'data.prefetch', 'image_size'}
-  assert recorder.checked == {'model.conditioning'}
+  assert recorder.checked == {'data.conditioning'}
   assert any('test_config_fields.py' in site for site in recorder.where['model.ngf'])
-  assert config.model.lrelu_slope == 0.2 and 'model.lrelu_slope' not in recorder.reads  # Unpatched after the block.
+  assert config.model.blocks.lrelu_slope == 0.2  # Unpatched after the block:
+  assert 'model.blocks.lrelu_slope' not in recorder.reads
 
 
 def test_source_search_skips_comments_docstrings_and_assignments(tmp_path, monkeypatch):

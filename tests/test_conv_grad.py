@@ -218,14 +218,14 @@ def test_unsupported_convolutions_fall_back_to_xla():
 @pytest.mark.parametrize('net, impl', [('G', 'auto'), ('D', 'auto'), ('D_m', 'auto'), ('D', 'xla'), ('G', 'onednn'),
                                        ('D_m', 'onednn')])
 def test_config_switch_reaches_every_conv_of_each_network(net, impl, monkeypatch):
-  """config.model.conv_impl selects the convolution of every conv of G, D and D_m (small train config, one trace of
+  """config.runtime.conv_impl selects the convolution of every conv of G, D and D_m (small train config, one trace of
   init, which runs the forward pass). 'onednn', and 'auto' with its thresholds at 0 (the im2col form in the test
   processes, which have 8 devices), must be ours everywhere: nothing between the config and a conv drops the
   setting."""
   monkeypatch.setattr(conv, 'AUTO_MIN_FLOPS', 0)
   monkeypatch.setattr(conv, 'AUTO_MIN_WIDTH', 0)
   config = small_train_config()
-  config.model.conv_impl = impl
+  config.runtime.conv_impl = impl
   module, inputs = probe.networks_and_inputs(config, 2)[net]
   with conv.record_conv_calls() as calls:
     jaxpr, variables = jax.make_jaxpr(lambda: module.init(jax.random.key(0), *inputs), return_shape=True)()
@@ -237,5 +237,5 @@ def test_config_switch_reaches_every_conv_of_each_network(net, impl, monkeypatch
 
 def test_paper_config_default_is_auto():
   """The paper config (and every config derived from it) uses 'auto': ours on CPU, XLA's own on GPU / TPU."""
-  assert paper.get_config().model.conv_impl == 'auto'
-  assert tiny.get_config().model.conv_impl == 'auto'
+  assert paper.get_config().runtime.conv_impl == 'auto'
+  assert tiny.get_config().runtime.conv_impl == 'auto'

@@ -465,12 +465,12 @@ def test_pipeline_pads_past_frames_only_when_asked(demo_build):
 
 
 def test_landmarks_conditioning_draws_the_stored_landmarks(demo_build):
-  """model.conditioning 'landmarks' (Table 1): x_{t-k:t} and x_ref are the drawn 2-D landmarks the dataset stores
+  """data.conditioning 'landmarks' (Table 1): x_{t-k:t} and x_ref are the drawn 2-D landmarks the dataset stores
   (driving frames and reference), not the 3D face; the rest of the batch is the same."""
   from headgan_jax.data import pipeline
   from headgan_jax.face3d import landmarks_image
   c = pipeline_config(demo_build)
-  lm = pipeline_config(demo_build, **{'model.conditioning': 'landmarks'})
+  lm = pipeline_config(demo_build, **{'data.conditioning': 'landmarks'})
   ds = pipeline.open_dataset(c)
   src = ds.split('train')
   hd = pipeline.host_dataset(src, c, 0, 1, None, ds.audio_stats)

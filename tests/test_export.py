@@ -44,7 +44,7 @@ def exported(tmp_path_factory):
                                   str(out), '--devices', str(N_DEVICES), '--dtypes', 'float32,bfloat16',
                                   '--batches', '1,8', '--no-flops'])
   config = train_configs.small_train_config()
-  config.model.conv_impl = 'auto'  # What a user's config says: the script must force XLA's own convolution.
+  config.runtime.conv_impl = 'auto'  # What a user's config says: the script must force XLA's own convolution.
   args.config_obj = config
   summary = bench_export.run(args)
   return out, summary, config

@@ -294,8 +294,10 @@ def test_block_settings_from_config():
   s = blocks.block_settings(cfg)
   assert (s.conv_impl, s.padding_7x7, s.affine_norm, s.encoder_spectral_norm) == ('auto', 'reflect', True, True)
   assert hash(s) == hash(blocks.block_settings(cfg))  # Frozen and hashable: a module field.
-  for field, value in (('conv_impl', 'cudnn_custom'), ('padding_7x7', 'circular'), ('encoder_norm', 'batch')):
+  for path, value in (('runtime.conv_impl', 'cudnn_custom'), ('model.blocks.padding_7x7', 'circular'),
+                      ('model.blocks.encoder_norm', 'affine')):  # The last: a field BlockSettings does not have.
     bad = tiny.get_config()
-    bad.model[field] = value
+    section, field = path.rsplit('.', 1)
+    bad[section][field] = value
     with pytest.raises(errors.ConfigError, match=field):
       blocks.block_settings(bad)

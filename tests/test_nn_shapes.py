@@ -95,7 +95,7 @@ def test_generator_output_structure_paper_size():
 
 def test_bfloat16_compute_keeps_float32_params():
   cfg = tiny.get_config()
-  cfg.model.compute_dtype = 'bfloat16'
+  cfg.runtime.compute_dtype = 'bfloat16'
   g, v, inputs = summary.generator_variables(cfg)
   assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(v))
   records = summary.layer_shapes(g, v, *inputs)
@@ -121,11 +121,11 @@ def test_ablation_variants_structure():
 
 def test_generator_rejects_bad_config_and_inputs():
   cfg = tiny.get_config()
-  cfg.model.spade_resize = 'bicubic'
+  cfg.model.blocks.spade_resize = 'bicubic'
   with pytest.raises(errors.ConfigError, match='spade_resize'):
     generator.make_generator(cfg)
   cfg = tiny.get_config()
-  cfg.model.compute_dtype = 'float16'
+  cfg.runtime.compute_dtype = 'float16'
   with pytest.raises(errors.ConfigError, match='compute_dtype'):
     generator.make_generator(cfg)
   cfg = tiny.get_config()
@@ -148,7 +148,7 @@ def _dead_biases(cfg) -> dict[str, int]:
 
 def test_parameter_counts_match_the_authors_table():
   """Per module, ours = the authors' count (nn/summary.py's table, from their code) minus the dead biases; with
-  config.model.dead_conv_biases the two agree exactly, 51,750,502 for G."""
+  config.model.blocks.dead_conv_biases the two agree exactly, 51,750,502 for G."""
   theirs = summary.AUTHORS_PARAMETER_COUNTS
   g_rows = [k for k in theirs if k[0] in 'FR']
   assert sum(theirs[k] for k in g_rows) == theirs['G'] == 51_750_502
@@ -160,7 +160,7 @@ def test_parameter_counts_match_the_authors_table():
   for name, count in theirs.items():
     assert ours[name] == count - dead.get(name, 0), name
   assert set(summary.DIFFERENCES) == set(dead)  # Every difference is explained, and only those.
-  cfg.model.dead_conv_biases = True
+  cfg.model.blocks.dead_conv_biases = True
   assert summary.module_parameter_counts(cfg) == theirs
   # D: the authors' formula, 4x4 convs, first and last with a bias, the middle ones spectral + affine instance norm.
   d = cfg.disc
@@ -173,7 +173,7 @@ def test_parameter_counts_match_the_authors_table():
     return n + 16 * nf + 1
 
   assert theirs['D'] == d.num_scales * one_scale(6) and theirs['D_m'] == d.num_scales * one_scale(303)
-  cfg.disc.norm = 'plain'
+  cfg.disc.affine_norm = False
   assert summary.parameter_counts(cfg)['D'] == theirs['D'] - 2 * 2 * (128 + 256 + 512)
 
 
@@ -196,7 +196,7 @@ def test_without_audio_as_the_authors_build_it():
 
 
 def test_conv_impl_reaches_every_convolution(monkeypatch):
-  """config.model.conv_impl picks the primitive of EVERY conv of G, D and D_m: a probe implementation is called
+  """config.runtime.conv_impl picks the primitive of EVERY conv of G, D and D_m: a probe implementation is called
   once per conv kernel in an apply."""
   calls = []
   real = blocks.conv_function
@@ -212,7 +212,7 @@ def test_conv_impl_reaches_every_convolution(monkeypatch):
 
   monkeypatch.setattr(blocks, 'conv_function', probe)
   cfg = tiny.get_config()
-  cfg.model.conv_impl = 'probe'
+  cfg.runtime.conv_impl = 'probe'
   g, v_g, inputs = summary.generator_variables(cfg)
   (d, v_d, x_d), (d_m, v_m, x_m) = summary.discriminator_variables(cfg)
   for module, variables, args in ((g, v_g, inputs), (d, v_d, (x_d,)), (d_m, v_m, (x_m,))):

@@ -1,4 +1,4 @@
-"""config.model.remat (issue 21, item 3): rematerialising the SPADE / AdaIN blocks changes memory, not maths.
+"""config.runtime.remat (issue 21, item 3): rematerialising the SPADE / AdaIN blocks changes memory, not maths.
 
 - The same parameters (names, shapes) whatever the policy, so checkpoints move between them.
 - L_G's value, every loss term, G's gradient and the advanced spectral-norm statistics agree to 1e-5 with
@@ -30,8 +30,8 @@ POLICIES = ('blocks', 'blocks_convs')
 
 def _config(remat: str, temp: float = 0.0):
   c = train_configs.small_train_config()
-  c.model.conv_impl = 'xla'  # The same convolution in every variant (and the one accelerators use).
-  c.model.remat = remat
+  c.runtime.conv_impl = 'xla'  # The same convolution in every variant (and the one accelerators use).
+  c.runtime.remat = remat
   c.loss.temp = temp  # See the module docstring.
   return c
 
@@ -57,7 +57,7 @@ def _g_loss_and_grads(remat: str, state, batch):
 
 def test_remat_config_is_checked():
   c = _config('everything')
-  with pytest.raises(errors.ConfigError, match='config.model.remat'):
+  with pytest.raises(errors.ConfigError, match='config.runtime.remat'):
     blocks.block_settings(c)
 
 

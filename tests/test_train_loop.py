@@ -383,7 +383,7 @@ def test_config_overrides_and_variants():
   assert config.train.batch_size == 12 and config.data.source == 'synthetic' and fv.workdir == '/tmp/x'
   assert not config.model.use_flow and config.variant == 'no_flow'
   rows = {'full': ('model.use_flow', True), 'no_flow': ('model.use_flow', False),
-          'no_audio': ('model.use_audio', False), 'landmarks': ('model.conditioning', 'landmarks')}
+          'no_audio': ('model.use_audio', False), 'landmarks': ('data.conditioning', 'landmarks')}
   for ablation, (field, value) in rows.items():
     config, _ = cli.parse(['train.py', f'--config={REPO / "configs" / "tiny.py"}:ablation={ablation}'])
     section, name = field.split('.')

@@ -243,10 +243,10 @@ def test_step_traces_for_ablations_vgg_and_bf16(variant):
   elif variant == 'no_audio':
     config.model.use_audio = False
   elif variant == 'landmarks_split_d':
-    config.model.conditioning = 'landmarks'
+    config.data.conditioning = 'landmarks'
   elif variant == 'vgg_bf16':
     config.loss.use_vgg = True
-    config.model.compute_dtype = 'bfloat16'
+    config.runtime.compute_dtype = 'bfloat16'
     model = vgg_lib.VGG19(dtype=jnp.bfloat16)
     vgg_params = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 32, 32, 3)))['params']
     vgg_apply = lambda p, x: model.apply({'params': p}, x)  # noqa: E731
@@ -340,7 +340,7 @@ def test_onednn_convolutions_give_the_xla_step_on_one_device(setup):
   results = {}
   for impl in ('onednn', 'xla'):
     cfg = config.copy_and_resolve_references()
-    cfg.model.conv_impl = impl
+    cfg.runtime.conv_impl = impl
     train_step = step_lib.make_train_step(cfg, state_lib.make_models(cfg), optimizers, mesh)
     state = jax.device_put(host_state, sharding_lib.replicated(mesh))
     metrics, states = [], []

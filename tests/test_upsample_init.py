@@ -1,4 +1,4 @@
-"""config.model.upsample_init (issue 20.4, docs/grid_artefacts.md): ICNR before G's pixel shuffles, and
+"""config.model.blocks.upsample_init (issue 20.4, docs/grid_artefacts.md): ICNR before G's pixel shuffles, and
 bench/grid_spectrum.py's measure of a grid."""
 import importlib.util
 import pathlib
@@ -49,7 +49,7 @@ def test_untrained_generator_sub_pixel_phases(init):
   """With ICNR, R's pixel shuffles start as nearest upsamplings (no period-2 pattern) and G's untrained frame has a
   far weaker period-2 line in its spectrum; with the default (authors') init both carry the pattern."""
   c = small_train_config()
-  c.model.upsample_init = init
+  c.model.blocks.upsample_init = init
   g = gen_lib.make_generator(c)
   key = jax.random.key(0)
   inputs = [jax.random.uniform(jax.random.fold_in(key, i), x.shape, minval=-1, maxval=1)
@@ -70,8 +70,8 @@ def test_untrained_generator_sub_pixel_phases(init):
 
 def test_unknown_upsample_init_is_one_config_error():
   c = small_train_config()
-  c.model.upsample_init = 'bogus'
-  with pytest.raises(errors.ConfigError, match='config.model.upsample_init'):
+  c.model.blocks.upsample_init = 'bogus'
+  with pytest.raises(errors.ConfigError, match='config.model.blocks.upsample_init'):
     blocks.block_settings(c)
 
 

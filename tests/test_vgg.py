@@ -216,7 +216,7 @@ def test_from_config(torch_vgg_file, tmp_path):
   net, path = torch_vgg_file
   config.loss.use_vgg = True
   config.loss.vgg_weights = str(path)
-  config.model.compute_dtype = 'bfloat16'
+  config.runtime.compute_dtype = 'bfloat16'
   apply_fn, params = vgg.vgg19_from_config(config, cache_dir=tmp_path)
   images = jnp.asarray(np.random.default_rng(2).uniform(-1, 1, (1, 32, 32, 3)), jnp.float32)
   feats = jax.jit(apply_fn)(params, images)
@@ -227,7 +227,7 @@ def test_from_config(torch_vgg_file, tmp_path):
   assert rel < 0.05
 
   # config.loss.vgg_input reaches the network: 'imagenet' gives the features of VGG19(input_mode='imagenet').
-  config.model.compute_dtype = 'float32'
+  config.runtime.compute_dtype = 'float32'
   for mode in vgg.VGG_INPUT_MODES:
     config.loss.vgg_input = mode
     apply_fn, params = vgg.vgg19_from_config(config, cache_dir=tmp_path)

@@ -9,7 +9,7 @@ def small_train_config() -> ml_collections.ConfigDict:
   c = tiny.get_config()
   c.image_size = 32
   c.model.ngf = 8
-  c.model.spade_hidden = 16
+  c.model.blocks.spade_hidden = 16
   c.model.flow_low_blocks = 1
   c.disc.ndf = 4
   c.disc.max_channels = 16
@@ -32,7 +32,7 @@ def loop_test_config() -> ml_collections.ConfigDict:
   c = small_train_config()
   c.image_size = 16
   c.model.num_down = 1
-  c.model.spade_hidden = 8
+  c.model.blocks.spade_hidden = 8
   c.disc.num_scales = 1
   c.disc.num_layers = 2
   c.disc.mouth_size = 8

@@ -20,8 +20,10 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from headgan_jax.errors import DataError
+from headgan_jax.errors import ConfigError, DataError
 from headgan_jax.face3d import landmarks_image, mouth, render
+
+CONDITIONINGS = ('face3d', 'landmarks')  # config.data.conditioning: what G sees as x (Table 1's landmarks row).
 
 
 @flax.struct.dataclass
@@ -148,7 +150,7 @@ def _example(key: jax.Array, config: ml_collections.ConfigDict) -> Batch:
   y_ref = _appearance(x_ref, inside_ref, colour, background, size)
   y = _appearance(xs[-1], insides[-1], colour, background, size)
 
-  if config.model.conditioning == 'landmarks':  # The images y stay those of the 3D face; G sees the landmarks.
+  if config.data.conditioning == 'landmarks':  # The images y stay those of the 3D face; G sees the landmarks.
     xs = jax.vmap(lambda c: _ellipse_landmarks(c, radii, size))(centres)
     x_ref = _ellipse_landmarks(c_ref, radii, size)
 
@@ -172,5 +174,7 @@ def synthetic_batch(key: jax.Array, config: ml_collections.ConfigDict, batch_siz
   jit-able (config and batch_size are static). Use `jax.random.fold_in(key, step)` for a stream that a resumed
   run reproduces exactly.
   """
+  if config.data.conditioning not in CONDITIONINGS:
+    raise ConfigError(f'config.data.conditioning = {config.data.conditioning!r}; expected one of {CONDITIONINGS}')
   b = config.train.batch_size if batch_size is None else batch_size
   return jax.vmap(lambda k: _example(k, config))(jax.random.split(key, b))

@@ -14,7 +14,7 @@ normalised with the dataset's statistics (`audio.stats.normalise`).
 
 Device side (one jitted function on the train step's mesh, `assemble`): the per-process rows become global arrays
 (`jax.make_array_from_process_local_data`, batch axis sharded like the step's batch), then x_{t-1-k..t} and x_ref
-are rendered from the coefficients with our rasteriser (config.model.conditioning = 'landmarks', Table 1's
+are rendered from the coefficients with our rasteriser (config.data.conditioning = 'landmarks', Table 1's
 "landmarks" row: drawn sketches of the tracked 2-D landmarks instead, `face3d.landmarks_image`) (x_t is not stored: 200x less data per frame, and it costs
 about a millisecond per frame on a GPU), images are scaled to [-1, 1] and, when the dataset was built at a larger
 crop size (config.data.stored_size), area-downsampled to config.image_size; the mouth box of D_m is taken from the
@@ -135,7 +135,7 @@ def open_dataset(config, name: str | None = None) -> Dataset:
 
 
 DATA_CHOICES = {'data.reference': ('pose_set', 'sequence'), 'data.test_reference': ('middle', 'first'),
-                'face3d.train_identity': ('per_frame', 'per_clip'), 'model.conditioning': ('face3d', 'landmarks')}
+                'face3d.train_identity': ('per_frame', 'per_clip'), 'data.conditioning': ('face3d', 'landmarks')}
 
 
 def check_data_config(config) -> None:
@@ -309,7 +309,7 @@ def assemble(host: dict[str, jax.Array], model: morphable.MorphableModel, config
                        translation=host['translation'].reshape(b * n, 2) * px, scale=host['scale'].reshape(b * n) * px)
   p_id = host['p_id'].reshape(b * n, -1)
   verts = cam_lib.project(morphable.identity_adaptation(model, p_id, host['p_exp'].reshape(b * n, -1)), cam)
-  if config.model.conditioning == 'landmarks':  # Table 1's "landmarks" row: the tracked 2-D points, drawn.
+  if config.data.conditioning == 'landmarks':  # Table 1's "landmarks" row: the tracked 2-D points, drawn.
     points = host['landmarks'].reshape(b * n, -1, 2) * px
     x = landmarks_image.draw_landmarks(points, size, size).reshape(b, n, size, size, 3)
   else:
@@ -333,7 +333,7 @@ def assemble_settings(config) -> str:
   """The config fields `assemble` reads, as a key: iterators of configs that differ elsewhere (seed, batch counts)
   share one compiled function."""
   return json.dumps(dict(image_size=int(config.image_size), model=dict(num_past_frames=int(
-      config.model.num_past_frames), conditioning=str(config.model.conditioning)), disc=dict(mouth_size=int(
+      config.model.num_past_frames)), data=dict(conditioning=str(config.data.conditioning)), disc=dict(mouth_size=int(
           config.disc.mouth_size), mouth_centre=str(config.disc.mouth_centre)), face3d=dict(x_image_mode=str(config.face3d.x_image_mode))), sort_keys=True)
 
 

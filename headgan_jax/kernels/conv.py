@@ -11,7 +11,7 @@ output pixel). `conv_general_dilated` here is a `jax.custom_vjp` with the same f
 XLA's and that weight gradient, computed in chunks of output rows (a `lax.scan`) so the patches of at most
 `CHUNK_BYTES` exist at once. The maths is unchanged: the same sums, in float32 accumulation.
 
-Use it through `conv_general_dilated_for(impl)`, which `blocks.Conv` calls with config.model.conv_impl:
+Use it through `conv_general_dilated_for(impl)`, which `blocks.Conv` calls with config.runtime.conv_impl:
 'auto' on the CPU backend runs every float32 convolution on oneDNN (`onednn.py`: all three passes, faster still)
 when its handlers are built and the process has one device, else this version for large convolutions; GPUs and
 TPUs keep XLA's own convolution (cuDNN / the TPU compiler). 'xla' is always XLA's, 'im2col' always this one and
@@ -313,18 +313,18 @@ def conv_general_dilated_onednn(lhs: jax.Array, rhs: jax.Array, window_strides: 
 
 
 def conv_general_dilated_for(impl: str) -> ConvFn:
-  """The convolution for config.model.conv_impl: 'auto' (on the CPU backend: oneDNN's when `onednn.available()`
+  """The convolution for config.runtime.conv_impl: 'auto' (on the CPU backend: oneDNN's when `onednn.available()`
   and the process has a single device (a custom call is not partitioned across devices), else
   `conv_general_dilated_auto`; XLA's on every other backend), 'xla' or 'im2col' (that one on every backend), or
   'onednn' (CPU only: a ConfigError saying why where its handlers cannot be loaded)."""
   if impl not in CONV_IMPLS:
-    raise errors.ConfigError(f'config.model.conv_impl = {impl!r}; expected one of {CONV_IMPLS}')
+    raise errors.ConfigError(f'config.runtime.conv_impl = {impl!r}; expected one of {CONV_IMPLS}')
   if impl == 'im2col':
     return conv_general_dilated
   if impl == 'onednn':
     reason = onednn.unavailable_reason()
     if reason is not None:
-      raise errors.ConfigError(f"config.model.conv_impl = 'onednn', but {reason}")
+      raise errors.ConfigError(f"config.runtime.conv_impl = 'onednn', but {reason}")
     return conv_general_dilated_onednn
   if impl == 'auto' and jax.default_backend() == 'cpu':
     if jax.device_count() == 1:

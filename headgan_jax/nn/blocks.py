@@ -1,15 +1,17 @@
 """Building blocks of HeadGAN's networks (paper Fig. 7, Appendix B; SPADE [24], AdaIN [16], PixelShuffle [26]).
 
 Conventions: NHWC arrays; parameters float32, compute in `settings.dtype` (float32 or bfloat16). Every conv / dense
-kernel is Xavier-normal with gain `init_gain` (config.model.init_gain), biases zero. Spectral-norm power-iteration
-state lives in the 'batch_stats' collection (flax.linen.SpectralNorm) and is written only when `update_stats=True`.
+kernel is Xavier-normal with gain `init_gain` (config.model.blocks.init_gain), biases zero. Spectral-norm
+power-iteration state lives in the 'batch_stats' collection (flax.linen.SpectralNorm) and is written only when
+`update_stats=True`.
 
 How every block of G, D and D_m is built is ONE frozen `BlockSettings` (made from the config by
-`block_settings(config)`); the networks pass it down instead of redeclaring its fields. Its defaults are the authors'
-code: spectral-norm encoder convs followed by an affine instance norm (learnable scale and shift, initialised to 1
-and 0), reflection padding before every 7x7 conv, spectral norm on the convs of SPADE / AdaIN blocks.
+`block_settings(config)`: BlockSettings(**config.model.blocks) with config.runtime's conv_impl, dtype and remat);
+the networks pass it down instead of redeclaring its fields. Its defaults are the authors' code: spectral-norm
+encoder convs followed by an affine instance norm (learnable scale and shift, initialised to 1 and 0), reflection
+padding before every 7x7 conv, spectral norm on the convs of SPADE / AdaIN blocks.
 
-Upsampling init (config.model.upsample_init, `BlockSettings.upsample_init`): G goes up with pixel shuffles, whose
+Upsampling init (config.model.blocks.upsample_init, `BlockSettings.upsample_init`): G goes up with pixel shuffles, whose
 r^2 sub-pixel outputs come from r^2 independently initialised output channels of the conv before it, so an untrained
 G paints a period-r pattern (docs/grid_artefacts.md has the spectra). 'default' (the authors': Xavier like every
 conv) keeps that; 'icnr' initialises the last conv of the block before each pixel shuffle with ICNR (Aitken et al.
@@ -27,7 +29,7 @@ such a bias only ever receives an identically zero gradient. The authors' code d
 discriminator norms but keeps it on the first conv of SPADE and AdaIN blocks; `BlockSettings.dead_conv_biases`
 adds those back (the parameter count then equals theirs exactly; training is unchanged).
 
-Rematerialisation (config.model.remat, `BlockSettings.remat`; docs/accelerators.md has the measured memory): 'none'
+Rematerialisation (config.runtime.remat, `BlockSettings.remat`; docs/accelerators.md has the measured memory): 'none'
 keeps every activation the backward pass needs (default). 'blocks' wraps every SPADE and AdaIN block of F and R in
 flax's `nn.remat` (`jax.checkpoint`): the forward pass keeps only each block's inputs (the previous block's output,
 the condition / audio vector) and the backward pass recomputes the block's inside: instance norms, SPADE's
@@ -55,11 +57,10 @@ Dtype = Any
 
 RESIZE_METHODS = ('nearest_floor', 'nearest', 'bilinear')
 PADDING_MODES = ('zeros', 'reflect')
-NORM_KINDS = ('affine', 'plain')
 CONV_IMPLS = conv_lib.CONV_IMPLS
 IN_EPSILON = 1e-5  # PyTorch's InstanceNorm2d default, as in the authors' code.
-UPSAMPLE_INITS = ('default', 'icnr')  # config.model.upsample_init; see the module docstring.
-REMAT_POLICIES = ('none', 'blocks', 'blocks_convs')  # config.model.remat; see the module docstring.
+UPSAMPLE_INITS = ('default', 'icnr')  # config.model.blocks.upsample_init; see the module docstring.
+REMAT_POLICIES = ('none', 'blocks', 'blocks_convs')  # config.runtime.remat; see the module docstring.
 CONV_OUTPUT_NAME = 'conv'  # checkpoint_name of every Conv's output (kept by the 'blocks_convs' policy).
 
 
@@ -108,7 +109,7 @@ def resize_to(x: jax.Array, height: int, width: int, method: str) -> jax.Array:
   equals `F.interpolate(mode='bilinear', align_corners=False)` (no antialiasing: a /2 resize is the 2x2 average).
   """
   if method not in RESIZE_METHODS:
-    raise errors.ConfigError(f'config.model.spade_resize = {method!r}; expected one of {RESIZE_METHODS}')
+    raise errors.ConfigError(f'config.model.blocks.spade_resize = {method!r}; expected one of {RESIZE_METHODS}')
   if x.shape[1:3] == (height, width):
     return x
   if method == 'nearest_floor':
@@ -135,7 +136,7 @@ class PixelShuffle(nn.Module):
 
 
 def conv_function(impl: str) -> Callable[..., jax.Array]:
-  """The convolution primitive behind every `Conv` of G, D and D_m (config.model.conv_impl), with the signature
+  """The convolution primitive behind every `Conv` of G, D and D_m (config.runtime.conv_impl), with the signature
   of `jax.lax.conv_general_dilated`."""
   return conv_lib.conv_general_dilated_for(impl)  # ConfigError for an unknown one.
 
@@ -195,28 +196,26 @@ class BlockSettings:
 
 
 def block_settings(config, affine_norm: bool | None = None) -> BlockSettings:
-  """BlockSettings from config.model (`affine_norm` overrides config.model.encoder_norm, e.g. for D)."""
-  m = config.model
-  if m.encoder_norm not in NORM_KINDS:
-    raise errors.ConfigError(f'config.model.encoder_norm = {m.encoder_norm!r}; expected one of {NORM_KINDS}')
-  if m.padding_7x7 not in PADDING_MODES:
-    raise errors.ConfigError(f'config.model.padding_7x7 = {m.padding_7x7!r}; expected one of {PADDING_MODES}')
-  if m.spade_resize not in RESIZE_METHODS:
-    raise errors.ConfigError(f'config.model.spade_resize = {m.spade_resize!r}; expected one of {RESIZE_METHODS}')
-  conv_function(m.conv_impl)  # ConfigError for an unknown implementation.
-  if m.remat not in REMAT_POLICIES:
-    raise errors.ConfigError(f'config.model.remat = {m.remat!r}; expected one of {REMAT_POLICIES}')
-  # A run saved before the field existed was initialised the default way; its config.json still loads.
-  upsample_init = m.get('upsample_init', 'default')
-  if upsample_init not in UPSAMPLE_INITS:
-    raise errors.ConfigError(f'config.model.upsample_init = {upsample_init!r}; expected one of {UPSAMPLE_INITS}')
-  return BlockSettings(
-      spade_hidden=m.spade_hidden, spade_resize=m.spade_resize, shortcut=m.block_shortcut,
-      spectral_norm=m.block_spectral_norm, encoder_spectral_norm=m.encoder_spectral_norm,
-      affine_norm=(m.encoder_norm == 'affine') if affine_norm is None else affine_norm,
-      padding_7x7=m.padding_7x7, dead_conv_biases=m.dead_conv_biases, lrelu_slope=m.lrelu_slope,
-      init_gain=m.init_gain, conv_impl=m.conv_impl, dtype=compute_dtype(m), remat=m.remat,
-      upsample_init=upsample_init)
+  """BlockSettings(**config.model.blocks) with config.runtime's conv_impl, remat and compute dtype (`affine_norm`
+  overrides config.model.blocks.affine_norm, e.g. for D). ConfigError for a field BlockSettings does not have."""
+  b, r = config.model.blocks, config.runtime
+  fields = {f.name for f in dataclasses.fields(BlockSettings)} - {'conv_impl', 'remat', 'dtype'}
+  for name in b:
+    if name not in fields:
+      raise errors.ConfigError(f'config.model.blocks.{name}: not a field of BlockSettings (one of {sorted(fields)})')
+  if b.padding_7x7 not in PADDING_MODES:
+    raise errors.ConfigError(f'config.model.blocks.padding_7x7 = {b.padding_7x7!r}; expected one of {PADDING_MODES}')
+  if b.spade_resize not in RESIZE_METHODS:
+    raise errors.ConfigError(
+        f'config.model.blocks.spade_resize = {b.spade_resize!r}; expected one of {RESIZE_METHODS}')
+  conv_function(r.conv_impl)  # ConfigError for an unknown implementation.
+  if r.remat not in REMAT_POLICIES:
+    raise errors.ConfigError(f'config.runtime.remat = {r.remat!r}; expected one of {REMAT_POLICIES}')
+  if b.get('upsample_init', 'default') not in UPSAMPLE_INITS:
+    raise errors.ConfigError(
+        f'config.model.blocks.upsample_init = {b.upsample_init!r}; expected one of {UPSAMPLE_INITS}')
+  settings = BlockSettings(**b, conv_impl=r.conv_impl, dtype=compute_dtype(r), remat=r.remat)
+  return settings if affine_norm is None else dataclasses.replace(settings, affine_norm=affine_norm)
 
 
 class Conv(nn.Module):
@@ -353,7 +352,7 @@ def _remat(cls: type[nn.Module], settings: BlockSettings) -> type[nn.Module]:
   if settings.remat == 'none':
     return cls
   if settings.remat not in REMAT_POLICIES:
-    raise errors.ConfigError(f'config.model.remat = {settings.remat!r}; expected one of {REMAT_POLICIES}')
+    raise errors.ConfigError(f'config.runtime.remat = {settings.remat!r}; expected one of {REMAT_POLICIES}')
   policy = (jax.checkpoint_policies.save_only_these_names(CONV_OUTPUT_NAME) if settings.remat == 'blocks_convs'
             else None)  # None: nothing inside the block is kept.
   return nn.remat(cls, static_argnums=(3,), policy=policy)  # argnum 3 = update_stats (flax counts self as 0).
@@ -370,9 +369,9 @@ def adain_block(settings: BlockSettings, name: str, shuffle_after: int = 0) -> n
   return _remat(AdainBlock, settings)(settings, shuffle_after, name=name)
 
 
-def compute_dtype(config_model) -> Dtype:
-  """config.model.compute_dtype -> jnp dtype ('float32' or 'bfloat16')."""
-  name = config_model.compute_dtype
+def compute_dtype(config_runtime) -> Dtype:
+  """config.runtime.compute_dtype -> jnp dtype ('float32' or 'bfloat16')."""
+  name = config_runtime.compute_dtype
   if name not in ('float32', 'bfloat16'):
-    raise errors.ConfigError(f"config.model.compute_dtype = {name!r}; expected 'float32' or 'bfloat16'")
+    raise errors.ConfigError(f"config.runtime.compute_dtype = {name!r}; expected 'float32' or 'bfloat16'")
   return jnp.dtype(name)

@@ -3,7 +3,7 @@
 One scale (SPADE's NLayerDiscriminator), with n = num_layers:
   4x4 conv stride 2 -> ndf, LeakyReLU 0.2                                  (no norm)
   n - 1 layers: 4x4 conv (spectral norm, no bias) -> instance norm (affine, as the authors' 'spectralinstance';
-                config.disc.norm = 'plain' for a parameter-free one) -> LeakyReLU 0.2, widths doubling from ndf,
+                config.disc.affine_norm = False for a parameter-free one) -> LeakyReLU 0.2, widths doubling from ndf,
                 capped at max_channels; stride 2 except the last of them, stride 1
   4x4 conv stride 1 -> 1 (patch logits)
 all with zero padding 2 (PyTorch's ceil((4 - 1) / 2)); at 256 input the logits are 35x35 on scale 0.
@@ -14,7 +14,7 @@ features for feature matching.
 D sees concat(x_t, y) (6 channels); D_m sees concat(mouth crop, audio tiled over the crop) (3 + 300 channels), or
 the mouth crop alone (3 channels) in the "w/o audio" ablation, as the authors build it: use `image_disc_input` and
 `mouth_disc_input`. Every conv is a `blocks.Conv` built from the model's `blocks.BlockSettings` (init, dtype,
-conv_impl), with the affine norm set by config.disc.norm.
+conv_impl), with the affine norm set by config.disc.affine_norm.
 """
 from __future__ import annotations
 
@@ -99,15 +99,13 @@ def mouth_disc_channels(config: ml_collections.ConfigDict) -> int:
 
 
 def make_discriminators(config: ml_collections.ConfigDict) -> tuple[MultiScaleDiscriminator, MultiScaleDiscriminator]:
-  """Builds (D, D_m) from config.disc and the model's block settings (lrelu_slope, init_gain, compute_dtype,
-  conv_impl), with config.disc.norm choosing the affine or parameter-free instance norm."""
+  """Builds (D, D_m) from config.disc (MultiScaleDiscriminator's fields, by name) and the blocks' settings
+  (config.model.blocks, config.runtime), with config.disc.affine_norm for their instance norms."""
   d = config.disc
   for field in ('num_scales', 'num_layers', 'ndf', 'max_channels', 'mouth_size'):
     if int(d[field]) < 1:
       raise errors.ConfigError(f'config.disc.{field} = {d[field]!r}; must be a positive integer')
-  if d.norm not in blocks.NORM_KINDS:
-    raise errors.ConfigError(f'config.disc.norm = {d.norm!r}; expected one of {blocks.NORM_KINDS}')
-  settings = blocks.block_settings(config, affine_norm=d.norm == 'affine')
+  settings = blocks.block_settings(config, affine_norm=bool(d.affine_norm))
   kw = dict(num_scales=d.num_scales, ndf=d.ndf, num_layers=d.num_layers, max_channels=d.max_channels,
             settings=settings)
   return MultiScaleDiscriminator(**kw), MultiScaleDiscriminator(**kw)

@@ -20,14 +20,16 @@ Ablations (Table 1):
   F's losses (L_F^L1, L_F^VGG, L_F^Temp, the flow-mask L1) have nothing to train and are skipped by the trainer.
 - use_audio=False ("w/o audio", as the authors build it): R has no AdaIN blocks at all; the audio argument is
   ignored (it may be None). The mouth discriminator stays, on the mouth crop alone (nn/discriminator.py).
-- conditioning='landmarks': no model change; the caller passes drawn landmark images instead of x_t / x_ref.
-Compute dtype: config.model.compute_dtype ('float32' or 'bfloat16'); parameters are always float32, and every
+- data.conditioning='landmarks': no model change; the caller passes drawn landmark images instead of x_t / x_ref.
+Compute dtype: config.runtime.compute_dtype ('float32' or 'bfloat16'); parameters are always float32, and every
 output is float32. In bf16 the warp (sampling grid, gathered pixels, output), the instance-norm statistics and the
 spectral-norm power iteration stay float32, each because bf16 measured wrong there (docs/accelerators.md, "4.
 bfloat16"; bench/bf16_precision.py). How the blocks are built (norms, padding, spectral norm, conv implementation) is one
 `blocks.BlockSettings`, made from the config by `blocks.block_settings`.
 """
 from __future__ import annotations
+
+import dataclasses
 
 import flax
 import flax.linen as nn
@@ -130,30 +132,43 @@ class Generator(nn.Module):
                            flow=warped.flow, mask=warped.mask)
 
 
+def generator_fields(config: ml_collections.ConfigDict) -> dict:
+  """Generator's own fields from config.model, by name (config.model.blocks is its BlockSettings)."""
+  own = {f.name for f in dataclasses.fields(Generator)} - {'settings', 'parent', 'name'}
+  fields = {}
+  for name in config.model:
+    if name == 'blocks':
+      continue
+    if name not in own:
+      raise errors.ConfigError(f'config.model.{name}: not a field of Generator (one of {sorted(own)}) nor blocks')
+    fields[name] = config.model[name]
+  return fields
+
+
 def validate_model_config(config: ml_collections.ConfigDict) -> None:
-  """Raises ConfigError for config.model / config.image_size values the networks cannot be built with."""
+  """Raises ConfigError for config.model / config.runtime / config.image_size values the networks cannot be built
+  with."""
   m = config.model
-  blocks.block_settings(config)  # compute_dtype, spade_resize, encoder_norm, padding_7x7, conv_impl.
-  for field in ('ngf', 'num_down', 'spade_hidden', 'audio_dim'):
+  blocks.block_settings(config)  # Unknown fields, compute_dtype, spade_resize, padding_7x7, conv_impl, remat.
+  generator_fields(config)  # Unknown fields.
+  for field in ('ngf', 'num_down', 'audio_dim'):
     if int(m[field]) < 1:
       raise errors.ConfigError(f'config.model.{field} = {m[field]!r}; must be a positive integer')
+  if int(m.blocks.spade_hidden) < 1:
+    raise errors.ConfigError(f'config.model.blocks.spade_hidden = {m.blocks.spade_hidden!r}; must be a positive '
+                             'integer')
   for field in ('num_past_frames', 'flow_low_blocks'):
     if int(m[field]) < 0:
       raise errors.ConfigError(f'config.model.{field} = {m[field]!r}; must be >= 0')
   if config.image_size % 2**m.num_down:
     raise errors.ConfigError(
         f'config.image_size = {config.image_size} is not divisible by 2^config.model.num_down = {2**m.num_down}')
-  if m.conditioning not in ('face3d', 'landmarks'):
-    raise errors.ConfigError(f"config.model.conditioning = {m.conditioning!r}; expected 'face3d' or 'landmarks'")
 
 
 def make_generator(config: ml_collections.ConfigDict) -> Generator:
-  """Builds G from the full config (config.model and config.image_size)."""
+  """Builds G from the full config: Generator(**config.model without blocks, settings=block_settings(config))."""
   validate_model_config(config)
-  m = config.model
-  return Generator(ngf=m.ngf, num_down=m.num_down, num_past_frames=m.num_past_frames,
-                   flow_low_blocks=m.flow_low_blocks, audio_dim=m.audio_dim, use_flow=m.use_flow,
-                   use_audio=m.use_audio, settings=blocks.block_settings(config))
+  return Generator(**generator_fields(config), settings=blocks.block_settings(config))
 
 
 def example_inputs(config: ml_collections.ConfigDict, batch_size: int = 1):

@@ -120,7 +120,8 @@ AUTHORS_PARAMETER_COUNTS = {
 }
 DIFFERENCES = {
     'F SPADE blocks': 'no bias on conv_0 of each SPADE block (3 x 512 + 128): it feeds norm_1\'s parameter-free '
-                      'instance norm, so its gradient is identically 0 (config.model.dead_conv_biases = True adds it)',
+                      'instance norm, so its gradient is identically 0 (config.model.blocks.dead_conv_biases = True adds '
+                      'it)',
     'R SPADE blocks': 'no bias on conv_0 of each SPADE block (512 + 128 + 32 + 32): dead, as in F',
     'R AdaIN blocks': 'no bias on conv_0 of each AdaIN block (512 + 128 + 32): it feeds norm_1\'s instance norm; dead',
     'G': 'the sum of the three rows above (3,040 dead biases)',
@@ -147,7 +148,7 @@ def module_parameter_counts(config: ml_collections.ConfigDict) -> dict[str, int]
 
 
 # The sizes the authors' counts are for (configs/paper.py's values); the image size does not change a count.
-AUTHORS_SIZES = {'model.ngf': 32, 'model.num_down': 2, 'model.flow_low_blocks': 3, 'model.spade_hidden': 256,
+AUTHORS_SIZES = {'model.ngf': 32, 'model.num_down': 2, 'model.flow_low_blocks': 3, 'model.blocks.spade_hidden': 256,
                  'model.num_past_frames': 2, 'model.audio_dim': 300, 'disc.ndf': 64, 'disc.num_layers': 4,
                  'disc.num_scales': 2, 'disc.max_channels': 512}
 
@@ -155,8 +156,7 @@ AUTHORS_SIZES = {'model.ngf': 32, 'model.num_down': 2, 'model.flow_low_blocks': 
 def format_comparison(config: ml_collections.ConfigDict) -> str:
   """Ours vs the authors' parameter counts, one row per module, with the reason for every difference (only for
   the authors' network sizes)."""
-  other = [f'{k} = {config[k.split(".")[0]][k.split(".")[1]]}' for k, v in AUTHORS_SIZES.items()
-           if config[k.split('.')[0]][k.split('.')[1]] != v]
+  other = [f'{k} = {config[k]}' for k, v in AUTHORS_SIZES.items() if config[k] != v]
   if other:
     return f'== no comparison with the authors\' parameter counts: their network sizes differ ({", ".join(other)})'
   ours = module_parameter_counts(config)

@@ -262,8 +262,8 @@ def vgg_input_mode(config) -> str:
 
 def vgg19_module_from_config(config, dtype: Any = None) -> VGG19:
   """The `VGG19` module the config asks for: input mode config.loss.vgg_input, compute dtype `dtype` (default
-  config.model.compute_dtype). Every builder of the perceptual network goes through here, so none ignores the mode."""
-  dtype = jnp.dtype(config.model.compute_dtype if dtype is None else dtype)
+  config.runtime.compute_dtype). Every builder of the perceptual network goes through here, so none ignores the mode."""
+  dtype = jnp.dtype(config.runtime.compute_dtype if dtype is None else dtype)
   return VGG19(dtype=dtype, input_mode=vgg_input_mode(config))
 
 
@@ -271,7 +271,7 @@ def vgg19_from_config(config, cache_dir: str | os.PathLike | None = None) -> tup
   """(apply_fn, params) of the perceptual network the config asks for, or None when config.loss.use_vgg is False.
 
   `apply_fn(params, images)` returns the 5 feature maps of images in [-1, 1], fed as config.loss.vgg_input says;
-  compute dtype is config.model.compute_dtype. Training refuses to start with use_vgg True and no weight file: the
+  compute dtype is config.runtime.compute_dtype. Training refuses to start with use_vgg True and no weight file: the
   VGG terms weigh 10x in L_G and silently dropping them would train a different model.
   """
   loss = config.loss

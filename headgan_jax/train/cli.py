@@ -67,9 +67,11 @@ def load_config(spec: str):
   if path.endswith('.json'):
     import json  # pylint: disable=import-outside-toplevel
     import ml_collections  # pylint: disable=import-outside-toplevel
+
+    from headgan_jax import config_migrate  # pylint: disable=import-outside-toplevel
     try:
       with open(path, encoding='utf-8') as f:
-        return ml_collections.ConfigDict(json.load(f))
+        return ml_collections.ConfigDict(config_migrate.migrate(json.load(f)))  # An old run's layout too.
     except (json.JSONDecodeError, UnicodeDecodeError, TypeError) as e:
       raise ConfigError(f'config file {path} is not a valid config.json ({e})') from e
   if not path.endswith('.py'):

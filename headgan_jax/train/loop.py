@@ -66,6 +66,7 @@ import orbax.checkpoint as ocp
 import tqdm
 from jax.experimental import multihost_utils
 
+from headgan_jax import config_migrate
 from headgan_jax import sharding as sharding_lib
 from headgan_jax import workdir as workdir_lib
 from headgan_jax.data import batch as batch_lib
@@ -117,7 +118,7 @@ def _resumable(field: str) -> bool:
 
 def config_differences(saved: dict[str, Any], config: ml_collections.ConfigDict) -> list[str]:
   """'field: saved -> now' for every field of `config` that differs from the `saved` (JSON) config and may not."""
-  old = metric_writer.flatten_config(saved)
+  old = metric_writer.flatten_config(config_migrate.migrate(saved))  # A run saved in an older layout too.
   new = metric_writer.flatten_config(json.loads(_config_json(config)))
   missing = '(absent)'
   return [f'{k}: {old.get(k, missing)!r} -> {new.get(k, missing)!r}' for k in sorted(set(old) | set(new))
