@@ -43,6 +43,13 @@ MOVED: dict[str, tuple[str, Callable[[Any], Any] | None]] = {
     'model.remat': ('runtime.remat', None),
     'model.conditioning': ('data.conditioning', None),
     'disc.norm': ('disc.affine_norm', _affine('disc.norm')),
+    'model.upsample_init': ('model.blocks.upsample_init', None),
+}
+# Fields added after runs were saved -> the value that reproduces what those runs did (filled in when missing, so
+# that the resume check sees no difference and an old run resumes).
+ADDED: dict[str, Any] = {
+    'model.blocks.upsample_init': 'default',  # Xavier before each pixel shuffle, as every run before ICNR.
+    'data.num_workers': 0,  # In-process reading, as every run before worker processes.
 }
 
 
@@ -58,7 +65,8 @@ def _section(config: dict, path: list[str], create: bool) -> dict | None:
 
 
 def migrate(config: dict[str, Any]) -> dict[str, Any]:
-  """`config` (a config.json's dict) in today's layout: each MOVED field that is present goes to its new path.
+  """`config` (a config.json's dict) in today's layout: each MOVED field that is present goes to its new path, each
+  ADDED field that is missing gets the value old runs had.
   ConfigError when a config holds a field under both its old and its new name, or an old value that does not
   convert."""
   out = copy.deepcopy(config)
@@ -73,4 +81,9 @@ def migrate(config: dict[str, Any]) -> dict[str, Any]:
       raise ConfigError(f'config holds both config.{old} (old layout) and config.{new}: one of them only')
     value = source.pop(old_key)
     target[new_key] = convert(value) if convert else value
+  for path, value in ADDED.items():
+    *parents, key = path.split('.')
+    section = _section(out, parents, create=False)
+    if section is not None and key not in section:
+      section[key] = value
   return out

@@ -76,8 +76,8 @@ def test_migrated_old_config_builds_the_same_networks():
 def test_old_config_loads_and_resumes(tmp_path):
   """The readers of config.json take the old layout: train.py / evaluate.py --config W/config.json, the run's
   checkpoint reader, and the resume check (no field differs from the same config in the new layout)."""
-  from headgan_jax.metrics import evaluate  # pylint: disable=import-outside-toplevel
-  from headgan_jax.train import checkpoints, cli, loop  # pylint: disable=import-outside-toplevel
+  from headgan_jax import evaluate, workdir as checkpoints  # pylint: disable=import-outside-toplevel
+  from headgan_jax.train import cli, loop  # pylint: disable=import-outside-toplevel
   path = tmp_path / 'config.json'
   path.write_text(OLD.read_text())
   want = ml_collections.ConfigDict(config_migrate.migrate(json.loads(OLD.read_text())))
