@@ -52,7 +52,7 @@ import zlib
 from collections.abc import Callable
 from typing import Any
 
-from headgan_jax import errors
+from headgan_jax import config_files, errors
 
 CHECKPOINT_DIR = 'checkpoints'
 CONFIG_FILE = 'config.json'
@@ -366,14 +366,13 @@ def set_aside(workdir: str | os.PathLike, damaged: Damaged) -> str:
 
 
 def read_config(path: str | os.PathLike):
-  """The ml_collections config of a run's config.json (CheckpointError naming the file when unreadable)."""
-  import ml_collections  # pylint: disable=import-outside-toplevel
+  """The ml_collections config of a run's config.json (config_files.load_json; CheckpointError naming the file when
+  unreadable)."""
   path = os.fspath(path)
   try:
-    with open(path, encoding='utf-8') as f:
-      return ml_collections.ConfigDict(json.load(f))
-  except (OSError, json.JSONDecodeError) as e:
-    raise errors.CheckpointError(f'{path}: not a readable config.json: {e}') from e
+    return config_files.load_json(path)
+  except errors.ConfigError as e:
+    raise errors.CheckpointError(f'{path}: not a readable config.json: {e.__cause__ or e}') from e
 
 
 def _flat(tree) -> dict[str, tuple]:

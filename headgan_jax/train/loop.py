@@ -66,6 +66,7 @@ import orbax.checkpoint as ocp
 import tqdm
 from jax.experimental import multihost_utils
 
+from headgan_jax import config_files
 from headgan_jax.data import sources
 from headgan_jax.errors import CheckpointError, ConfigError, NonFiniteLossError, WorkdirBusyError
 from headgan_jax.files import write_atomic
@@ -108,19 +109,6 @@ def _config_json(config: ml_collections.ConfigDict) -> str:
   return config.to_json_best_effort(indent=2, sort_keys=True)
 
 
-def _resumable(field: str) -> bool:
-  return any(field == f or (f.endswith('.') and field.startswith(f)) for f in RESUMABLE_FIELDS)
-
-
-def config_differences(saved: dict[str, Any], config: ml_collections.ConfigDict) -> list[str]:
-  """'field: saved -> now' for every field of `config` that differs from the `saved` (JSON) config and may not."""
-  old = metric_writer.flatten_config(saved)
-  new = metric_writer.flatten_config(json.loads(_config_json(config)))
-  missing = '(absent)'
-  return [f'{k}: {old.get(k, missing)!r} -> {new.get(k, missing)!r}' for k in sorted(set(old) | set(new))
-          if old.get(k, missing) != new.get(k, missing) and not _resumable(k)]
-
-
 def save_or_check_config(config: ml_collections.ConfigDict, workdir: str) -> None:
   """Writes WORKDIR/config.json on a fresh run (process 0); on a resumed one, raises ConfigError naming every field
   that differs from it (except RESUMABLE_FIELDS)."""
@@ -131,7 +119,7 @@ def save_or_check_config(config: ml_collections.ConfigDict, workdir: str) -> Non
         saved = json.load(f)
       except json.JSONDecodeError as e:
         raise ConfigError(f'{path} is not valid JSON ({e}); it should hold the config of the run in {workdir}') from e
-    diff = config_differences(saved, config)
+    diff = config_files.differences(saved, config, ignore=RESUMABLE_FIELDS)
     if diff:
       raise ConfigError(f'{workdir} holds a run with a different config ({path}):\n  ' + '\n  '.join(diff) +
                         f'\nUse a new --workdir, or, to resume with the new values on purpose, delete {path}.')
