@@ -15,11 +15,9 @@ from __future__ import annotations
 import argparse
 import json
 import pathlib
-import sys
 import time
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
 import numpy as np  # noqa: E402
 

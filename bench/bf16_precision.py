@@ -32,7 +32,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 from headgan_jax.nn import blocks, flow as flow_lib  # noqa: E402
 
@@ -146,11 +145,20 @@ def measure_temp() -> None:
           rel=abs(out_bf16 - ref) / ref)
 
 
+def _train_configs():
+  """tests/train_configs.py (the train tests' small configs), loaded by path: tests/ is not a package."""
+  import importlib.util  # pylint: disable=import-outside-toplevel
+  spec = importlib.util.spec_from_file_location('train_configs', pathlib.Path(__file__).resolve().parents[1] / 'tests' /
+                                                'train_configs.py')
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
 def norm_inputs(photo_path: str, size: int = 256) -> dict[str, jax.Array]:
   """The float32 activations that feed G's instance norms (the train tests' G, initialised, on the photo): the
   outputs of the encoder convs and of the SPADE / AdaIN blocks' conv_0, and the inputs of the SPADE blocks."""
-  sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / 'tests'))
-  import train_configs  # pylint: disable=import-outside-toplevel
+  train_configs = _train_configs()
   from headgan_jax.nn import generator  # pylint: disable=import-outside-toplevel
   config = train_configs.small_train_config()
   config.image_size, config.runtime.conv_impl = size, 'xla'
@@ -257,8 +265,7 @@ def measure_losses(photo_path: str) -> None:
   h_bf = float(jnp.mean(jax.nn.relu(1 - logits.astype(BF16))) + jnp.mean(jax.nn.relu(1 - logits.astype(BF16))))
   _emit(piece='losses', term='hinge_d', value_f32=h_ref, bf16_rel=abs(h_bf - h_ref) / h_ref)
   # D (the train tests' widths) on (x_t, real) and (x_t, fake): feature matching in f32 from D in f32 / in bf16.
-  sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / 'tests'))
-  import train_configs  # pylint: disable=import-outside-toplevel
+  train_configs = _train_configs()
   config = train_configs.small_train_config()
   config.image_size, config.runtime.conv_impl = size, 'xla'
   d_f32, _ = discriminator.make_discriminators(config)

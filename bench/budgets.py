@@ -36,7 +36,6 @@ whose compilers order for memory within the device's capacity.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import pathlib
@@ -44,7 +43,6 @@ import sys
 import time
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 if '--fast-compile' in sys.argv:
   os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') + ' --xla_backend_optimization_level=0 '
                              '--xla_llvm_disable_expensive_passes=true')
@@ -59,20 +57,13 @@ os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
+from headgan_jax import config_files  # noqa: E402
 from headgan_jax.data import batch as batch_lib  # noqa: E402
 from headgan_jax.nn import vgg as vgg_lib  # noqa: E402
 from headgan_jax.train import state as state_lib, step as step_lib  # noqa: E402
 
 PEAKS = {'H100 (bf16 989 TFLOP/s)': 989.4e12, 'TPU v5e (bf16 197 TFLOP/s)': 197e12}
 EFFICIENCY = 0.4
-
-
-def load_config(spec: str):
-  path, _, arg = spec.partition(':')
-  module_spec = importlib.util.spec_from_file_location('budget_config', path)
-  module = importlib.util.module_from_spec(module_spec)
-  module_spec.loader.exec_module(module)
-  return module.get_config(arg or None)
 
 
 def _bytes(tree) -> int:
@@ -153,7 +144,7 @@ def main(argv=None) -> int:
   ap.add_argument('--cpu-scheduler', choices=('memory', 'concurrency'), default='memory',
                   help='read before jax starts (see the module docstring)')
   args = ap.parse_args(argv)
-  base = load_config(args.config)
+  base = config_files.load(args.config)
   rows = []
   for size in (int(s) for s in args.sizes.split(',')):
     for batch in (int(b) for b in args.batches.split(',')):

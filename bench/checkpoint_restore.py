@@ -12,14 +12,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import tempfile
 import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..'))
 
 
 def write_checkpoint(config, workdir: str) -> None:
@@ -59,8 +57,8 @@ def main(argv=None) -> int:
   ap.add_argument('--repeats', type=int, default=5)
   args = ap.parse_args(argv)
   import jax
-  from headgan_jax import evaluate
-  config = evaluate.load_config(args.config)
+  from headgan_jax import config_files
+  config = config_files.load(args.config)
   with tempfile.TemporaryDirectory() as tmp:
     write_checkpoint(config, tmp)
     whole, g = whole_state(config, tmp), g_alone(config, tmp)  # Untimed: imports and first traces.

@@ -23,21 +23,19 @@ from __future__ import annotations
 
 import argparse
 import functools
-import importlib.util
 import json
 import pathlib
 import sys
 import time
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 from jax import lax  # noqa: E402
 
-from headgan_jax import host_malloc  # noqa: E402
+from headgan_jax import config_files, host_malloc  # noqa: E402
 from headgan_jax.kernels import conv  # noqa: E402
 from headgan_jax.nn import probe  # noqa: E402
 
@@ -62,13 +60,6 @@ def step_conv_calls(config, batch: int) -> dict[str, list[conv.ConvCall]]:
     calls['G'] = ([c for c in calls['G'] if not c.name.startswith('render_net/')]
                   + [c for c in r_calls if c.name.startswith('render_net/')])
   return calls
-
-
-def load_config(path: str):
-  spec = importlib.util.spec_from_file_location('bench_config', path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
 
 
 def conv_flops(call: conv.ConvCall) -> float:
@@ -192,7 +183,7 @@ def run(args: argparse.Namespace) -> dict:
   results['torch'] = torch.__version__
   results['torch_threads'] = torch.get_num_threads()
   for path, step_ms in zip(args.config, args.step_ms or [None] * len(args.config)):
-    config = load_config(path)
+    config = config_files.load(path)
     calls = step_conv_calls(config, args.batch)
     uses_by_net = step_uses(config)
     total_flops = None if args.no_step_flops else step_flops(config, args.batch)

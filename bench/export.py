@@ -55,7 +55,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import importlib.util
 import json
 import os
 import pathlib
@@ -65,7 +64,6 @@ import time
 from typing import Any, Callable
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')  # Lowering only: no accelerator is needed or used.
 
 import jax  # noqa: E402
@@ -73,6 +71,7 @@ import jax.numpy as jnp  # noqa: E402
 from jax import export as jax_export  # noqa: E402
 from jax.sharding import AbstractMesh  # noqa: E402
 
+from headgan_jax import config_files  # noqa: E402
 from headgan_jax import sharding as sharding_lib  # noqa: E402
 from headgan_jax.data import batch as batch_lib  # noqa: E402
 from headgan_jax.nn import vgg as vgg_lib  # noqa: E402
@@ -86,15 +85,6 @@ FORBIDDEN_WORDS = ('onednn', 'dnnl', 'ffi', 'callback', 'cpu', 'host')
 PLATFORMS = ('cpu', 'cuda', 'rocm', 'tpu')
 DTYPE_SUFFIX = {'float32': 'fp32', 'bfloat16': 'bf16'}
 _CUSTOM_CALL_RES = (re.compile(r'custom_call\s*@([\w.$\-]+)'), re.compile(r'call_target_name\s*=\s*"([^"]+)"'))
-
-
-def load_config(spec: str):
-  """FILE[:ARG] -> FILE's get_config(ARG)."""
-  path, _, arg = spec.partition(':')
-  module_spec = importlib.util.spec_from_file_location('export_config', path)
-  module = importlib.util.module_from_spec(module_spec)
-  module_spec.loader.exec_module(module)
-  return module.get_config(arg or None)
 
 
 def custom_call_targets(mlir_text: str) -> set[str]:
@@ -329,7 +319,7 @@ def run(args: argparse.Namespace) -> dict:
   kinds = set(args.kinds.split(','))
   out_dir = pathlib.Path(args.out)
   out_dir.mkdir(parents=True, exist_ok=True)
-  base = args.config_obj if getattr(args, 'config_obj', None) is not None else load_config(args.config)
+  base = args.config_obj if getattr(args, 'config_obj', None) is not None else config_files.load(args.config)
   t_all = time.perf_counter()
   entries = []
   for dtype in dtypes:

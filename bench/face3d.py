@@ -17,13 +17,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import pathlib
 import resource
 import statistics
-import sys
 import time
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402

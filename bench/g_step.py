@@ -25,17 +25,15 @@ import sys
 import time
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / 'bench'))
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from headgan_jax import host_malloc  # noqa: E402
+from headgan_jax import config_files, host_malloc  # noqa: E402
 from headgan_jax.errors import HeadGANError  # noqa: E402
 from headgan_jax.nn import generator as generator_lib  # noqa: E402
-from train_step import apply_overrides, compiled_flops, load_config, peak_flops  # noqa: E402
+from train_step import apply_overrides, compiled_flops, peak_flops  # noqa: E402
 
 
 def _return_freed_memory_to_the_os() -> None:
@@ -103,7 +101,7 @@ def _summary(times: dict[str, list[float]]) -> dict:
 def run_train(args: argparse.Namespace) -> dict:
   """G's training step (fwd + L1 + bwd + Adam, SN vectors updated): conv_impl 'xla', 'auto' [and PyTorch]."""
   import optax  # pylint: disable=import-outside-toplevel
-  config = apply_overrides(load_config(args.config), args)
+  config = apply_overrides(config_files.load(args.config), args)
   b = config.train.batch_size
   inputs, target = random_inputs(config, b)
   t = config.train
@@ -201,7 +199,7 @@ def _torch_g_step(config, variables, g, inputs, target):
 
 def run_inference(args: argparse.Namespace) -> dict:
   """G's forward pass (jit, no gradients) at `batch` frames: frames/s."""
-  config = apply_overrides(load_config(args.config), args)
+  config = apply_overrides(config_files.load(args.config), args)
   b = config.train.batch_size
   g = generator_lib.make_generator(config)
   inputs, _ = random_inputs(config, b)

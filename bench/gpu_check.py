@@ -59,11 +59,10 @@ import time
 from typing import Any
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 # bench/export.py sets JAX_PLATFORMS=cpu when unset (it only lowers); here the accelerator must be used.
 os.environ.setdefault('JAX_PLATFORMS', '')
 
-from headgan_jax.files import write_atomic  # noqa: E402  (after sys.path: bench/ runs as a script)
+from headgan_jax.files import write_atomic  # noqa: E402  (after JAX_PLATFORMS)
 
 SECTIONS = ('train_bfloat16', 'train_float32', 'inference', 'render', 'exported')
 DTYPES = ('float32', 'bfloat16')
@@ -564,8 +563,8 @@ def machine_info() -> dict:
 
 def machine() -> dict:
   """machine_info() from a separate process (when no section ran)."""
-  code = (f'import json, sys; sys.path.insert(0, {str(pathlib.Path(__file__).parent)!r}); import gpu_check; '
-          'print(json.dumps(gpu_check.machine_info()))')
+  code = (f'import json, runpy; gpu_check = runpy.run_path({os.path.abspath(__file__)!r}); '
+          "print(json.dumps(gpu_check['machine_info']()))")
   try:
     out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=120, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])

@@ -16,4 +16,7 @@ PY="${PYTHON:-.venv/bin/python}"
 if [ ! -x "$PY" ]; then
   PY="$(command -v python3)"
 fi
+# The project's packages without an install too (a bare copy of the repository on a GPU machine); an installed
+# project (scripts/setup.sh: pip install -e .) is found either way.
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 exec "$PY" bench/gpu_check.py "$@"

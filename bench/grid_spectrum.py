@@ -28,20 +28,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import pathlib
 import sys
 import time
 from typing import Any, Iterable, Sequence
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import ml_collections  # noqa: E402
-import numpy as np  # noqa: E402
-
-from headgan_jax.errors import ConfigError, HeadGANError  # noqa: E402
+from headgan_jax import config_files
+from headgan_jax.errors import ConfigError, HeadGANError
 
 LUMA = (0.299, 0.587, 0.114)  # Rec. 601.
 DIRECTIONS = ('x', 'y', 'xy', 'all')
@@ -146,8 +143,7 @@ def spectrum_png(path: str, gen: np.ndarray, real: np.ndarray, scale: int = 3) -
 
 def load_run(workdir: str, data_dir: str | None, source: str | None) -> ml_collections.ConfigDict:
   """The run's saved config, with the data location overridden when given."""
-  from headgan_jax.train import baselines  # pylint: disable=import-outside-toplevel
-  config = baselines.load_config(workdir)
+  config = config_files.load(workdir)  # Its config.json.
   config.loss.use_vgg = False  # Generating needs no VGG (and no weight file).
   if data_dir:
     config.data.data_dir = data_dir

@@ -18,14 +18,11 @@ from __future__ import annotations
 import argparse
 import json
 import pathlib
-import sys
 import tempfile
 import time
 import warnings
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / 'tests'))
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402

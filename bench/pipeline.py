@@ -23,7 +23,6 @@ import sys
 import time
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
 import grain  # noqa: E402
 import jax  # noqa: E402

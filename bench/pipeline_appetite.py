@@ -39,7 +39,6 @@ with one JSON line.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import pathlib
@@ -47,27 +46,18 @@ import sys
 import time
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 
 import grain  # noqa: E402
 import numpy as np  # noqa: E402
 import psutil  # noqa: E402
 
+from headgan_jax import config_files  # noqa: E402
 from headgan_jax.errors import HeadGANError  # noqa: E402
 
 # A split of VoxCeleb2's size in records (~1 M utterances cut into 50-frame sequences is more still): grain's
 # index shuffle costs milliseconds per element on a split of a few records and microseconds on a large one.
 SCALE_RECORDS = 100_000
-
-
-def load_config(spec: str):
-  """FILE[:ARG] -> FILE's get_config(ARG) (ARG only when given: tests/dataset_config.py takes none)."""
-  path, _, arg = spec.partition(':')
-  module_spec = importlib.util.spec_from_file_location('appetite_config', path)
-  module = importlib.util.module_from_spec(module_spec)
-  module_spec.loader.exec_module(module)
-  return module.get_config(arg) if arg else module.get_config()
 
 
 def _thread_ms(fn, items) -> tuple[float, list]:
@@ -185,7 +175,7 @@ def same_batch(a: dict, b: dict) -> bool:
 
 def run(args) -> dict:
   from headgan_jax.data import pipeline
-  config = load_config(args.config)
+  config = config_files.load(args.config)
   config.image_size = args.image_size
   config.data.data_dir = args.data_dir
   config.data.source = args.dataset

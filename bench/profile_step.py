@@ -21,15 +21,13 @@ import sys
 import tempfile
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / 'bench'))
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 from jax.profiler import ProfileData  # noqa: E402
 
 import g_step  # noqa: E402
-from headgan_jax import host_malloc  # noqa: E402
+from headgan_jax import config_files, host_malloc  # noqa: E402
 
 # (category, test on (opcode, op_name)) in priority order; the first match wins.
 CATEGORIES = (
@@ -155,7 +153,7 @@ def main(argv=None) -> int:
 
 def _build(args):
   """(callable running one step to completion, compiled HLO text, label)."""
-  config = g_step.apply_overrides(g_step.load_config(args.config), args)
+  config = g_step.apply_overrides(config_files.load(args.config), args)
   if args.full:
     from headgan_jax import sharding as sharding_lib  # pylint: disable=import-outside-toplevel
     from headgan_jax.data import batch as batch_lib  # pylint: disable=import-outside-toplevel

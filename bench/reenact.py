@@ -23,7 +23,6 @@ import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..'))
 
 from headgan_jax import host_malloc  # noqa: E402
 
@@ -70,12 +69,12 @@ def main(argv=None) -> int:
   from headgan_jax import compilation_cache, reenact
   compilation_cache.enable()
   import jax
-  from headgan_jax.nn.summary import load_config
+  from headgan_jax import config_files
   if args.checkpoint:
     reenactor, ckpt = reenact.reenactor_from_checkpoint(args.checkpoint, 8)
     config, variables = ckpt.config, ckpt.variables
   else:
-    config = load_config(args.config)
+    config = config_files.load(args.config)
     variables = random_variables(config)
     reenactor = reenact.Reenactor(config, variables, batch_size=8)
   size, k = int(config.image_size), int(config.model.num_past_frames)

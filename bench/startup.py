@@ -22,23 +22,19 @@ import tempfile
 import time
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
-from headgan_jax import compilation_cache, host_malloc  # noqa: E402
+from headgan_jax import compilation_cache, config_files, host_malloc  # noqa: E402
 from headgan_jax import sharding as sharding_lib  # noqa: E402
 from headgan_jax.data import batch as batch_lib  # noqa: E402
 from headgan_jax.train import state as state_lib, step as step_lib  # noqa: E402
 
 
-def load_config(path: str, image_size: int = 0):
-  import importlib.util  # pylint: disable=import-outside-toplevel
-  spec = importlib.util.spec_from_file_location('bench_config', path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = module.get_config()
+def startup_config(path: str, image_size: int = 0):
+  """config_files.load(path) at `image_size` (when given), without VGG."""
+  config = config_files.load(path)
   if image_size:
     config.image_size = image_size
   config.loss.use_vgg = False  # VGG's own init / weights are not part of what is measured.
@@ -72,7 +68,7 @@ def main(argv=None) -> int:
   parser.add_argument('--reps', type=int, default=2, help='cold inits of each kind in this process')
   parser.add_argument('--child-cache', default='', help=argparse.SUPPRESS)
   args = parser.parse_args(argv)
-  config = load_config(args.config, args.image_size)
+  config = startup_config(args.config, args.image_size)
   if args.child_cache:  # One of the two processes of part 2.
     compilation_cache.enable(args.child_cache)
     print(json.dumps(startup_once(config, 'after', compile_step=True)))

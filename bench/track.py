@@ -24,12 +24,11 @@ import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..'))
 
 from headgan_jax.tracking import track  # noqa: E402
 from headgan_jax.tracking import video as video_lib  # noqa: E402
 from headgan_jax.face3d import camera as cam_lib  # noqa: E402
-from headgan_jax.nn.summary import load_config  # noqa: E402
+from headgan_jax import config_files  # noqa: E402
 
 VOXCELEB1_FRAMES = 4.4e6
 
@@ -60,7 +59,7 @@ def main(argv=None) -> int:
   parser.add_argument('--authors-frames', type=int, default=30, help='frames the (slow) per-frame fit is timed on')
   parser.add_argument('--workers', type=int, default=50, help='Beam workers (2 cores each) for the estimate')
   args = parser.parse_args(argv)
-  config = load_config(args.config)
+  config = config_files.load(args.config)
   if args.model:
     config.face3d.model = args.model
   tracker = track.Tracker(config)

@@ -27,7 +27,6 @@ and no weight file is given (the cost is the same).
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import pathlib
@@ -35,13 +34,12 @@ import sys
 import time
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from headgan_jax import host_malloc  # noqa: E402
+from headgan_jax import config_files, host_malloc  # noqa: E402
 from headgan_jax import sharding as sharding_lib  # noqa: E402
 from headgan_jax.data import batch as batch_lib  # noqa: E402
 from headgan_jax.errors import HeadGANError  # noqa: E402
@@ -67,13 +65,6 @@ def peak_flops(device: jax.Device, dtype: str) -> float | None:
       bf16, tf32 = PEAK_FLOPS[name]
       return bf16 if dtype == 'bfloat16' else tf32
   return None
-
-
-def load_config(path: str):
-  spec = importlib.util.spec_from_file_location('bench_config', path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
 
 
 def compiled_flops(compiled) -> float | None:
@@ -118,7 +109,7 @@ def apply_overrides(config, args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> dict:
-  config = apply_overrides(load_config(args.config), args)
+  config = apply_overrides(config_files.load(args.config), args)
   if args.compare_conv:
     return run_compare_conv(args, config)
   if args.source:

@@ -26,13 +26,12 @@ import sys
 import time
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / 'bench'))
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
-import train_step as base  # noqa: E402  (bench/train_step.py: config loading, VGG setup)
+import train_step as base  # noqa: E402  (bench/train_step.py: overrides, VGG setup)
+from headgan_jax import config_files  # noqa: E402
 from headgan_jax import sharding as sharding_lib  # noqa: E402
 from headgan_jax.data import batch as batch_lib  # noqa: E402
 from headgan_jax.errors import HeadGANError  # noqa: E402
@@ -56,7 +55,7 @@ def variants(args, config, models, optimizers, mesh, vgg_apply):
 
 
 def run(args: argparse.Namespace) -> dict:
-  config = base.apply_overrides(base.load_config(args.config), args)
+  config = base.apply_overrides(config_files.load(args.config), args)
   if args.compare == 'shared_passes':
     config.train.d_every = 1
   elif args.d_every:

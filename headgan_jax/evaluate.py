@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import math
 import os
 import sys
@@ -36,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from headgan_jax import config_files
 from headgan_jax import workdir as workdir_lib
 from headgan_jax.errors import ConfigError, DatasetError, HeadGANError
 
@@ -43,24 +43,6 @@ DEFAULT_TRACK_SIZE = 256
 
 
 # --- Config and checkpoint -------------------------------------------------------------------------------------
-
-
-def load_config(spec: str):
-  """A config from a saved config.json (train.py writes one per work folder) or a config file 'path.py[:arg]'."""
-  import ml_collections  # pylint: disable=import-outside-toplevel
-
-  from headgan_jax import config_migrate  # pylint: disable=import-outside-toplevel
-  path = spec.partition(':')[0]
-  if path.endswith('.json'):
-    if not os.path.isfile(path):
-      raise ConfigError(f'config file {path} does not exist')
-    try:
-      with open(path, encoding='utf-8') as f:
-        return ml_collections.ConfigDict(config_migrate.migrate(json.load(f)))  # An old run's layout too.
-    except json.JSONDecodeError as e:
-      raise ConfigError(f'{path} is not valid JSON ({e})') from e
-  from headgan_jax.train import cli  # pylint: disable=import-outside-toplevel
-  return cli.load_config(spec)
 
 
 def resolve_config(config_spec: str | None, workdir: str):
@@ -73,11 +55,10 @@ def resolve_config(config_spec: str | None, workdir: str):
   if config_spec is None:
     if not os.path.isfile(saved_path):
       raise ConfigError(f'{saved_path} does not exist: give --config, or a --workdir that train.py wrote')
-    return load_config(saved_path)
-  config = load_config(config_spec)
+    return config_files.load_json(saved_path)
+  config = config_files.load(config_spec)
   if os.path.isfile(saved_path) and os.path.abspath(config_spec) != os.path.abspath(saved_path):
-    with open(saved_path, encoding='utf-8') as f:
-      diff = loop.config_differences(json.load(f), config)
+    diff = config_files.differences(config_files.load_json(saved_path), config, ignore=loop.RESUMABLE_FIELDS)
     if diff:
       raise ConfigError(f'--config {config_spec} does not match the run in {workdir} ({saved_path}):\n  ' +
                         '\n  '.join(diff))

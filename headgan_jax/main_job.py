@@ -109,8 +109,8 @@ def skip(name: str, why: str, log: list[dict]) -> None:
 
 
 def load(config_file: str):
-  from headgan_jax.nn.summary import load_config
-  return load_config(config_file)
+  from headgan_jax import config_files  # pylint: disable=import-outside-toplevel
+  return config_files.load(config_file)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

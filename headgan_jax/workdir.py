@@ -56,7 +56,7 @@ import zlib
 from collections.abc import Callable
 from typing import Any
 
-from headgan_jax import config_migrate, errors
+from headgan_jax import config_files, errors
 from headgan_jax.files import write_atomic
 
 CHECKPOINT_DIR = 'checkpoints'
@@ -373,14 +373,13 @@ def set_aside(workdir: str | os.PathLike, damaged: Damaged) -> str:
 
 
 def read_config(path: str | os.PathLike):
-  """The ml_collections config of a run's config.json (CheckpointError naming the file when unreadable)."""
-  import ml_collections  # pylint: disable=import-outside-toplevel
+  """The ml_collections config of a run's config.json (config_files.load_json; CheckpointError naming the file when
+  unreadable)."""
   path = os.fspath(path)
   try:
-    with open(path, encoding='utf-8') as f:
-      return ml_collections.ConfigDict(config_migrate.migrate(json.load(f)))  # An old run's layout too.
-  except (OSError, json.JSONDecodeError) as e:
-    raise errors.CheckpointError(f'{path}: not a readable config.json: {e}') from e
+    return config_files.load_json(path)
+  except errors.ConfigError as e:
+    raise errors.CheckpointError(f'{path}: not a readable config.json: {e.__cause__ or e}') from e
 
 
 def _flat(tree) -> dict[str, tuple]:

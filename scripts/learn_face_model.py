@@ -25,7 +25,6 @@ import zipfile
 
 import numpy as np
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'))
 
 from headgan_jax import errors  # noqa: E402
 from headgan_jax.files import write_atomic  # noqa: E402

@@ -16,6 +16,13 @@ if [ ${#PACKAGES[@]} -gt 0 ]; then
 fi
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/python -m pip install -q --disable-pip-version-check -r requirements.txt
+# The project itself (pyproject.toml), editable and without dependencies (requirements.txt above is the list):
+# headgan_jax and configs import from any folder (config files, bench/, scripts/, TFDS's builders loaded by path) and
+# the headgan-* commands are on the venv's PATH. The venv's setuptools when it can build wheels (no download).
+BUILD_ISOLATION=()
+.venv/bin/python -c 'import importlib.util as u, sys; sys.exit(not (u.find_spec("wheel") or
+  u.find_spec("setuptools.command.bdist_wheel")))' 2>/dev/null && BUILD_ISOLATION=(--no-build-isolation)
+.venv/bin/python -m pip install -q --disable-pip-version-check --no-deps "${BUILD_ISOLATION[@]}" -e .
 # The face tracker's model files (MediaPipe 0.10.14 wheel, Apache-2.0): pip downloads the wheel, nothing is installed;
 # the .tflite files are sha256-checked into ~/.cache/headgan_jax/mediapipe-0.10.14.
 .venv/bin/python -m headgan_jax.tracking.facemesh fetch

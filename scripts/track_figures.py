@@ -21,7 +21,6 @@ import numpy as np
 from matplotlib.path import Path
 from scipy.spatial import ConvexHull
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..'))
 
 from configs import paper  # noqa: E402
 from headgan_jax.tracking import face_model, track  # noqa: E402

@@ -74,14 +74,14 @@ def test_migrated_old_config_builds_the_same_networks():
 
 
 def test_old_config_loads_and_resumes(tmp_path):
-  """The readers of config.json take the old layout: train.py / evaluate.py --config W/config.json, the run's
+  """The readers of config.json take the old layout: the one loader (a config.json, a work folder), the run's
   checkpoint reader, and the resume check (no field differs from the same config in the new layout)."""
-  from headgan_jax import evaluate, workdir as checkpoints  # pylint: disable=import-outside-toplevel
-  from headgan_jax.train import cli, loop  # pylint: disable=import-outside-toplevel
+  from headgan_jax import config_files, workdir as checkpoints  # pylint: disable=import-outside-toplevel
+  from headgan_jax.train import loop  # pylint: disable=import-outside-toplevel
   path = tmp_path / 'config.json'
   path.write_text(OLD.read_text())
   want = ml_collections.ConfigDict(config_migrate.migrate(json.loads(OLD.read_text())))
-  for load in (cli.load_config, evaluate.load_config, checkpoints.read_config):
+  for load in (config_files.load, config_files.load_json, checkpoints.read_config):
     assert load(str(path)).to_dict() == want.to_dict(), load
-  assert loop.config_differences(json.loads(OLD.read_text()), want) == []
+  assert config_files.load(str(tmp_path)).to_dict() == want.to_dict()
   loop.save_or_check_config(want, str(tmp_path))  # A resumed old run: no ConfigError.

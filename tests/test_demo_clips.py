@@ -1,10 +1,10 @@
 """The demo set's clips and split (building.DEMO_HELD_OUT, DEMO_MAX_FRAMES) and the tracker's learned default 3DMM
 (headgan_jax/tracking/learned_face_model.npz, scripts/learn_face_model.py)."""
 import hashlib
+import importlib.util
 import json
 import os
 import pathlib
-import sys
 
 import numpy as np
 import pytest
@@ -17,8 +17,17 @@ from headgan_jax.tracking import facemesh as fm
 from headgan_jax.face3d import morphable
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / 'scripts'))
-import learn_face_model  # noqa: E402
+
+
+def _load_script(name: str):
+  """scripts/<name>.py as a module (scripts/ is not a package: its files run as commands)."""
+  spec = importlib.util.spec_from_file_location(name, REPO / 'scripts' / f'{name}.py')
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+learn_face_model = _load_script('learn_face_model')
 
 needs_models = pytest.mark.skipif(bool(fm._missing_files(fm.default_models_dir())),
                                   reason='MediaPipe model files not fetched (scripts/setup.sh)')

@@ -12,14 +12,7 @@ folder holding fewer clips (any subset, e.g. the tests' two short cuts) holds ou
 """
 from __future__ import annotations
 
-import os
-import sys
-
-_REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-if _REPO not in sys.path:  # Loaded by file path (TFDS tooling, headgan_jax.data.build): find the project.
-  sys.path.insert(0, _REPO)
-
-from headgan_jax.data import building  # noqa: E402
+from headgan_jax.data import building  # The project is installed (scripts/setup.sh: pip install -e .).
 
 _, _Base = building.builder_base()
 

@@ -14,15 +14,11 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 
-_REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-if _REPO not in sys.path:  # Loaded by file path (TFDS tooling, headgan_jax.data.build): find the project.
-  sys.path.insert(0, _REPO)
+from etils import epath
 
-from etils import epath  # noqa: E402
-
-from headgan_jax.data import building, clips as clips_lib  # noqa: E402
+# Loaded by file path (TFDS tooling, headgan_jax.data.build): the project is installed (scripts/setup.sh).
+from headgan_jax.data import building, clips as clips_lib
 
 _, _Base = building.builder_base()
 

@@ -108,8 +108,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     # ~/.cache/headgan-jax/xla or $HEADGAN_JAX_COMPILATION_CACHE, like the other entry points: the tracker's compiled
     # fits, for a re-run and for the main job's later stages (evaluate.py, reenact.py track clips too).
     compilation_cache.enable()
-    from headgan_jax.nn.summary import load_config
-    config = load_config(args.config)
+    from headgan_jax import config_files
+    config = config_files.load(args.config)
     if args.data_dir is not None:
       config.data.data_dir = args.data_dir
     if args.cache_dir is not None:

@@ -22,7 +22,6 @@ import functools
 import json
 import os
 import pathlib
-import sys
 import tempfile
 from typing import Any, Sequence
 
@@ -52,10 +51,8 @@ DEMO_SUBFOLDERS = ('demo', 'extra')  # Scanned besides the folder itself (../sha
 
 def default_project_config():
   """configs/paper.py's config (the builders' default)."""
-  if REPO not in sys.path:
-    sys.path.insert(0, REPO)
-  from configs import paper
-  return paper.get_config()
+  from headgan_jax import config_files  # pylint: disable=import-outside-toplevel
+  return config_files.load(os.path.join(REPO, 'configs', 'paper.py'))
 
 
 def build_config(project_config, image_size: int):

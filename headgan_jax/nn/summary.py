@@ -9,8 +9,6 @@ also how the tests check Tables 2 and 3 row by row.
 from __future__ import annotations
 
 import argparse
-import importlib.util
-import pathlib
 import sys
 from typing import Any, Callable
 
@@ -19,24 +17,8 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from headgan_jax import errors
+from headgan_jax import config_files, errors
 from headgan_jax.nn import discriminator, generator
-
-
-def load_config(path: str) -> ml_collections.ConfigDict:
-  """Loads `get_config()` from a config file such as configs/paper.py."""
-  p = pathlib.Path(path)
-  if not p.is_file():
-    raise errors.ConfigError(f'config file {path} does not exist')
-  repo = str(p.resolve().parent.parent)
-  if repo not in sys.path:  # configs import each other as `configs.paper`.
-    sys.path.insert(0, repo)
-  spec = importlib.util.spec_from_file_location(f'_headgan_config_{p.stem}', p)
-  mod = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(mod)
-  if not hasattr(mod, 'get_config'):
-    raise errors.ConfigError(f'config file {path} has no get_config()')
-  return mod.get_config()
 
 
 def param_count(tree: Any) -> int:
@@ -187,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument('--batch', type=int, default=1)
   args = parser.parse_args(argv)
   try:
-    config = load_config(args.config)
+    config = config_files.load(args.config)
     g, v_g, inputs = generator_variables(config, args.batch)
     print(format_table(f'G (input x_drive {inputs[0].shape}, y_ref/x_ref {inputs[1].shape}, audio {inputs[3].shape})',
                        layer_shapes(g, v_g, *inputs, depth=args.depth)))

@@ -647,7 +647,7 @@ def learn_command(sources: Sequence[str], out: str, config, num_exp: int) -> mor
 
 def main(argv: Sequence[str] | None = None) -> int:
   argv = list(sys.argv[1:] if argv is None else argv)
-  from headgan_jax.nn.summary import load_config
+  from headgan_jax import config_files  # pylint: disable=import-outside-toplevel
   learn = bool(argv) and argv[0] == 'learn'
   parser = argparse.ArgumentParser(
       prog='python -m headgan_jax.tracking.track' + (' learn' if learn else ''),
@@ -667,7 +667,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                       'config.face3d.model; default: the learned model headgan_jax/tracking/learned_face_model.npz)')
   args = parser.parse_args(argv[1:] if learn else argv)
   try:
-    config = load_config(args.config)
+    config = config_files.load(args.config)
     if args.model is not None:
       config.face3d.model = args.model
     if learn:

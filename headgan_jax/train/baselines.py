@@ -30,7 +30,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from headgan_jax import host_malloc
+from headgan_jax import config_files, host_malloc
 from headgan_jax import sharding as sharding_lib
 from headgan_jax import workdir as workdir_lib
 from headgan_jax.data import batch as batch_lib
@@ -38,14 +38,6 @@ from headgan_jax.errors import ConfigError, HeadGANError
 from headgan_jax.train import losses
 
 BASELINES = ('trained', 'untrained', 'copy_reference', 'warped_reference')
-
-
-def load_config(workdir: str) -> ml_collections.ConfigDict:
-  """The config a run saved in WORKDIR/config.json (ConfigError when there is none)."""
-  path = os.path.join(workdir, workdir_lib.CONFIG_FILE)
-  if not os.path.isfile(path):
-    raise ConfigError(f'{path} does not exist: {workdir} is not the work folder of a train.py run')
-  return workdir_lib.read_config(path)
 
 
 @jax.jit
@@ -118,7 +110,7 @@ def evaluate_workdir(workdir: str, step: int | None = None, identities: str = 's
   """The numbers of `face_l1` for the checkpoint `step` (default the latest) of the run in `workdir`."""
   from headgan_jax.train import loop  # pylint: disable=import-outside-toplevel
   location = workdir_lib.find(workdir, step, step_flag='--step')
-  config = load_config(location.workdir)
+  config = config_files.load(location.workdir)  # Its config.json.
   config.loss.use_vgg = False  # Generating needs no VGG (and no weight file).
   trainer = loop.Trainer.create(config)  # For the untrained G of the same run (its init) and G on the mesh.
   trained = workdir_lib.restore_generator(location, config, sharding_lib.replicated(trainer.mesh))

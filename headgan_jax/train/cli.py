@@ -27,9 +27,8 @@ import sys
 import time
 
 from absl import flags
-from ml_collections import config_flags
 
-from headgan_jax import compilation_cache
+from headgan_jax import compilation_cache, config_files
 from headgan_jax.errors import ConfigError, HeadGANError
 
 
@@ -44,71 +43,13 @@ def _config_argument(argv: list[str]) -> str | None:
   return None
 
 
-def _without_config_argument(argv: list[str]) -> list[str]:
-  """argv without its --config value (given as '--config X' or '--config=X')."""
-  out, skip = [], False
-  for arg in argv:
-    if skip:
-      skip = False
-    elif arg in ('--config', '-config'):
-      skip = True
-    elif not arg.startswith(('--config=', '-config=')):
-      out.append(arg)
-  return out
-
-
-def load_config(spec: str):
-  """get_config(arg) of 'path/to/config.py[:arg]', or a work folder's saved 'config.json', with a clear ConfigError
-  for a missing file, a file that is neither, or a bad argument."""
-  import importlib.util  # pylint: disable=import-outside-toplevel
-  path, _, arg = spec.partition(':')
-  if not os.path.isfile(path):
-    raise ConfigError(f'config file {path} does not exist')
-  if path.endswith('.json'):
-    import json  # pylint: disable=import-outside-toplevel
-    import ml_collections  # pylint: disable=import-outside-toplevel
-
-    from headgan_jax import config_migrate  # pylint: disable=import-outside-toplevel
-    try:
-      with open(path, encoding='utf-8') as f:
-        return ml_collections.ConfigDict(config_migrate.migrate(json.load(f)))  # An old run's layout too.
-    except (json.JSONDecodeError, UnicodeDecodeError, TypeError) as e:
-      raise ConfigError(f'config file {path} is not a valid config.json ({e})') from e
-  if not path.endswith('.py'):
-    raise ConfigError(f'config file {path}: expected a config file path.py[:arg] or a saved config.json')
-  module_spec = importlib.util.spec_from_file_location('headgan_config_check', path)
-  module = importlib.util.module_from_spec(module_spec)
-  module_spec.loader.exec_module(module)
-  if not hasattr(module, 'get_config'):
-    raise ConfigError(f'config file {path} has no get_config()')
-  return module.get_config(arg) if arg else module.get_config()
-
-
-def _check_overrides(argv: list[str], config, spec: str) -> None:
-  """ConfigError naming the first --config.<field> override that is not a field of `config`."""
-  for arg in argv:
-    if arg.startswith(('--config.', '-config.')):
-      path = arg.split('=', 1)[0].split('.', 1)[1]
-      node = config
-      for part in path.split('.'):
-        if not hasattr(node, 'keys') or part not in node:
-          raise ConfigError(f'{arg}: {spec} has no config field {path!r}')
-        node = node[part]
-
-
 def parse(argv: list[str]):
-  """(config with overrides applied, flag values) from argv (argv[0] is the program)."""
+  """(config with overrides applied, flag values) from argv (argv[0] is the program). The config comes from
+  config_files.load (a file path.py[:arg] or a saved config.json) and its --config.<field>=<value> overrides from
+  config_files.override (ml_collections config_flags), as for every other command."""
   fv = flags.FlagValues()
-  spec = _config_argument(argv)
-  if spec is not None and spec.partition(':')[0].endswith('.json'):  # A work folder's saved config: overrides apply.
-    argv = _without_config_argument(argv)
-    saved = load_config(spec)
-    _check_overrides(argv, saved, spec)  # Before the flag is defined: it defines a flag per override given.
-    config_flag = config_flags.DEFINE_config_dict('config', saved, 'a saved config.json', flag_values=fv,
-                                                  lock_config=True, sys_argv=argv)
-  else:
-    config_flag = config_flags.DEFINE_config_file('config', None, 'config file, optionally with an argument after ":"',
-                                                  flag_values=fv, lock_config=True, sys_argv=argv)
+  flags.DEFINE_string('config', None, 'config file path.py[:arg] (the argument after ":" goes to its get_config), or '
+                      'a saved config.json; --config.<field>=<value> overrides a field', flag_values=fv)
   flags.DEFINE_string('workdir', '', 'work folder: config.json, checkpoints/, tensorboard/ (default '
                       'config.train.workdir)', flag_values=fv)
   flags.DEFINE_bool('progress', True, 'progress bar on the console', flag_values=fv)
@@ -121,17 +62,18 @@ def parse(argv: list[str]):
   if any(a in ('-h', '--help', '-help', '--helpfull') for a in argv[1:]):
     print(__doc__ + '\nFlags:\n' + fv.get_help(), file=sys.stderr)
     raise SystemExit(0)
+  spec = _config_argument(argv)
   if spec is None:
     raise ConfigError('--config is required, e.g. --config configs/tiny.py')
-  base = load_config(spec)  # Clear errors for a missing file or a bad argument before absl wraps them.
-  _check_overrides(argv, base, spec)
+  overrides, argv = config_files.split_overrides(argv)
+  config = config_files.override(config_files.load(spec), overrides, spec)
   try:
     rest = fv(argv)
   except flags.Error as e:
     raise ConfigError(str(e).splitlines()[0]) from e
   if len(rest) > 1:
     raise ConfigError(f'unexpected arguments {rest[1:]}')
-  return config_flag.value, fv
+  return config, fv
 
 
 def initialize_distributed(fv) -> None:

@@ -66,7 +66,7 @@ import orbax.checkpoint as ocp
 import tqdm
 from jax.experimental import multihost_utils
 
-from headgan_jax import config_migrate
+from headgan_jax import config_files, config_migrate
 from headgan_jax import sharding as sharding_lib
 from headgan_jax import workdir as workdir_lib
 from headgan_jax.data import batch as batch_lib
@@ -112,19 +112,6 @@ def _config_json(config: ml_collections.ConfigDict) -> str:
   return config.to_json_best_effort(indent=2, sort_keys=True)
 
 
-def _resumable(field: str) -> bool:
-  return any(field == f or (f.endswith('.') and field.startswith(f)) for f in RESUMABLE_FIELDS)
-
-
-def config_differences(saved: dict[str, Any], config: ml_collections.ConfigDict) -> list[str]:
-  """'field: saved -> now' for every field of `config` that differs from the `saved` (JSON) config and may not."""
-  old = metric_writer.flatten_config(config_migrate.migrate(saved))  # A run saved in an older layout too.
-  new = metric_writer.flatten_config(json.loads(_config_json(config)))
-  missing = '(absent)'
-  return [f'{k}: {old.get(k, missing)!r} -> {new.get(k, missing)!r}' for k in sorted(set(old) | set(new))
-          if old.get(k, missing) != new.get(k, missing) and not _resumable(k)]
-
-
 def save_or_check_config(config: ml_collections.ConfigDict, workdir: str) -> None:
   """Writes WORKDIR/config.json on a fresh run (process 0); on a resumed one, raises ConfigError naming every field
   that differs from it (except RESUMABLE_FIELDS)."""
@@ -132,10 +119,10 @@ def save_or_check_config(config: ml_collections.ConfigDict, workdir: str) -> Non
   if os.path.exists(path):
     with open(path, encoding='utf-8') as f:
       try:
-        saved = json.load(f)
+        saved = config_migrate.migrate(json.load(f))  # A run saved in an older layout too.
       except json.JSONDecodeError as e:
         raise ConfigError(f'{path} is not valid JSON ({e}); it should hold the config of the run in {workdir}') from e
-    diff = config_differences(saved, config)
+    diff = config_files.differences(saved, config, ignore=RESUMABLE_FIELDS)
     if diff:
       raise ConfigError(f'{workdir} holds a run with a different config ({path}):\n  ' + '\n  '.join(diff) +
                         f'\nUse a new --workdir, or, to resume with the new values on purpose, delete {path}.')

@@ -19,22 +19,9 @@ from typing import Any
 import ml_collections
 import numpy as np
 
+from headgan_jax import config_files
+
 SCALAR_PREFIX = 'train/'
-
-
-def flatten_config(config: ml_collections.ConfigDict | Mapping[str, Any], prefix: str = '') -> dict[str, Any]:
-  """{'train.batch_size': 6, ...}: leaves of a (nested) config; tuples / lists / None become strings."""
-  out = {}
-  items = config.items() if isinstance(config, Mapping) else config.to_dict().items()
-  for key, value in items:
-    name = f'{prefix}{key}'
-    if isinstance(value, (Mapping, ml_collections.ConfigDict)):
-      out.update(flatten_config(value, name + '.'))
-    elif isinstance(value, (bool, int, float, str)):
-      out[name] = value
-    else:
-      out[name] = str(value)
-  return out
 
 
 class MetricWriter:
@@ -62,7 +49,7 @@ class MetricWriter:
     if self._writer is None:
       return
     from tensorboardX.summary import hparams  # pylint: disable=import-outside-toplevel
-    exp, ssi, sei = hparams(flatten_config(config), {tag: 0.0 for tag in metric_tags})
+    exp, ssi, sei = hparams(config_files.flatten(config), {tag: 0.0 for tag in metric_tags})
     for summary in (exp, ssi, sei):
       self._writer.file_writer.add_summary(summary)
     self._writer.add_text('config', '```\n' + str(config) + '\n```', global_step=0)
