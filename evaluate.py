@@ -2,13 +2,11 @@
 
   python evaluate.py --config W/config.json --workdir W --out W/eval.json [--checkpoint STEP]
 
-See headgan_jax/evaluate.py for the protocols, flags and exit statuses.
+See headgan_jax/evaluate.py for the protocols and headgan_jax/commands/evaluate.py for the flags and exit statuses.
 """
 import sys
 
-from headgan_jax import host_malloc
+from headgan_jax import commands
 
 if __name__ == '__main__':
-  host_malloc.reexec_with_tcmalloc()  # First: it may start this command again (headgan_jax/host_malloc.py).
-  from headgan_jax import evaluate
-  sys.exit(evaluate.main())
+  sys.exit(commands.start('evaluate'))  # tcmalloc first (headgan_jax/host_malloc.py), then the command.

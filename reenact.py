@@ -3,13 +3,11 @@
   python reenact.py --checkpoint WORKDIR --reference face.png --driving talk.mp4 --out out.mp4 [--audio speech.wav]
       [--side-by-side] [--batch 8]
 
-Exit status: 0 written; 2 bad input (one message, no traceback).
+Exit status: 0 written; 2 bad input (one message, no traceback). Flags: headgan_jax/commands/reenact.py.
 """
 import sys
 
-from headgan_jax import host_malloc
+from headgan_jax import commands
 
 if __name__ == '__main__':
-  host_malloc.reexec_with_tcmalloc()  # First: it may start this command again (headgan_jax/host_malloc.py).
-  from headgan_jax import reenact
-  sys.exit(reenact.main())
+  sys.exit(commands.start('reenact'))  # tcmalloc first (headgan_jax/host_malloc.py), then the command.

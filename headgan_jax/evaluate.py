@@ -24,11 +24,9 @@ dataset or an empty split.
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import math
 import os
-import sys
 import time
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -293,59 +291,28 @@ def evaluate(config, restored: Restored, *, protocols_to_run: Sequence[str] = ('
   return results, meta
 
 
-# --- Command line ----------------------------------------------------------------------------------------------
+# --- What the command line runs ----------------------------------------------------------------------------------------------
 
 
-def parse_args(argv: Sequence[str]) -> argparse.Namespace:
-  ap = argparse.ArgumentParser(prog='evaluate.py', description=__doc__.split('\n')[0],
-                               formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
-  ap.add_argument('--config', default=None, help='config.json of a run, or a config file path.py[:arg] '
-                  '(default WORKDIR/config.json)')
-  ap.add_argument('--workdir', required=True, help='the run\'s work folder (train.py --workdir)')
-  ap.add_argument('--checkpoint', type=int, default=None, help='checkpoint step (default: the latest)')
-  ap.add_argument('--out', default=None, help='eval.json to write (default WORKDIR/eval.json)')
-  ap.add_argument('--protocols', default='self,cross', help='comma-separated: self, cross')
-  ap.add_argument('--max_clips', type=int, default=0, help='evaluate at most this many test clips (0 = all)')
-  ap.add_argument('--max_frames', type=int, default=0, help='at most this many frames per clip (0 = all)')
-  ap.add_argument('--track_size', type=int, default=DEFAULT_TRACK_SIZE,
-                  help='frames are upsampled to this size before tracking (AED / APD)')
-  ap.add_argument('--seed', type=int, default=0, help='seed of the cross-identity pairing')
-  ap.add_argument('--no_progress', action='store_true', help='no progress bar')
-  return ap.parse_args(list(argv))
-
-
-def run(args: argparse.Namespace) -> tuple[str, str]:
-  """Evaluates as the flags say; returns (eval.json path, the table)."""
+def run(workdir: str, config: str | None = None, checkpoint: int | None = None, out: str | None = None,
+        protocols: str = 'self,cross', max_clips: int = 0, max_frames: int = 0,
+        track_size: int = DEFAULT_TRACK_SIZE, seed: int = 0, progress: bool = True) -> tuple[str, str]:
+  """Evaluates the run in `workdir` as evaluate.py's flags of the same names say (config: WORKDIR/config.json when
+  None; checkpoint: the latest when None; out: WORKDIR/eval.json when None); returns (eval.json path, the table)."""
   from headgan_jax.metrics import report  # pylint: disable=import-outside-toplevel
-  workdir = os.path.abspath(args.workdir)
-  config = resolve_config(args.config, workdir)
-  for flag in ('max_clips', 'max_frames'):
-    if getattr(args, flag) < 0:
-      raise ConfigError(f'--{flag} = {getattr(args, flag)} must be >= 0')
+  workdir = os.path.abspath(workdir)
+  config_dict = resolve_config(config, workdir)
+  for flag, value in (('max_clips', max_clips), ('max_frames', max_frames)):
+    if value < 0:
+      raise ConfigError(f'--{flag} = {value} must be >= 0')
   start = time.perf_counter()
-  restored = restore_generator(config, workdir, args.checkpoint)
+  restored = restore_generator(config_dict, workdir, checkpoint)
   step = restored.step
-  protocols_to_run = [p.strip() for p in args.protocols.split(',') if p.strip()]
-  results, meta = evaluate(config, restored, protocols_to_run=protocols_to_run, max_clips=args.max_clips,
-                           max_frames=args.max_frames, track_size=args.track_size, seed=args.seed,
-                           progress=not args.no_progress)
-  variant = str(config.get('variant', 'full'))  # The row of Table 1 the run trained (configs/paper.py ABLATIONS).
+  protocols_to_run = [p.strip() for p in protocols.split(',') if p.strip()]
+  results, meta = evaluate(config_dict, restored, protocols_to_run=protocols_to_run, max_clips=max_clips,
+                           max_frames=max_frames, track_size=track_size, seed=seed, progress=progress)
+  variant = str(config_dict.get('variant', 'full'))  # The row of Table 1 the run trained (configs/paper.py ABLATIONS).
   meta.update(workdir=workdir, checkpoint_step=step, variant=variant, seconds=round(time.perf_counter() - start, 1))
-  out = report.write_eval_json(args.out or os.path.join(workdir, workdir_lib.EVAL_FILE), results, meta)
+  path = report.write_eval_json(out or os.path.join(workdir, workdir_lib.EVAL_FILE), results, meta)
   table = report.format_table1(results, label=f'ours ({variant}), step {step}')
-  return out, table
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-  argv = sys.argv[1:] if argv is None else list(argv)
-  args = parse_args(argv)
-  try:
-    from headgan_jax import compilation_cache  # pylint: disable=import-outside-toplevel
-    compilation_cache.enable()
-    out, table = run(args)
-  except HeadGANError as e:
-    print(f'error: {e}', file=sys.stderr)
-    return 2
-  print(table)
-  print(f'\nwrote {out}')
-  return 0
+  return path, table

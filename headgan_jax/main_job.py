@@ -19,7 +19,6 @@ Exit status: 0 done; 2 a stage failed (its message is above), or WORKDIR is in u
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
@@ -27,7 +26,7 @@ import sys
 import time
 from typing import Sequence
 
-from headgan_jax import errors, host_malloc
+from headgan_jax import errors
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_CONFIG = os.path.join(REPO, 'configs', 'demo.py')
@@ -113,24 +112,12 @@ def load(config_file: str):
   return config_files.load(config_file)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-  parser = argparse.ArgumentParser(prog='python -m headgan_jax.main_job', description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument('--workdir', required=True, help='where everything is written (checkpoints, eval.json, mp4s)')
-  parser.add_argument('--config', default=DEFAULT_CONFIG, help='the training config (default configs/demo.py)')
-  parser.add_argument('--data_dir', default=None, help='TFDS data dir of the demo set (default WORKDIR/tfds)')
-  parser.add_argument('--clips_dir', default=None, help='demo clips folder to build from (default '
-                      'config.data.demo_dir: ../shared/fixtures)')
-  parser.add_argument('--steps', type=int, default=0, help='train steps (default: the config\'s)')
-  parser.add_argument('--reference', default=None, help='default ../shared/fixtures/reference.png')
-  parser.add_argument('--driving', default=None, help='default: the held-out demo clip (<demo_dir>/demo/<id>.mp4)')
-  parser.add_argument('--batch', type=int, default=8, help='reenactment: frames per G call')
-  parser.add_argument('--eval_max_frames', type=int, default=32,
-                      help='evaluate.py --max_frames: frames per test clip (default 32, two FVD clips each, to keep '
-                      'the main job within its time on 2 CPU cores; 0 = every frame)')
-  args = parser.parse_args(argv)
+def run_job(workdir: str, config_file: str = DEFAULT_CONFIG, data_dir: str | None = None,
+            clips_dir: str | None = None, steps: int = 0, reference: str | None = None, driving: str | None = None,
+            batch: int = 8, eval_max_frames: int = 32) -> int:
+  """The main job (the module docstring) as its flags of the same names say; its exit status."""
   py = sys.executable
-  workdir = os.path.abspath(args.workdir)
+  workdir = os.path.abspath(workdir)
   from headgan_jax import workdir as workdir_lib  # pylint: disable=import-outside-toplevel
   try:  # One run per work folder: this job holds WORKDIR's lock, its train.py stage with it (inherited).
     lock = workdir_lib.lock_workdir(workdir)  # Creates the folder.
@@ -140,12 +127,12 @@ def main(argv: Sequence[str] | None = None) -> int:
   log: list[dict] = []
   start = time.perf_counter()
   try:
-    config = load(args.config)
-    data_dir = os.path.abspath(args.data_dir or os.path.join(workdir, 'tfds'))
+    config = load(config_file)
+    data_dir = os.path.abspath(data_dir or os.path.join(workdir, 'tfds'))
     size = int(config.data.stored_size or config.image_size)
     demo_dir = config.data.demo_dir
-    reference = args.reference or DEFAULT_REFERENCE
-    driving = args.driving or os.path.join(demo_dir, 'demo', f'{config.data.demo_test_identity}.mp4')
+    reference = reference or DEFAULT_REFERENCE
+    driving = driving or os.path.join(demo_dir, 'demo', f'{config.data.demo_test_identity}.mp4')
     for what, path in (('reference image', reference), ('held-out driving clip', driving)):
       if not os.path.isfile(path):
         raise errors.DatasetError(f'{path}: the {what} is missing (the demo needs ../shared/fixtures beside the '
@@ -156,19 +143,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     if os.path.isfile(built):
       skip('build', f'the demo set is built in {os.path.dirname(built)}', log)
     else:
-      run_stage('build', [py, '-m', 'headgan_jax.data.build', 'demo', '--config', args.config, '--image_size',
-                          str(size), '--data_dir', data_dir] + (['--clips_dir', args.clips_dir] if args.clips_dir
+      run_stage('build', [py, '-m', 'headgan_jax.data.build', 'demo', '--config', config_file, '--image_size',
+                          str(size), '--data_dir', data_dir] + (['--clips_dir', clips_dir] if clips_dir
                                                                 else []), log)
     # 2. Training (train.py resumes by itself; skipped when the last checkpoint is at the step count).
     overrides = [f'--config.data.data_dir={data_dir}', '--config.data.source=headgan_demo']
-    if args.steps:
-      overrides.append(f'--config.train.num_steps={args.steps}')
-    target = args.steps or _total_steps(config)
+    if steps:
+      overrides.append(f'--config.train.num_steps={steps}')
+    target = steps or _total_steps(config)
     latest = latest_checkpoint(workdir)
     if latest is not None and target and latest[0] >= target:
       skip('train', f'checkpoint at step {latest[0]} in {os.path.join(workdir, workdir_lib.CHECKPOINT_DIR)}', log)
     else:
-      run_stage('train', [py, 'train.py', '--config', args.config, '--workdir', workdir] + overrides, log,
+      run_stage('train', [py, 'train.py', '--config', config_file, '--workdir', workdir] + overrides, log,
                 **lock.for_child())
     latest = latest_checkpoint(workdir)
     if latest is None:
@@ -184,14 +171,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise StageFailed(f'{REPO}/evaluate.py is missing from this checkout.')
       stages.append(('evaluate', [py, 'evaluate.py', '--config', os.path.join(workdir, workdir_lib.CONFIG_FILE),
                                   '--workdir', workdir, '--out', eval_json] + (
-                                      ['--max_frames', str(args.eval_max_frames)] if args.eval_max_frames else [])))
+                                      ['--max_frames', str(eval_max_frames)] if eval_max_frames else [])))
     mp4s = [os.path.join(workdir, n) for n in OUTPUTS]
     if fresh(mp4s, when):
       skip('reenact', f'{mp4s[0]} is newer than the checkpoint at step {step}', log)
     else:
       stages.append(('reenact', [py, 'reenact.py', '--checkpoint', workdir, '--reference', reference, '--driving',
                                  driving, '--out', mp4s[0], '--side-by-side-out', mp4s[1], '--grid', mp4s[2],
-                                 '--batch', str(args.batch)]))
+                                 '--batch', str(batch)]))
     run_stages_side_by_side(stages, log, workdir)
   except (StageFailed, errors.HeadGANError) as e:
     print(f'error: {e}', file=sys.stderr)
@@ -227,6 +214,6 @@ def _write_log(workdir: str, log: list[dict], start: float, failed: str | None =
   write_atomic(os.path.join(workdir, 'main_job.json'), json.dumps(data, indent=2).encode())
 
 
-if __name__ == '__main__':
-  host_malloc.reexec_with_tcmalloc()  # First: it may start this command again (headgan_jax/host_malloc.py).
-  sys.exit(main())
+if __name__ == '__main__':  # The command moved (headgan_jax/commands/main_job.py); this spelling still runs it.
+  import runpy
+  runpy.run_module('headgan_jax.commands.main_job', run_name='__main__', alter_sys=True)

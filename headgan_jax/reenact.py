@@ -27,9 +27,7 @@ copied to another machine, is enough. Checkpoints are read by workdir.py (G's va
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import json
 import os
 import sys
 import time
@@ -37,7 +35,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from headgan_jax import errors, host_malloc
+from headgan_jax import errors
 from headgan_jax import workdir as workdir_lib
 
 OUTPUT_AUDIO_RATE = 44_100  # AAC sample rate of the output's sound track.
@@ -357,43 +355,6 @@ def describe(summary: Summary) -> str:
   return text
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-  parser = argparse.ArgumentParser(
-      prog='reenact.py', description='One image + a driving video -> a talking-head video with sound (HeadGAN).')
-  parser.add_argument('--checkpoint', required=True, help='training work folder (latest checkpoint) or one '
-                      'checkpoint folder (WORKDIR/checkpoints/<step>)')
-  parser.add_argument('--reference', required=True, help='image of the person to animate')
-  parser.add_argument('--driving', required=True, help='driving video (pose, expression and, unless --audio, sound)')
-  parser.add_argument('--out', required=True, help='output .mp4')
-  parser.add_argument('--audio', default=None, help='drive the mouth and the sound from this audio (or video) file')
-  parser.add_argument('--side-by-side', action='store_true', help='write driving crop | x_t | generated')
-  parser.add_argument('--batch', type=int, default=8, help='frames per G call')
-  parser.add_argument('--side-by-side-out', default=None, help='also write the side-by-side video here (same pass)')
-  parser.add_argument('--grid', default=None, help='also write an image grid here (.png): reference | driving | '
-                      'x_t | generated for 4 evenly spaced frames')
-  parser.add_argument('--no-progress', action='store_true', help='no progress bar')
-  args = parser.parse_args(argv)
-  from headgan_jax import compilation_cache
-  compilation_cache.enable()
-  try:
-    for path, what in ((args.reference, 'reference image'), (args.driving, 'driving video'), (args.audio, 'audio')):
-      if path is not None and not os.path.isfile(path):
-        raise errors.VideoError(f'{path}: ' + (f'is a folder, not a file (the {what}).' if os.path.isdir(path) else
-                                               f'file not found (the {what}).'))
-    check_out(args.out, (args.reference, args.driving, args.audio), create=False)  # Refusals before any work.
-    summary = reenact(args.checkpoint, args.reference, args.driving, args.out, args.audio, args.side_by_side,
-                      args.batch, not args.no_progress, side_by_side_out=args.side_by_side_out, grid_out=args.grid)
-  except errors.HeadGANError as e:
-    print(f'error: {e}', file=sys.stderr)
-    return 2
-  except KeyboardInterrupt:
-    print('interrupted: no output written.', file=sys.stderr)
-    return 130
-  print(describe(summary), file=sys.stderr)
-  print(json.dumps(summary.to_json()))
-  return 0
-
-
-if __name__ == '__main__':
-  host_malloc.reexec_with_tcmalloc()  # First: it may start this command again (headgan_jax/host_malloc.py).
-  sys.exit(main())
+if __name__ == '__main__':  # The command moved (headgan_jax/commands/reenact.py); this spelling still runs it.
+  import runpy
+  runpy.run_module('headgan_jax.commands.reenact', run_name='__main__', alter_sys=True)

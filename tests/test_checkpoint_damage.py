@@ -22,7 +22,8 @@ import ml_collections
 import pytest
 
 import train_configs
-from headgan_jax import errors, reenact
+from headgan_jax import errors
+from headgan_jax.commands import reenact as reenact_command
 from headgan_jax import workdir as workdir_lib
 from headgan_jax.train import loop
 
@@ -210,7 +211,7 @@ def test_readers_take_the_newest_whole_checkpoint_and_name_it_when_refusing(trai
   for name in ('x.png', 'x.mp4'):
     (run_copy / name).write_bytes(b'')
   capsys.readouterr()
-  assert reenact.main(['--checkpoint', str(root / '3'), '--reference', str(run_copy / 'x.png'), '--driving',
+  assert reenact_command.main(['--checkpoint', str(root / '3'), '--reference', str(run_copy / 'x.png'), '--driving',
                        str(run_copy / 'x.mp4'), '--out', str(run_copy / 'out.mp4')]) == 2
   assert stderr_lines(capsys) == [f'error: {e.value}']
   # Readers move nothing (training may run beside them; only the run holding the lock moves damaged ones aside).

@@ -2,7 +2,7 @@
 
 test_every_paper_leaf_is_read records which config leaves are read (tests/config_reads.py: look-ups on the run's
 config, its copies and its config.json; serialising a config, cache keys and validity checks do not count) while
-  - train.py's command line (headgan_jax/train/cli.py, with no --workdir: config.train.workdir) builds the model and
+  - train.py's command line (headgan_jax/commands/train.py, with no --workdir: config.train.workdir) builds the model and
     runs ONE training step on the demo build of conftest.py (the real input pipeline: grain, the device-side
     assembly), with an image grid, one in-loop evaluation and a checkpoint, and
   - evaluate.py (headgan_jax/evaluate.py) restores G from that checkpoint and runs both protocols on the
@@ -179,8 +179,8 @@ def first_batch_and_losses(trainer):
 @pytest.fixture(scope='module')
 def recorded(demo_build, tmp_path_factory):
   """The recorded run (see the module docstring): {'recorder', 'eval'}; its trainer is kept in _FULL."""
-  from headgan_jax import evaluate
-  from headgan_jax.train import cli, loop
+  from headgan_jax.commands import evaluate, train as cli
+  from headgan_jax.train import loop
   folder = tmp_path_factory.mktemp('config_fields')
   workdir = folder / 'run'
   config = recorded_run_config(demo_build[0], workdir)

@@ -3,6 +3,7 @@ import numpy as np
 from PIL import Image
 from tensorboardX import SummaryWriter
 
+from headgan_jax.commands import curves as curves_command
 from headgan_jax.train import curves
 from headgan_jax.train.metric_writer import read_events
 
@@ -29,15 +30,15 @@ def test_curves_png_from_event_files_of_a_resumed_run(tmp_path):
   _, d_total = curves.series(scalars['train/d_total'])
   np.testing.assert_array_equal(d_total, [2.0, 2.0, 3.0, 3.0, 3.0])
   out = tmp_path / 'curves.png'
-  assert curves.main(['--workdir', str(tmp_path / 'run'), '--out', str(out), '--smooth', '3']) == 0
+  assert curves_command.main(['--workdir', str(tmp_path / 'run'), '--out', str(out), '--smooth', '3']) == 0
   assert sorted(curves.plot(scalars, str(out))) == ['train/d_total', 'train/g_l1']
   with Image.open(out) as image:
     assert image.size[0] > 500 and image.size[1] > 200
 
 
 def test_a_folder_without_event_files_is_one_clear_error(tmp_path, capsys):
-  assert curves.main(['--workdir', str(tmp_path), '--out', str(tmp_path / 'c.png')]) == 2
+  assert curves_command.main(['--workdir', str(tmp_path), '--out', str(tmp_path / 'c.png')]) == 2
   assert 'tensorboard does not exist' in capsys.readouterr().err
   (tmp_path / 'tensorboard').mkdir()
-  assert curves.main(['--workdir', str(tmp_path), '--out', str(tmp_path / 'c.png')]) == 2
+  assert curves_command.main(['--workdir', str(tmp_path), '--out', str(tmp_path / 'c.png')]) == 2
   assert 'no train/* scalars' in capsys.readouterr().err

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import train_configs
-from headgan_jax import evaluate
+from headgan_jax.commands import evaluate as evaluate_command
 from headgan_jax.train import loop, metric_writer
 
 STEPS = 2
@@ -45,7 +45,7 @@ def demo_train_config(data_config) -> ml_collections.ConfigDict:
 def run_evaluate(argv):
   out, err = io.StringIO(), io.StringIO()
   with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-    code = evaluate.main(argv)
+    code = evaluate_command.main(argv)
   return code, out.getvalue(), err.getvalue()
 
 

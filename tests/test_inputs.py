@@ -14,6 +14,7 @@ import pytest
 from PIL import Image
 
 from headgan_jax import errors, reenact
+from headgan_jax.commands import reenact as reenact_command
 from headgan_jax.audio import io as audio_io
 from headgan_jax.tracking import facemesh as fm
 from headgan_jax.tracking import video as video_lib
@@ -494,12 +495,12 @@ def test_outputs_that_cannot_be_written_are_refused_before_any_work(fixtures_dir
   for out, why in cases:
     d = drv if out != str(copy) else str(copy)
     # The checkpoint does not exist: the refusal comes first, before anything is loaded.
-    code = reenact.main(['--checkpoint', str(tmp_path / 'no-such-run'), '--reference', ref, '--driving', d, '--out',
+    code = reenact_command.main(['--checkpoint', str(tmp_path / 'no-such-run'), '--reference', ref, '--driving', d, '--out',
                          out, '--no-progress'])
     err = capsys.readouterr().err
     assert code == 2 and why in err and err.count('\n') == 1 and 'Traceback' not in err, (out, err)
   assert copy.read_bytes() == (fixtures_dir / 'driving.mp4').read_bytes()
-  code = reenact.main(['--checkpoint', str(tmp_path), '--reference', str(tmp_path / 'nobody.png'), '--driving', drv,
+  code = reenact_command.main(['--checkpoint', str(tmp_path), '--reference', str(tmp_path / 'nobody.png'), '--driving', drv,
                        '--out', str(tmp_path / 'o.mp4')])
   err = capsys.readouterr().err
   assert code == 2 and 'nobody.png: file not found (the reference image)' in err and err.count('\n') == 1

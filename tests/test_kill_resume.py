@@ -3,7 +3,7 @@ time ends bit-identical to an uninterrupted run; a checkpoint write that fails f
 one line and leaves the previous checkpoint whole, and the run resumes from it; the demo dataset build killed while
 writing its records and run again gives the dataset built in one go.
 
-Each life of a training run is a subprocess running train.py's main (headgan_jax/train/cli.py) through this file's
+Each life of a training run is a subprocess running train.py's main (headgan_jax/commands/train.py) through this file's
 `__main__` (`life`), which first arranges its own SIGKILL at one point (LIVES): while a train step computes and the
 checkpoint before it is being written (orbax's commit of it held back), and right after orbax committed a checkpoint,
 halfway through deleting the oldest one and before the new one is sealed by its checksums.json. Each life prints what
@@ -68,7 +68,8 @@ def life(kill: str, argv: list[str]) -> int:
 
   from orbax.checkpoint._src.path import atomicity, deleter  # pylint: disable=import-outside-toplevel
 
-  from headgan_jax.train import cli, loop  # pylint: disable=import-outside-toplevel
+  from headgan_jax.commands import train as cli
+  from headgan_jax.train import loop  # pylint: disable=import-outside-toplevel
   root = os.path.abspath(os.path.join(argv[argv.index('--workdir') + 1], 'checkpoints'))
   where, _, n = kill.partition(':')
   n = int(n or 0)
@@ -127,7 +128,7 @@ def killed_build(argv: list[str]) -> int:
   records of its first file (TFDS writes them into DATA_DIR/<name>/<size>px/incomplete.<id>/)."""
   from tensorflow_datasets.core import file_adapters  # pylint: disable=import-outside-toplevel
 
-  from headgan_jax.data import build  # pylint: disable=import-outside-toplevel
+  from headgan_jax.commands import build  # pylint: disable=import-outside-toplevel
   adapter = file_adapters.ArrayRecordFileAdapter
   write = adapter.write_examples
 

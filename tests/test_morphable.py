@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from headgan_jax.errors import FaceModelError, LandmarkError
+from headgan_jax.commands import convert
 from headgan_jax.face3d import converters, default_model, morphable
 
 
@@ -412,8 +413,8 @@ def test_converter_command_line(tmp_path, capsys):
   scipy.io.savemat(tmp_path / 'exp.mat', dict(mean=np.zeros(90), components=a['exp_basis'].reshape(3, -1),
                                               eigenvalues=a['exp_std'] ** 2))
   out = tmp_path / 'out.npz'
-  assert converters.main(['lsfm', str(tmp_path / 'lsfm.mat'), '--expression', str(tmp_path / 'exp.mat'),
+  assert convert.main(['lsfm', str(tmp_path / 'lsfm.mat'), '--expression', str(tmp_path / 'exp.mat'),
                           '--out', str(out)]) == 0
   check_converted(morphable.load(out), expected(a))
-  assert converters.main(['lsfm', str(tmp_path / 'missing.mat'), '--out', str(out)]) == 1
+  assert convert.main(['lsfm', str(tmp_path / 'missing.mat'), '--out', str(out)]) == 1
   assert 'missing.mat' in capsys.readouterr().err

@@ -9,6 +9,7 @@ import jax.numpy as jnp
 
 from configs import paper, tiny
 from headgan_jax import errors
+from headgan_jax.commands import summary as summary_command
 from headgan_jax.nn import blocks, discriminator, generator, summary
 from headgan_jax.nn import flow as flow_lib
 
@@ -251,7 +252,7 @@ def test_flow_mask_gradient_reaches_only_f():
 
 
 def test_summary_cli_runs(capsys):
-  assert summary.main(['--config', str(REPO / 'configs' / 'tiny.py'), '--depth', '2']) == 0
+  assert summary_command.main(['--config', str(REPO / 'configs' / 'tiny.py'), '--depth', '2']) == 0
   text = capsys.readouterr().out
   assert 'render_net/spade_3' in text and 'parameter counts' in text and 'D_m' in text
   assert "no comparison with the authors' parameter counts" in text and 'model.ngf = 4' in text

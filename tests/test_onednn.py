@@ -10,6 +10,7 @@ import pytest
 from jax import lax
 
 from headgan_jax import errors
+from headgan_jax.commands import kernels as kernels_command
 from headgan_jax.kernels import conv, onednn
 
 NHWC = ('NHWC', 'HWIO', 'NHWC')
@@ -104,11 +105,11 @@ def test_build_writes_the_library_whole_and_reports_a_missing_compiler(tmp_path,
 
 
 def test_command_line(tmp_path, monkeypatch, capsys):
-  assert onednn.main(['status']) == 0 and capsys.readouterr().out.strip() == 'available'
-  assert onednn.main(['frobnicate']) == 2
+  assert kernels_command.main(['status']) == 0 and capsys.readouterr().out.strip() == 'available'
+  assert kernels_command.main(['frobnicate']) == 2
   monkeypatch.setenv(onednn.DIR_ENV, str(tmp_path))
   monkeypatch.setenv('CXX', 'no-such-compiler-xyz')
-  assert onednn.main(['build']) == 1
+  assert kernels_command.main(['build']) == 1
   assert 'not found' in capsys.readouterr().err
   assert isinstance(onednn.BuildError('x'), errors.HeadGANError)
   assert pathlib.Path(onednn.SOURCE).exists()

@@ -17,6 +17,7 @@ import pytest
 import reenact_helpers as rh
 import train_configs
 from headgan_jax import errors, reenact
+from headgan_jax.commands import reenact as reenact_command
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -151,13 +152,13 @@ def test_checkpoint_of_another_config_is_refused(workdir, fixtures_dir, tmp_path
   config['model']['ngf'] = 16
   (other / 'config.json').write_text(json.dumps(config))
   inputs = ['--reference', str(fixtures_dir / 'reference.png'), '--driving', str(fixtures_dir / 'driving.mp4')]
-  code = reenact.main(['--checkpoint', str(other), *inputs, '--out', str(tmp_path / 'o.mp4')])
+  code = reenact_command.main(['--checkpoint', str(other), *inputs, '--out', str(tmp_path / 'o.mp4')])
   err = capsys.readouterr().err
   assert code == 2 and 'written for another config' in err and 'Traceback' not in err
-  assert reenact.main(['--checkpoint', str(tmp_path / 'none'), *inputs, '--out', str(tmp_path / 'o.mp4')]) == 2
+  assert reenact_command.main(['--checkpoint', str(tmp_path / 'none'), *inputs, '--out', str(tmp_path / 'o.mp4')]) == 2
   assert 'no such folder' in capsys.readouterr().err
   # Missing inputs are refused before the checkpoint is read (one line naming the file).
-  assert reenact.main(['--checkpoint', str(other), '--reference', 'r.png', '--driving', 'd.mp4', '--out',
+  assert reenact_command.main(['--checkpoint', str(other), '--reference', 'r.png', '--driving', 'd.mp4', '--out',
                        str(tmp_path / 'o.mp4')]) == 2
   assert 'r.png: file not found (the reference image).' in capsys.readouterr().err
 

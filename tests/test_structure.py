@@ -83,3 +83,41 @@ def test_find_cycle():
   assert find_cycle({'a': {'b'}, 'b': {'c'}, 'c': set()}) is None
   assert find_cycle({'a': {'b'}, 'b': {'c'}, 'c': {'a'}}) == ['a', 'b', 'c', 'a']
   assert find_cycle({'a': {'a'}}) == ['a', 'a']
+
+
+REPO = PACKAGE.parent
+COMMANDS = PACKAGE / 'commands'
+
+
+def python_files(root: pathlib.Path) -> list[pathlib.Path]:
+  return sorted(p for p in root.rglob('*.py') if not any(part.startswith('.') for part in p.relative_to(REPO).parts))
+
+
+def test_nothing_below_the_commands_imports_them():
+  """headgan_jax/commands is the top layer: a library module whose command moved there forwards to it by `runpy`
+  (a string, no import), never by importing it."""
+  files = [p for p in python_files(PACKAGE) if COMMANDS not in p.parents]
+  assert PACKAGE / 'tracking' / 'track.py' in files and len(files) > 50
+  for path in files:
+    above = {m for m in imports(path) if m == 'headgan_jax.commands' or m.startswith('headgan_jax.commands.')}
+    assert not above, f'{path.relative_to(REPO)} imports {sorted(above)}'
+  # The check reads imports right: the commands import the library.
+  assert 'headgan_jax.tracking.track' in imports(COMMANDS / 'track.py')
+
+
+def test_one_flags_library_argparse_only_in_the_standalone_scripts():
+  """The commands parse their flags with absl.flags (headgan_jax/commands/parsing.py); argparse is left to the
+  standalone scripts of bench/ and scripts/."""
+  def imports_argparse(path: pathlib.Path) -> bool:
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+      names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+               [node.module or ''] if isinstance(node, ast.ImportFrom) else [])
+      if any(n == 'argparse' or n.startswith('argparse.') for n in names):
+        return True
+    return False
+
+  standalone = (REPO / 'bench', REPO / 'scripts')
+  files = [p for p in python_files(REPO) if not any(root in p.parents for root in standalone)]
+  assert REPO / 'train.py' in files and COMMANDS / 'train.py' in files
+  assert not [str(p.relative_to(REPO)) for p in files if imports_argparse(p)]
+  assert imports_argparse(REPO / 'bench' / 'track.py')  # The check finds argparse where it is.

@@ -18,6 +18,7 @@ from configs import paper
 from headgan_jax import errors
 from headgan_jax.tracking import face_model
 from headgan_jax.tracking import facemesh as fm
+from headgan_jax.commands import track as track_command
 from headgan_jax.tracking import track
 from headgan_jax.tracking import video as video_lib
 from headgan_jax.face3d import camera as cam_lib
@@ -232,7 +233,7 @@ def test_face_leaving_the_frame_rejects_the_clip_with_the_reason(fixtures_dir, t
   assert ct.frame_p_id.shape == (0, m.num_id) and ct.frame_p_exp.shape == (0, m.num_exp)
   assert ct.frame_rotation.shape == (0, 6) and ct.frame_translation.shape == (0, 2) and ct.frame_scale.shape == (0,)
   out = tmp_path / 'out'
-  assert track.main([str(path), '--out', str(out)]) == 2
+  assert track_command.main([str(path), '--out', str(out)]) == 2
   report = json.loads((out / 'report.json').read_text())
   assert report['rejected'] == ct.rejected and report['num_tracked'] == 0
   assert not (out / 'overlay.mp4').exists()
@@ -241,7 +242,7 @@ def test_face_leaving_the_frame_rejects_the_clip_with_the_reason(fixtures_dir, t
 @needs_models
 def test_command_writes_report_and_overlay_atomically(fixtures_dir, tmp_path, capsys):
   out = tmp_path / 'ref'
-  assert track.main([str(fixtures_dir / 'reference.png'), '--out', str(out), '--save-track']) == 0
+  assert track_command.main([str(fixtures_dir / 'reference.png'), '--out', str(out), '--save-track']) == 0
   report = json.loads((out / 'report.json').read_text())
   for key in ('num_frames', 'num_tracked', 'fit_rms_px_median', 'crop_box', 'rejected'):
     assert key in report
@@ -251,7 +252,7 @@ def test_command_writes_report_and_overlay_atomically(fixtures_dir, tmp_path, ca
   assert sorted(p.name for p in out.iterdir()) == ['overlay.png', 'report.json', 'track.npz']
   assert track.ClipTrack.load(out / 'track.npz').num_frames == 1
   bad = tmp_path / 'bad'
-  assert track.main([str(tmp_path / 'missing.mp4'), '--out', str(bad)]) == 2
+  assert track_command.main([str(tmp_path / 'missing.mp4'), '--out', str(bad)]) == 2
   assert 'missing.mp4' in capsys.readouterr().err
   assert not bad.exists() or not any(bad.iterdir())
 

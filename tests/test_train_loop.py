@@ -1,4 +1,4 @@
-"""The training loop (headgan_jax/train/loop.py) and train.py's command line (headgan_jax/train/cli.py).
+"""The training loop (headgan_jax/train/loop.py) and train.py's command line (headgan_jax/commands/train.py).
 
 Compiling the train step dominates the cost of these tests, so everything that trains runs in ONE test function
 (pytest-xdist would otherwise compile the same trainer in two workers): one 4-device trainer
@@ -26,7 +26,8 @@ from headgan_jax import sharding as sharding_lib
 from headgan_jax.data import sources
 from headgan_jax.errors import ConfigError, NonFiniteLossError
 from headgan_jax.metrics import evaluators
-from headgan_jax.train import baselines, cli, loop, losses, metric_writer
+from headgan_jax.commands import baselines as baselines_command, train as cli
+from headgan_jax.train import loop, losses, metric_writer
 from headgan_jax.train.step import METRIC_NAMES
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -231,7 +232,7 @@ def check_demo_model_learns(demo, workdir, monkeypatch, capsys, steps: int = 20)
   asserted on the real demo run only; see README, "Demo training".)"""
   assert demo.run(workdir, steps, progress=False).step == steps
   monkeypatch.setattr(loop.Trainer, 'create', staticmethod(lambda config: demo))  # Compiled already.
-  assert baselines.main(['--workdir', str(workdir), '--grid', str(workdir / 'grid.png')]) == 0
+  assert baselines_command.main(['--workdir', str(workdir), '--grid', str(workdir / 'grid.png')]) == 0
   out = capsys.readouterr().out
   r = json.loads(out.strip().splitlines()[-1])
   assert r['step'] == steps and r['identities'] == 'seen' and r['frames'] >= 3

@@ -12,16 +12,12 @@ Exit status 2 with a message on bad input.
 """
 from __future__ import annotations
 
-import argparse
 import importlib.util
-import json
 import os
 import shutil
 import sys
-import time
-from typing import Sequence
 
-from headgan_jax import errors, host_malloc
+from headgan_jax import errors
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 NAMES = {'demo': 'headgan_demo', 'voxceleb': 'headgan_voxceleb'}
@@ -89,45 +85,6 @@ def build(name: str, config, image_size: int | None = None, clips_dir: str | Non
   return builder
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-  parser = argparse.ArgumentParser(prog='python -m headgan_jax.data.build', description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument('dataset', choices=sorted(NAMES))
-  parser.add_argument('--config', default=os.path.join(REPO, 'configs', 'paper.py'))
-  parser.add_argument('--image_size', type=int, default=0, help='crop size stored (default config.image_size)')
-  parser.add_argument('--data_dir', default=None, help='TFDS data dir (default config.data.data_dir)')
-  parser.add_argument('--cache_dir', default=None, help='per-clip cache (default <data_dir>/headgan_cache)')
-  parser.add_argument('--clips_dir', default=None, help='demo: the folder of clips (default config.data.demo_dir)')
-  parser.add_argument('--manual_dir', default=None, help='voxceleb: the mp4 tree')
-  parser.add_argument('--beam_pipeline_options', default='', help='voxceleb: comma-separated Beam options')
-  parser.add_argument('--direct_num_workers', type=int, default=0, help='voxceleb, DirectRunner: processes')
-  args = parser.parse_args(argv)
-  start = time.perf_counter()
-  try:
-    from headgan_jax import compilation_cache
-    # ~/.cache/headgan-jax/xla or $HEADGAN_JAX_COMPILATION_CACHE, like the other entry points: the tracker's compiled
-    # fits, for a re-run and for the main job's later stages (evaluate.py, reenact.py track clips too).
-    compilation_cache.enable()
-    from headgan_jax import config_files
-    config = config_files.load(args.config)
-    if args.data_dir is not None:
-      config.data.data_dir = args.data_dir
-    if args.cache_dir is not None:
-      config.data.cache_dir = args.cache_dir
-    builder = build(NAMES[args.dataset], config, args.image_size or None, args.clips_dir, args.manual_dir,
-                    args.beam_pipeline_options, args.direct_num_workers)
-  except errors.HeadGANError as e:
-    print(f'error: {e}', file=sys.stderr)
-    return 2
-  counts = builder.info.metadata.get('counts') or {}
-  for split, c in sorted(counts.items()):
-    print(f'{split}: ' + ', '.join(f'{k} {v}' for k, v in c.items()))
-  print(f'written to {builder.data_dir}')
-  print(json.dumps(dict(dataset=builder.info.full_name, data_dir=os.fspath(builder.data_dir), counts=counts,
-                        seconds=round(time.perf_counter() - start, 1))))
-  return 0
-
-
-if __name__ == '__main__':
-  host_malloc.reexec_with_tcmalloc()  # First: it may start this command again (headgan_jax/host_malloc.py).
-  sys.exit(main())
+if __name__ == '__main__':  # The command moved (headgan_jax/commands/build.py); this spelling still runs it.
+  import runpy
+  runpy.run_module('headgan_jax.commands.build', run_name='__main__', alter_sys=True)

@@ -30,11 +30,9 @@ mapping file (SFM), be passed, or default to the vertices that move most under t
 """
 from __future__ import annotations
 
-import argparse
 import os
 import pickle
 import re
-import sys
 from typing import Any, Sequence
 
 import numpy as np
@@ -319,38 +317,6 @@ def convert_sfm(path: str | os.PathLike, blendshapes_path: str | os.PathLike | N
   return assemble(path, mean, faces, id_rows, id_std, exp_rows, exp_std, **kwargs)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-  """Command line: convert a licensed model file into the project's `.npz`."""
-  p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-  p.add_argument('kind', choices=['lsfm', 'bfm2009', 'bfm2017', 'flame', 'sfm'])
-  p.add_argument('path')
-  p.add_argument('--out', required=True, help='output .npz')
-  p.add_argument('--expression', help='LSFM / BFM 2009: expression model .mat (LSFM layout)')
-  p.add_argument('--blendshapes', help='SFM: expression blendshapes .bin')
-  p.add_argument('--ibug', help='SFM: ibug_to_sfm.txt (mouth indices from points 49-68)')
-  p.add_argument('--max-landmarks', type=int, default=1000)
-  args = p.parse_args(argv)
-  kw: dict[str, Any] = dict(max_landmarks=args.max_landmarks)
-  try:
-    if args.kind == 'lsfm':
-      model = convert_lsfm(args.path, args.expression, **kw)
-    elif args.kind == 'bfm2009':
-      model = convert_bfm2009(args.path, args.expression, **kw)
-    elif args.kind == 'bfm2017':
-      model = convert_bfm2017(args.path, **kw)
-    elif args.kind == 'flame':
-      model = convert_flame(args.path, **kw)
-    else:
-      model = convert_sfm(args.path, args.blendshapes, args.ibug, **kw)
-    morphable.save(model, args.out)
-  except FaceModelError as e:
-    print(f'error: {e}', file=sys.stderr)
-    return 1
-  print(f'{args.out}: {model.num_vertices} vertices, {model.faces.shape[0]} triangles, {model.num_id} identity and '
-        f'{model.num_exp} expression components, {model.num_landmarks} landmarks, {model.mouth_indices.shape[0]} '
-        f'mouth vertices')
-  return 0
-
-
-if __name__ == '__main__':
-  sys.exit(main())
+if __name__ == '__main__':  # The command moved (headgan_jax/commands/convert.py); this spelling still runs it.
+  import runpy
+  runpy.run_module('headgan_jax.commands.convert', run_name='__main__', alter_sys=True)

@@ -25,7 +25,6 @@ import os
 import pathlib
 import shlex
 import subprocess
-import sys
 import tempfile
 from collections.abc import Sequence
 
@@ -189,23 +188,6 @@ def _conv_bwd(strides, padding, residuals, g):
 conv.defvjp(_conv_fwd, _conv_bwd)
 
 
-def main(argv: Sequence[str]) -> int:
-  usage = 'usage: python -m headgan_jax.kernels.onednn {build [--force] | status}'
-  if not argv or argv[0] not in ('build', 'status'):
-    print(usage, file=sys.stderr)
-    return 2
-  if argv[0] == 'build':
-    try:
-      path = build(force='--force' in argv[1:])
-    except BuildError as e:
-      print(f'error: {e}', file=sys.stderr)
-      return 1
-    print(path)
-    return 0
-  reason = unavailable_reason()
-  print('available' if reason is None else f'not available: {reason}')
-  return 0 if reason is None else 1
-
-
-if __name__ == '__main__':
-  sys.exit(main(sys.argv[1:]))
+if __name__ == '__main__':  # The command moved (headgan_jax/commands/kernels.py); this spelling still runs it.
+  import runpy
+  runpy.run_module('headgan_jax.commands.kernels', run_name='__main__', alter_sys=True)

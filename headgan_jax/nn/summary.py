@@ -8,8 +8,6 @@ also how the tests check Tables 2 and 3 row by row.
 """
 from __future__ import annotations
 
-import argparse
-import sys
 from typing import Any, Callable
 
 import flax.linen as nn
@@ -17,7 +15,6 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from headgan_jax import config_files, errors
 from headgan_jax.nn import discriminator, generator
 
 
@@ -162,30 +159,6 @@ def format_table(title: str, records: list[tuple[str, str, list[jax.ShapeDtypeSt
   return '\n'.join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument('--config', default='configs/paper.py')
-  parser.add_argument('--depth', type=int, default=3, help='module nesting depth shown in the tables')
-  parser.add_argument('--batch', type=int, default=1)
-  args = parser.parse_args(argv)
-  try:
-    config = config_files.load(args.config)
-    g, v_g, inputs = generator_variables(config, args.batch)
-    print(format_table(f'G (input x_drive {inputs[0].shape}, y_ref/x_ref {inputs[1].shape}, audio {inputs[3].shape})',
-                       layer_shapes(g, v_g, *inputs, depth=args.depth)))
-    for name, (mod, v, x) in zip(('D', 'D_m'), discriminator_variables(config, args.batch)):
-      print(format_table(f'{name} (input {x.shape})', layer_shapes(mod, v, x, depth=args.depth)))
-    counts = parameter_counts(config)
-    comparison = format_comparison(config)
-  except errors.HeadGANError as e:
-    print(f'error: {e}', file=sys.stderr)
-    return 2
-  print('== parameter counts')
-  for k, n in counts.items():
-    print(f'{k:<4} {n:>12,d}  ({n / 1e6:.2f} M)')
-  print(comparison)
-  return 0
-
-
-if __name__ == '__main__':
-  sys.exit(main())
+if __name__ == '__main__':  # The command moved (headgan_jax/commands/summary.py); this spelling still runs it.
+  import runpy
+  runpy.run_module('headgan_jax.commands.summary', run_name='__main__', alter_sys=True)

@@ -24,7 +24,6 @@ mediapipe is imported) or takes `--wheel PATH` / an installed mediapipe package.
 """
 from __future__ import annotations
 
-import argparse
 import ast
 import dataclasses
 import importlib.util
@@ -39,7 +38,7 @@ from typing import NamedTuple
 import numpy as np
 from PIL import Image
 
-from headgan_jax.errors import HeadGANError, WeightFileError
+from headgan_jax.errors import WeightFileError
 from headgan_jax.files import file_sha256
 
 MEDIAPIPE_VERSION = '0.10.14'
@@ -480,22 +479,6 @@ class FaceMesh:
     return out
 
 
-def main(argv=None) -> int:
-  parser = argparse.ArgumentParser(prog='python -m headgan_jax.tracking.facemesh',
-                                   description=f'Get the model files of mediapipe {MEDIAPIPE_VERSION} (Apache-2.0).')
-  sub = parser.add_subparsers(dest='command', required=True)
-  f = sub.add_parser('fetch', help='download (pip) or copy the model files into the models folder')
-  f.add_argument('--dir', default='', help=f'models folder (default {DEFAULT_MODELS_DIR})')
-  f.add_argument('--wheel', default='', help='use this mediapipe wheel file instead of downloading it')
-  args = parser.parse_args(argv)
-  try:
-    folder = fetch(args.dir, args.wheel)
-  except HeadGANError as e:
-    print(f'error: {e}', file=sys.stderr)
-    return 2
-  print(f'MediaPipe {MEDIAPIPE_VERSION} model files in {folder}')
-  return 0
-
-
-if __name__ == '__main__':
-  sys.exit(main())
+if __name__ == '__main__':  # The command moved (headgan_jax/commands/facemesh.py); this spelling still runs it.
+  import runpy
+  runpy.run_module('headgan_jax.commands.facemesh', run_name='__main__', alter_sys=True)

@@ -22,7 +22,6 @@ one, --model FILE: another).
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import functools
 import json
@@ -36,7 +35,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from headgan_jax import errors, host_malloc
+from headgan_jax import errors
 from headgan_jax.tracking import face_model
 from headgan_jax.tracking import facemesh as fm
 from headgan_jax.tracking import video as video_lib
@@ -645,48 +644,6 @@ def learn_command(sources: Sequence[str], out: str, config, num_exp: int) -> mor
   return model
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-  argv = list(sys.argv[1:] if argv is None else argv)
-  from headgan_jax import config_files  # pylint: disable=import-outside-toplevel
-  learn = bool(argv) and argv[0] == 'learn'
-  parser = argparse.ArgumentParser(
-      prog='python -m headgan_jax.tracking.track' + (' learn' if learn else ''),
-      description=('Learn a 3DMM on the face detector\'s mesh from talking-head clips (one person per clip).' if learn
-                   else 'Track a face video or image: report.json and an overlay (crop | landmarks | x_t).'))
-  if learn:
-    parser.add_argument('clips', nargs='+', help='video files, one person each (at least two people)')
-    parser.add_argument('--out', required=True, help='the model .npz to write')
-    parser.add_argument('--num-exp', type=int, default=40, help='expression components to keep')
-  else:
-    parser.add_argument('source', help='a video or an image file')
-    parser.add_argument('--out', required=True, help='output folder')
-    parser.add_argument('--save-track', action='store_true', help='also write DIR/track.npz (the ClipTrack)')
-  parser.add_argument('--config', default=os.path.join(os.path.dirname(__file__), '..', '..', 'configs', 'paper.py'))
-  parser.add_argument('--model', default=None,
-                      help=f'a 3DMM .npz, or {face_model.DATA_FREE!r} for the data-free model (sets '
-                      'config.face3d.model; default: the learned model headgan_jax/tracking/learned_face_model.npz)')
-  args = parser.parse_args(argv[1:] if learn else argv)
-  try:
-    config = config_files.load(args.config)
-    if args.model is not None:
-      config.face3d.model = args.model
-    if learn:
-      model = learn_command(args.clips, args.out, config, args.num_exp)
-      print(f'wrote {args.out}: {model.num_id} identity and {model.num_exp} expression components')
-      return 0
-    data = run_command(args.source, args.out, config, args.save_track)
-  except errors.HeadGANError as e:
-    print(f'error: {e}', file=sys.stderr)
-    return 2
-  for note in data['notes']:
-    print(f'note: {note}', file=sys.stderr)
-  if data['rejected']:
-    print(f'error: rejected: {data["rejected"]} (report in {os.path.join(args.out, "report.json")})', file=sys.stderr)
-    return 2
-  print(json.dumps({k: data[k] for k in ('num_frames', 'num_tracked', 'fit_rms_px_median', 'crop_box', 'rejected')}))
-  return 0
-
-
-if __name__ == '__main__':
-  host_malloc.reexec_with_tcmalloc()  # First: it may start this command again (headgan_jax/host_malloc.py).
-  sys.exit(main())
+if __name__ == '__main__':  # The command moved (headgan_jax/commands/track.py); this spelling still runs it.
+  import runpy
+  runpy.run_module('headgan_jax.commands.track', run_name='__main__', alter_sys=True)

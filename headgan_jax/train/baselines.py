@@ -19,10 +19,7 @@ A model that learned beats all three. `--grid` writes an image of held-out frame
 """
 from __future__ import annotations
 
-import argparse
-import json
 import os
-import sys
 from typing import Any
 
 import jax
@@ -30,11 +27,11 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from headgan_jax import config_files, host_malloc
+from headgan_jax import config_files
 from headgan_jax import sharding as sharding_lib
 from headgan_jax import workdir as workdir_lib
 from headgan_jax.data import batch as batch_lib
-from headgan_jax.errors import ConfigError, HeadGANError
+from headgan_jax.errors import ConfigError
 from headgan_jax.train import losses
 
 BASELINES = ('trained', 'untrained', 'copy_reference', 'warped_reference')
@@ -123,33 +120,6 @@ def evaluate_workdir(workdir: str, step: int | None = None, identities: str = 's
   return result
 
 
-def main(argv: list[str] | None = None) -> int:
-  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument('--workdir', required=True, help='the work folder of a train.py run')
-  parser.add_argument('--step', type=int, default=None, help='checkpoint step (default: the latest)')
-  parser.add_argument('--identities', choices=('seen', 'unseen', 'all'), default='seen',
-                      help="held-out frames of the training identities ('seen', default), the others, or all")
-  parser.add_argument('--reference', choices=('middle', 'first', 'clip_start'), default=None,
-                      help="each frame's reference (default: the run's config.data.test_reference, 'middle'): the "
-                      "middle of its video's pose-sorted reference set (the authors'), its held-out record's first "
-                      "frame, or its clip's first frame")
-  parser.add_argument('--grid', default='', help='write an image grid of held-out frames to this .png')
-  args = parser.parse_args(argv)
-  try:
-    r = evaluate_workdir(args.workdir, args.step, args.identities, args.grid or None, args.reference)
-  except HeadGANError as e:
-    print(f'error: {e}', file=sys.stderr)
-    return 2
-  print(f"face L1 on {r['frames']} held-out frames ({r['identities']} identities, reference: {r['reference']}) of "
-        f"{r['source']}, step {r['step']} (mean |. - y_t| over face pixels, images in [-1, 1]; lower is better):")
-  for name in BASELINES:
-    print(f'  {name:17s} {r[name]:.4f}')
-  learned = all(r['trained'] < r[name] for name in BASELINES[1:])
-  print('the trained model beats ' + ('all three baselines' if learned else 'NOT all baselines'))
-  print(json.dumps(r))
-  return 0
-
-
-if __name__ == '__main__':
-  host_malloc.reexec_with_tcmalloc()  # First: it may start this command again (headgan_jax/host_malloc.py).
-  sys.exit(main())
+if __name__ == '__main__':  # The command moved (headgan_jax/commands/baselines.py); this spelling still runs it.
+  import runpy
+  runpy.run_module('headgan_jax.commands.baselines', run_name='__main__', alter_sys=True)

@@ -7,14 +7,9 @@ newest file's value wins for a repeated step, so the curve is the one the finish
 """
 from __future__ import annotations
 
-import argparse
-import os
-import sys
-
 import numpy as np
 
 from headgan_jax import files
-from headgan_jax.train.metric_writer import read_events
 
 # The panels: (title, tags). Each tag is drawn raw (faint) and smoothed.
 PANELS: tuple[tuple[str, tuple[str, ...]], ...] = (
@@ -90,25 +85,6 @@ def plot(scalars: dict[str, list[tuple[int, float]]], out: str, smooth: int = 25
   return drawn
 
 
-def main(argv: list[str] | None = None) -> int:
-  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument('--workdir', required=True, help='a train.py work folder (reads WORKDIR/tensorboard)')
-  parser.add_argument('--out', required=True, help='the PNG to write')
-  parser.add_argument('--smooth', type=int, default=25, help='moving-average window, in logged points')
-  parser.add_argument('--title', default='', help='a title over the panels')
-  args = parser.parse_args(argv)
-  logdir = os.path.join(args.workdir, 'tensorboard')
-  if not os.path.isdir(logdir):
-    print(f'error: {logdir} does not exist (not a train.py work folder?)', file=sys.stderr)
-    return 2
-  try:
-    drawn = plot(read_events(logdir)['scalars'], args.out, args.smooth, args.title)
-  except ValueError as e:
-    print(f'error: {logdir}: {e}', file=sys.stderr)
-    return 2
-  print(f'wrote {args.out} ({len(drawn)} curves)')
-  return 0
-
-
-if __name__ == '__main__':
-  sys.exit(main())
+if __name__ == '__main__':  # The command moved (headgan_jax/commands/curves.py); this spelling still runs it.
+  import runpy
+  runpy.run_module('headgan_jax.commands.curves', run_name='__main__', alter_sys=True)

@@ -3,7 +3,7 @@
   trainer = Trainer.create(config)              # checks the config, builds networks, optimisers, mesh, jitted step
   result = trainer.run(workdir)                 # trains to total_steps(config), resuming from workdir's checkpoints
 
-train.py is the command line around this (headgan_jax/train/cli.py); tests and notebooks call it directly.
+train.py is the command line around this (headgan_jax/commands/train.py); tests and notebooks call it directly.
 
 Work folder:
   WORKDIR/config.json        the resolved config of the run (written once; a resumed run must match it, except for

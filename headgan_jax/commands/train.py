@@ -1,4 +1,5 @@
-"""The command line of train.py: flags, the config (with overrides), multi-host start-up, exit statuses.
+"""headgan-train / train.py, training HeadGAN (headgan_jax/train/loop.py): flags, the config (with overrides),
+multi-host start-up, exit statuses.
 
   python train.py --config configs/tiny.py --workdir /tmp/headgan                    # synthetic data, 100 steps
   python train.py --config configs/tiny.py --workdir /tmp/headgan --config.train.num_steps=20
@@ -28,7 +29,8 @@ import time
 
 from absl import flags
 
-from headgan_jax import compilation_cache, config_files
+from headgan_jax import commands, compilation_cache, config_files
+from headgan_jax.commands import parsing
 from headgan_jax.errors import ConfigError, HeadGANError
 
 
@@ -60,7 +62,7 @@ def parse(argv: list[str]):
   flags.DEFINE_integer('num_processes', 0, 'processes in a multi-host run started by hand', flag_values=fv)
   flags.DEFINE_integer('process_id', -1, 'this process in a multi-host run started by hand', flag_values=fv)
   if any(a in ('-h', '--help', '-help', '--helpfull') for a in argv[1:]):
-    print(__doc__ + '\nFlags:\n' + fv.get_help(), file=sys.stderr)
+    print(__doc__ + '\nFlags:\n' + parsing.help_text(fv), file=sys.stderr)
     raise SystemExit(0)
   spec = _config_argument(argv)
   if spec is None:
@@ -122,3 +124,7 @@ def main(argv: list[str] | None = None) -> int:
   if result.stopped_by:
     return 128 + int(signal.Signals[result.stopped_by])
   return 0
+
+
+if __name__ == '__main__':
+  sys.exit(commands.start('train'))
