@@ -21,6 +21,7 @@ import ml_collections
 import numpy as np
 import pytest
 
+import conftest
 import train_configs
 from headgan_jax import sharding as sharding_lib
 from headgan_jax.data import sources
@@ -314,7 +315,10 @@ def start_two_processes(workdir: pathlib.Path) -> list[subprocess.Popen]:
   with socket.socket() as s:
     s.bind(('localhost', 0))
     port = s.getsockname()[1]
-  env = dict(os.environ, JAX_PLATFORMS='cpu', XLA_FLAGS='--xla_force_host_platform_device_count=2',
+  # The tests' fast-compile flags (conftest.py): XLA's defaults cost ~60 more CPU-seconds for the two processes
+  # (before 2026-12-03 they kept the defaults, also cross-checking the fast flags against them).
+  env = dict(os.environ, JAX_PLATFORMS='cpu',
+             XLA_FLAGS=f'--xla_force_host_platform_device_count=2 {conftest.FAST_COMPILE_XLA_FLAGS}',
              JAX_DEFAULT_PRNG_IMPL='unsafe_rbg', PYTHONPATH=f'{REPO}{os.pathsep}{REPO / "tests"}')
   return [subprocess.Popen([sys.executable, str(REPO / 'train.py'), '--config', str(config_file), '--workdir',
                             str(workdir), '--config.train.num_steps=3', '--noprogress',

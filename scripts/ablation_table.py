@@ -1,0 +1,84 @@
+"""docs/learning.md's Table 1 at small scale, from what scripts/learning_eval.sh wrote for each row at one step.
+
+  .venv/bin/python scripts/ablation_table.py STEP full=DIR full_seed1=DIR no_flow=DIR no_audio=DIR landmarks=DIR
+
+Rows named `full*` are seeds of the full model: their spread (max - min per metric) is the seed noise, and a cell of
+another row is marked * when it lies outside the full seeds' range by more than that spread (better or worse).
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+import learning_table  # scripts/ is on sys.path when this file runs as a script.
+
+# (column, source, protocol or identities, key, format, higher is better)
+COLUMNS = (
+    ('self CSIM', 'eval', 'self', ('csim', 'csim'), '.3f', True),
+    ('self FVD', 'eval', 'self', ('fvd', 'fvd'), '.0f', False),
+    ('self AED', 'eval', 'self', ('aed', 'aed'), '.1f', False),
+    ('face L1', 'eval', 'self', ('image', 'l1_face'), '.4f', False),
+    ('face PSNR', 'eval', 'self', ('image', 'psnr_face'), '.2f', True),
+    ('face SSIM', 'eval', 'self', ('image', 'ssim_face'), '.3f', True),
+    ('cross CSIM', 'eval', 'cross', ('csim', 'csim'), '.3f', True),
+    ('cross AED', 'eval', 'cross', ('aed', 'aed'), '.1f', False),
+    ('seen: G', 'baselines', 'seen', 'trained', '.4f', False),
+    ('seen: F warp', 'baselines', 'seen', 'warped_reference', '.4f', False),
+    ('unseen: G', 'baselines', 'unseen', 'trained', '.4f', False),
+)
+
+
+def row_values(out: str, step: int) -> dict[str, float | None]:
+  """One row's numbers: column -> value (None where the file or the metric is missing)."""
+  ev = learning_table._load(os.path.join(out, f'eval_{step}.json'))  # pylint: disable=protected-access
+  values = {}
+  for name, source, where, key, _, _ in COLUMNS:
+    try:
+      if source == 'eval':
+        values[name] = float(ev['protocols'][where][key[0]]['values'][key[1]])
+      else:
+        b = learning_table._load(os.path.join(out, f'baselines_{where}_{step}.json'))  # pylint: disable=protected-access
+        values[name] = float(b[key])
+    except (KeyError, TypeError):
+      values[name] = None
+  return values
+
+
+def table(step: int, rows: dict[str, str]) -> str:
+  values = {row: row_values(out, step) for row, out in rows.items()}
+  seeds = [r for r in rows if r.startswith('full')]
+  lines = ['| row | ' + ' | '.join(c[0] for c in COLUMNS) + ' |', '|---' * (len(COLUMNS) + 1) + '|']
+  for row in rows:
+    cells = [row]
+    for name, _, _, _, fmt, _ in COLUMNS:
+      v = values[row][name]
+      if v is None:
+        cells.append('-')
+        continue
+      cell = format(v, fmt)
+      ref = [values[s][name] for s in seeds if values[s][name] is not None]
+      if row not in seeds and len(ref) >= 2:
+        lo, hi = min(ref), max(ref)
+        spread = hi - lo
+        if v > hi + spread or v < lo - spread:
+          cell += '*'
+      cells.append(cell)
+    lines.append('| ' + ' | '.join(cells) + ' |')
+  if len(seeds) >= 2:
+    cells = ['seed spread']
+    for name, _, _, _, fmt, _ in COLUMNS:
+      ref = [values[s][name] for s in seeds if values[s][name] is not None]
+      cells.append(format(max(ref) - min(ref), fmt) if len(ref) >= 2 else '-')
+    lines.append('| ' + ' | '.join(cells) + ' |')
+  return '\n'.join(lines)
+
+
+if __name__ == '__main__':
+  args = sys.argv[1:]
+  if len(args) < 2 or not args[0].isdigit() or not all('=' in a for a in args[1:]):
+    sys.exit('usage: scripts/ablation_table.py STEP ROW=OUT_DIR [ROW=OUT_DIR ...] (OUT_DIR: learning_eval.sh output)')
+  pairs = dict(a.split('=', 1) for a in args[1:])
+  for row, out in pairs.items():
+    if not os.path.isdir(out):
+      sys.exit(f'{out}: no such folder (row {row})')
+  print(table(int(args[0]), pairs))
