@@ -7,8 +7,8 @@ import pathlib
 # XLA's loop emitters instead of the MLIR fusion emitters, compiled the train-loop tests' step in 6.6 CPU-s instead
 # of 22.8 (one process, loaded machine), at about twice the step's run time, which the tiny test configs hardly
 # notice; the losses agree to float rounding. The README test's main job uses them too (on 1 device: 145-165 s, not
-# 320, for the whole test, empty cache, 2026-12-03); the 2-process train.py of test_train_loop keeps XLA's
-# defaults, like a user's machine, and its numbers must equal the fast-compiled 1-process run's.
+# 320, for the whole test, empty cache, 2026-12-03), and so does the 2-process train.py of test_train_loop (XLA's
+# defaults there cost ~60 CPU-s more; docs/testing.md).
 FAST_COMPILE_XLA_FLAGS = ('--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true '
                           '--xla_cpu_use_fusion_emitters=false')
 
