@@ -12,19 +12,19 @@ import sys
 
 import learning_table  # scripts/ is on sys.path when this file runs as a script.
 
-# (column, source, protocol or identities, key, format, higher is better)
+# (column, source, protocol or identities, key, format)
 COLUMNS = (
-    ('self CSIM', 'eval', 'self', ('csim', 'csim'), '.3f', True),
-    ('self FVD', 'eval', 'self', ('fvd', 'fvd'), '.0f', False),
-    ('self AED', 'eval', 'self', ('aed', 'aed'), '.1f', False),
-    ('face L1', 'eval', 'self', ('image', 'l1_face'), '.4f', False),
-    ('face PSNR', 'eval', 'self', ('image', 'psnr_face'), '.2f', True),
-    ('face SSIM', 'eval', 'self', ('image', 'ssim_face'), '.3f', True),
-    ('cross CSIM', 'eval', 'cross', ('csim', 'csim'), '.3f', True),
-    ('cross AED', 'eval', 'cross', ('aed', 'aed'), '.1f', False),
-    ('seen: G', 'baselines', 'seen', 'trained', '.4f', False),
-    ('seen: F warp', 'baselines', 'seen', 'warped_reference', '.4f', False),
-    ('unseen: G', 'baselines', 'unseen', 'trained', '.4f', False),
+    ('self CSIM', 'eval', 'self', ('csim', 'csim'), '.3f'),
+    ('self FVD', 'eval', 'self', ('fvd', 'fvd'), '.0f'),
+    ('self AED', 'eval', 'self', ('aed', 'aed'), '.1f'),
+    ('face L1', 'eval', 'self', ('image', 'l1_face'), '.4f'),
+    ('face PSNR', 'eval', 'self', ('image', 'psnr_face'), '.2f'),
+    ('face SSIM', 'eval', 'self', ('image', 'ssim_face'), '.3f'),
+    ('cross CSIM', 'eval', 'cross', ('csim', 'csim'), '.3f'),
+    ('cross AED', 'eval', 'cross', ('aed', 'aed'), '.1f'),
+    ('seen: G', 'baselines', 'seen', 'trained', '.4f'),
+    ('seen: F warp', 'baselines', 'seen', 'warped_reference', '.4f'),
+    ('unseen: G', 'baselines', 'unseen', 'trained', '.4f'),
 )
 
 
@@ -32,7 +32,7 @@ def row_values(out: str, step: int) -> dict[str, float | None]:
   """One row's numbers: column -> value (None where the file or the metric is missing)."""
   ev = learning_table._load(os.path.join(out, f'eval_{step}.json'))  # pylint: disable=protected-access
   values = {}
-  for name, source, where, key, _, _ in COLUMNS:
+  for name, source, where, key, _ in COLUMNS:
     try:
       if source == 'eval':
         values[name] = float(ev['protocols'][where][key[0]]['values'][key[1]])
@@ -50,7 +50,7 @@ def table(step: int, rows: dict[str, str]) -> str:
   lines = ['| row | ' + ' | '.join(c[0] for c in COLUMNS) + ' |', '|---' * (len(COLUMNS) + 1) + '|']
   for row in rows:
     cells = [row]
-    for name, _, _, _, fmt, _ in COLUMNS:
+    for name, _, _, _, fmt in COLUMNS:
       v = values[row][name]
       if v is None:
         cells.append('-')
@@ -66,7 +66,7 @@ def table(step: int, rows: dict[str, str]) -> str:
     lines.append('| ' + ' | '.join(cells) + ' |')
   if len(seeds) >= 2:
     cells = ['seed spread']
-    for name, _, _, _, fmt, _ in COLUMNS:
+    for name, _, _, _, fmt in COLUMNS:
       ref = [values[s][name] for s in seeds if values[s][name] is not None]
       cells.append(format(max(ref) - min(ref), fmt) if len(ref) >= 2 else '-')
     lines.append('| ' + ' | '.join(cells) + ' |')
