@@ -107,30 +107,46 @@ def demo_build(tmp_path_factory, fixtures_dir, worker_id):
   return config, builder, printed.read_text()
 
 
+@pytest.fixture(scope='session')
+def main_job(tmp_path_factory, fixtures_dir, worker_id):
+  """The README's first command, shortened (tests/main_job_run.py), run once per test run: under pytest-xdist the
+  first worker to need it runs it, another waits for it (a file lock). A main_job_run.MainJob; its work folder holds
+  the 1-step demo model that test_reenact.py and test_checkpoints.py reenact with."""
+  from filelock import FileLock
+
+  import main_job_run
+  base = tmp_path_factory.getbasetemp()
+  root = (base if worker_id == 'master' else base.parent) / 'main-job'
+  root.mkdir(parents=True, exist_ok=True)
+  with FileLock(str(root) + '.lock'):
+    return main_job_run.run(fixtures_dir, root)
+
+
 # Scheduling under pytest-xdist (`pytest -n 2`). xdist's default hands out single tests, so the tests of one module
 # ran in both workers and its module fixtures (a compiled trainer, exported programs, a Reenactor) were built twice,
 # often at the same time (no compile-cache hit). Instead each module is one unit that one worker runs whole
 # (`SAME_WORKER` adds modules that share a session fixture), units go out longest first (seconds: setup + calls of
 # their tests in an empty-cache run of the suite, `--junitxml`; only their order matters), and a worker gets its next
 # unit only when it has one test left (pytest runs a test once it knows the next): longest-first list scheduling.
-UNIT_SECONDS = {  # Measured 2026-12-03 afternoon (2 cores, empty compile cache, fresh clone, this schedule; a unit's
-    # modules summed; test_reenact and test_remat less what that day's cuts saved); a module not listed: 30 s.
-    'test_reenact.py': 376, 'test_train_step.py': 282, 'test_train_loop.py': 253, 'test_readme.py': 154,
-    'test_datasets.py': 125, 'test_track.py': 109, 'test_config_fields.py': 91, 'test_kill_resume.py': 84,
-    'test_remat.py': 74, 'test_gpu_check.py': 56, 'test_checkpoint_damage.py': 42, 'test_nn_shapes.py': 42,
-    'test_conv_grad.py': 42, 'test_bf16.py': 37, 'test_fitting.py': 33, 'test_export.py': 29,
-    'test_metrics_fvd.py': 25, 'test_losses.py': 22, 'test_raster.py': 19, 'test_upsample_init.py': 18,
-    'test_host_malloc.py': 15, 'test_nn_blocks.py': 15, 'test_metrics_csim.py': 11, 'test_vgg.py': 10,
-    'test_camera.py': 10, 'test_onednn.py': 9, 'test_metrics_fid.py': 8, 'test_metrics_aed_image.py': 6,
-    'test_metrics_evaluators.py': 6, 'test_audio_features.py': 6, 'test_render.py': 5, 'test_audio_timing.py': 5,
-    'test_config_migrate.py': 5, 'test_inputs.py': 5, 'test_morphable.py': 5, 'test_mouth.py': 3,
-    'test_audio_asr.py': 3, 'test_main_job.py': 3, 'test_demo_clips.py': 2, 'test_audio_io.py': 2,
-    'test_curves.py': 1, 'test_commands.py': 1, 'test_structure.py': 0, 'test_layers.py': 0,
-    'test_tracking_layer.py': 0, 'test_config_files.py': 0,
+UNIT_SECONDS = {  # Measured 2026-12-03 evening (2 cores, empty compile cache, fresh clone of 52a9c3a, this schedule; a
+    # unit's modules summed; test_readme's unit and test_train_step less what that evening's cuts saved); a module
+    # not listed: 30 s.
+    'test_readme.py': 390, 'test_train_loop.py': 236, 'test_train_step.py': 195, 'test_track.py': 121,
+    'test_datasets.py': 106, 'test_config_fields.py': 83, 'test_kill_resume.py': 76, 'test_remat.py': 61,
+    'test_gpu_check.py': 50, 'test_export.py': 47, 'test_nn_shapes.py': 33, 'test_checkpoint_damage.py': 32,
+    'test_bf16.py': 31, 'test_fitting.py': 26, 'test_conv_grad.py': 24, 'test_metrics_fvd.py': 22,
+    'test_raster.py': 17, 'test_upsample_init.py': 16, 'test_losses.py': 15, 'test_host_malloc.py': 12,
+    'test_nn_blocks.py': 12, 'test_vgg.py': 8, 'test_onednn.py': 7, 'test_camera.py': 6, 'test_metrics_fid.py': 6,
+    'test_metrics_csim.py': 6, 'test_metrics_aed_image.py': 4, 'test_metrics_evaluators.py': 4,
+    'test_audio_features.py': 4, 'test_render.py': 4, 'test_audio_timing.py': 4, 'test_config_migrate.py': 4,
+    'test_inputs.py': 4, 'test_morphable.py': 4, 'test_mouth.py': 2, 'test_audio_asr.py': 2, 'test_main_job.py': 2,
+    'test_demo_clips.py': 2, 'test_audio_io.py': 2, 'test_curves.py': 1, 'test_commands.py': 1,
+    'test_structure.py': 0, 'test_layers.py': 0, 'test_tracking_layer.py': 0, 'test_config_files.py': 0,
 }
 UNKNOWN_UNIT_SECONDS = 30.0
 SAME_WORKER = {
-    'test_checkpoints.py': 'test_reenact.py',  # test_reenact's trained work folder (a session fixture).
+    'test_reenact.py': 'test_readme.py',  # The README main job's work folder (conftest.main_job, a session fixture).
+    'test_checkpoints.py': 'test_readme.py',  # The same work folder (through test_reenact's `workdir`).
     'test_evaluate.py': 'test_train_loop.py',  # The same 4-device trainer: its init and step compile once, not twice.
 }
 

@@ -1,7 +1,7 @@
 """workdir.py: one reader of a training work folder (checkpoint lookup, config.json, G's variables alone)
-and the work folder's own training assets, on the work folder test_reenact.py trains (1 step of a 32 px model on
-the demo build): copied alone to another place, without its dataset, it still gives the 3DMM and audio statistics
-of the dataset, bit for bit, and a Reenactor."""
+and the work folder's own training assets, on the README main job's work folder (1 step of configs/demo.py at 64 px,
+shared with test_reenact.py): copied alone to another place, without its dataset, it still gives the 3DMM and audio
+statistics of the dataset, bit for bit, and a Reenactor."""
 import json
 import pathlib
 import shutil
@@ -13,7 +13,7 @@ import pytest
 
 from headgan_jax import errors, reenact
 from headgan_jax import workdir as workdir_lib
-from test_reenact import workdir  # noqa: F401  The trained work folder, shared with test_reenact.py (session).
+from test_reenact import workdir  # noqa: F401  The README main job's work folder (session), as test_reenact.py.
 
 
 def test_a_copied_work_folder_reenacts_without_its_dataset(workdir, tmp_path):  # noqa: F811
@@ -43,7 +43,7 @@ def test_a_copied_work_folder_reenacts_without_its_dataset(workdir, tmp_path):  
   assert assets.audio_stats.count == dataset.audio_stats.count
 
   r, ckpt = reenact.reenactor_from_checkpoint(str(moved))
-  assert (ckpt.step, ckpt.workdir) == (1, str(moved)) and r.size == 32
+  assert (ckpt.step, ckpt.workdir) == (1, str(moved)) and r.size == 64
   np.testing.assert_array_equal(np.asarray(r.tracker.model.mean), want['mean'])
   np.testing.assert_array_equal(r.audio_stats.mean, dataset.audio_stats.mean)
 
@@ -106,7 +106,7 @@ def test_loader_reads_g_alone_and_refuses_bad_folders_clearly(workdir, tmp_path)
   (other / 'config.json').write_text(json.dumps(config))
   message = refused(other)
   assert message.startswith(f'{other / "checkpoints" / "1"} was written for another config than '
-                            f'{other / "config.json"} (image_size 32, model.ngf 16): ')
+                            f'{other / "config.json"} (image_size 64, model.ngf 16): ')
   assert "of G's arrays differ, e.g.\n  params/" in message and 'in the checkpoint,' in message
   assert message.endswith('Use the config.json of the run that wrote the checkpoint.')
   (other / 'config.json').write_text('{not json')

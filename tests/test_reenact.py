@@ -1,6 +1,7 @@
-"""reenact.py on the real fixtures with a checkpoint the training loop wrote (1 step of a 32 px model on the shared
-demo build): frame count, fps, sound and frame size of the mp4; --audio; frames without a face; a video without
-sound; bad reference / checkpoint refused with one message; peak memory of a long video vs a short one.
+"""reenact.py on the real fixtures with a checkpoint train.py wrote (the README main job's: 1 step of configs/demo.py
+at 64 px on cuts of the fixture clips, tests/main_job_run.py): frame count, fps, sound and frame size of the mp4;
+--audio; frames without a face; a video without sound; bad reference / checkpoint refused with one message; peak
+memory of a long video vs a short one.
 
 Driving clips are the fixture's driving.mp4 at 5 fps and 128x128 (25 frames for its 5 s), so that the 30-second
 video of the memory test (the 5 s looped 6 times, 150 frames) stays affordable on 2 CPU cores."""
@@ -15,7 +16,6 @@ import numpy as np
 import pytest
 
 import reenact_helpers as rh
-import train_configs
 from headgan_jax import errors, reenact
 from headgan_jax.commands import reenact as reenact_command
 
@@ -23,28 +23,10 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope='session')
-def workdir(tmp_path_factory, demo_build, worker_id):
-  """A training work folder: config.json + the checkpoint of 1 train step of a 32 px model on the demo build,
-  trained once per test run: under pytest-xdist the first worker trains, the other waits for it (a file lock)."""
-  from filelock import FileLock
-  from headgan_jax.train import loop
-  config, _, _ = demo_build
-  c = train_configs.small_train_config()
-  c.data.source = 'headgan_demo'
-  c.data.data_dir = config.data.data_dir
-  c.data.stored_size = 64  # The build's crops; the pipeline halves them to 32 px.
-  c.train.num_steps = 1
-  c.train.d_update = 'two_steps'  # Step 1 updates no D: only the step without D's update compiles.
-  c.train.image_every = 0
-  base = tmp_path_factory.getbasetemp()
-  w = (base if worker_id == 'master' else base.parent) / 'reenact' / 'run'
-  done = w.parent / 'trained'
-  with FileLock(str(w.parent) + '.lock'):
-    if not done.exists():
-      import jax
-      loop.Trainer.create(c, devices=jax.devices()[:1]).run(w, progress=False)
-      done.touch()
-  return w
+def workdir(main_job):
+  """A training work folder: the README main job's (conftest.py's `main_job`: config.json, assets and the
+  checkpoint of 1 train step of configs/demo.py at 64 px, written by train.py), trained once per test run."""
+  return main_job.workdir
 
 
 @pytest.fixture(scope='session')
@@ -67,16 +49,16 @@ def test_output_has_every_frame_the_fps_the_sound_and_the_size(reenactor, clips,
                     grid_out=str(grid), progress=False)
   p = rh.probe(out)
   assert p['frames'] == s.num_frames == 25 and p['fps'] == 5.0
-  assert (p['height'], p['width']) == (32, 32)  # config.image_size of the checkpoint.
+  assert (p['height'], p['width']) == (64, 64)  # config.image_size of the checkpoint.
   assert abs(p['audio_seconds'] - 25 / 5.0) <= 1 / 5.0
   src = rh.probe(clips['talk'])['audio']  # The driving clip's own sound, at its 16 kHz.
   assert p['audio_rate'] == reenact.OUTPUT_AUDIO_RATE and np.abs(p['audio']).max() > 0.05
   assert abs(np.sqrt(np.mean(p['audio'] ** 2)) - np.sqrt(np.mean(src ** 2))) < 0.3 * np.sqrt(np.mean(src ** 2))
   q = rh.probe(side)
-  assert (q['frames'], q['height'], q['width']) == (25, 32, 96) and q['audio_seconds'] == p['audio_seconds']
+  assert (q['frames'], q['height'], q['width']) == (25, 64, 192) and q['audio_seconds'] == p['audio_seconds']
   from headgan_jax.tracking import video as video_lib
   g = video_lib.read_image(grid)
-  assert g.shape == (4 * 32, 4 * 32, 3)  # reference | driving | x_t | generated, 4 frames.
+  assert g.shape == (4 * 64, 4 * 64, 3)  # reference | driving | x_t | generated, 4 frames.
   assert s.no_face_frames == 0 and not os.listdir(tmp_path).count('.tmp')
 
 

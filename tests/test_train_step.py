@@ -199,8 +199,9 @@ def test_step_rejects_batch_not_divisible_by_devices(setup):
 
 
 @pytest.mark.slow
-def test_200_steps_fit_a_fixed_batch(setup):
-  """200 steps on one fixed batch of 2 frame pairs: the masked L1 of y~_t falls at least 5x.
+def test_100_steps_fit_a_fixed_batch(setup):
+  """100 steps on one fixed batch of 2 frame pairs: the masked L1 of y~_t falls at least 5x (measured 2026-12-03:
+  5.2x at step 50, 7.2x at 100, 11x at 200; 200 steps until then).
 
   Every term of L_G is on with the paper's weights (adversarial and feature matching included), but D and D_m are
   frozen at their initialisation (their optimiser is set_to_zero) and G uses Adam at 1e-3 instead of 2e-4: 200
@@ -215,7 +216,7 @@ def test_200_steps_fit_a_fixed_batch(setup):
   batch = sharding_lib.shard_batch(batch_lib.synthetic_batch(jax.random.key(7), config, 2), mesh)
   state = jax.device_put(host_state, sharding_lib.replicated(mesh))
   history = []
-  for _ in range(200):
+  for _ in range(100):
     state, metrics = train_step(state, batch)
     history.append(metrics)
   history = jax.device_get(history)
@@ -223,7 +224,7 @@ def test_200_steps_fit_a_fixed_batch(setup):
     _assert_finite(metrics)
   first, last = float(history[0]['g_l1']), float(history[-1]['g_l1'])
   assert first > 0.02  # The untrained G is far from the target ...
-  assert last < first / 5, f'masked L1 went from {first:.4f} to {last:.4f} in 200 steps'  # ... and fits it.
+  assert last < first / 5, f'masked L1 went from {first:.4f} to {last:.4f} in 100 steps'  # ... and fits it.
   assert float(history[-1]['f_l1']) < float(history[0]['f_l1'])  # The warped reference improves too.
 
 
