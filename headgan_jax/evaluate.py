@@ -129,17 +129,20 @@ class GeneratedFrames:
   of config.train.batch_size (the last one padded by repetition)."""
 
   def __init__(self, config, restored: Restored, dataset):
-    from headgan_jax.data import pipeline  # pylint: disable=import-outside-toplevel
+    from headgan_jax.data import batch as batch_lib, pipeline  # pylint: disable=import-outside-toplevel
+    from headgan_jax.face3d import mouth  # pylint: disable=import-outside-toplevel
     from headgan_jax.metrics import image as image_lib  # pylint: disable=import-outside-toplevel
-    self._pipeline, self._image = pipeline, image_lib
+    self._pipeline, self._image, self._mouth = pipeline, image_lib, mouth
     self.batch_size = int(config.train.batch_size)
     self.assembler = pipeline.Assembler(config, restored.mesh, dataset, self.batch_size)
     self.restored = restored
     self.threshold = float(config.loss.face_mask_threshold)
+    self.mouth_box_size = batch_lib.mouth_box_size(config)
 
   def __call__(self, examples: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
-    """{'generated', 'y', 'y_ref', 'face_mask'} (N, ...) numpy arrays of N examples; images in [-1, 1]."""
-    outs: dict[str, list[np.ndarray]] = {'generated': [], 'y': [], 'y_ref': [], 'face_mask': []}
+    """{'generated', 'y', 'y_ref', 'face_mask', 'mouth_mask'} (N, ...) numpy arrays of N examples; images in [-1, 1];
+    the mouth mask is D_m's window of frame t (the fit's mouth box in y's pixels)."""
+    outs: dict[str, list[np.ndarray]] = {'generated': [], 'y': [], 'y_ref': [], 'face_mask': [], 'mouth_mask': []}
     b = self.batch_size
     for i in range(0, len(examples), b):
       chunk = examples[i:i + b]
@@ -149,8 +152,10 @@ class GeneratedFrames:
       fields = self.assembler(host)
       generated, _ = self.restored.generate_fn(self.restored.variables, self._pipeline.to_batch(fields))
       mask = self._image.face_mask(fields['x_drive'][..., -3:], self.threshold)
+      height, width = fields['y'].shape[1:3]
+      mouth_mask = self._mouth.box_mask(fields['mouth'], self.mouth_box_size, height, width)
       for key, value in (('generated', generated), ('y', fields['y']), ('y_ref', fields['y_ref']),
-                         ('face_mask', mask)):
+                         ('face_mask', mask), ('mouth_mask', mouth_mask)):
         outs[key].append(np.asarray(value)[:n])
     return {k: np.concatenate(v) for k, v in outs.items()}
 
@@ -237,7 +242,8 @@ def protocol_batches(protocol: str, clips: list[dict], generator: GeneratedFrame
       valid = (gen_fit['valid'] & drv_fit['valid'])[None]
     if protocol == 'self':
       batch = protocols.self_reenactment_batch(out['y'][None], out['generated'][None],
-                                               face_mask=out['face_mask'][None], **fits)
+                                               face_mask=out['face_mask'][None],
+                                               mouth_mask=out['mouth_mask'][None], **fits)
     else:
       batch = protocols.cross_reenactment_batch(out['y_ref'][:1], out['y'][None], out['generated'][None], **fits)
     if tracker is not None:

@@ -20,6 +20,7 @@ COLUMNS = (
     ('face L1', 'eval', 'self', ('image', 'l1_face'), '.4f'),
     ('face PSNR', 'eval', 'self', ('image', 'psnr_face'), '.2f'),
     ('face SSIM', 'eval', 'self', ('image', 'ssim_face'), '.3f'),
+    ('mouth L1', 'eval', 'self', ('image', 'l1_mouth'), '.4f'),  # '-' for eval.json files written before it.
     ('cross CSIM', 'eval', 'cross', ('csim', 'csim'), '.3f'),
     ('cross AED', 'eval', 'cross', ('aed', 'aed'), '.1f'),
     ('seen: G', 'baselines', 'seen', 'trained', '.4f'),

@@ -72,7 +72,7 @@ def test_train_with_in_loop_evals_then_evaluate(demo_build, tmp_path):
 def check_in_loop_evaluation_writes_the_unified_evaluators_scalars(evaluated):
   workdir, _ = evaluated
   scalars = metric_writer.read_events(workdir / 'tensorboard')['scalars']
-  for key in ('l1', 'psnr', 'ssim', 'l1_face', 'image_frames'):
+  for key in ('l1', 'psnr', 'ssim', 'l1_face', 'l1_mouth', 'image_frames'):
     values = dict(scalars[f'eval/image/{key}'])
     assert set(values) == set(range(1, STEPS + 1)), key
     assert all(np.isfinite(v) for v in values.values()), key
@@ -97,7 +97,7 @@ def check_evaluate_writes_eval_json_and_the_table(evaluated):
   assert 'pytorch-fid' in self_['fid']['skipped'] and 'inception_weights' in self_['fid']['skipped']
   img = self_['image']['values']
   assert img['image_frames'] == doc['meta']['counts']['self']['frames']
-  assert 0 < img['l1'] < 1 and img['psnr'] > 0 and 0 < img['ssim'] <= 1
+  assert 0 < img['l1'] < 1 and img['psnr'] > 0 and 0 < img['ssim'] <= 1 and 0 < img['l1_mouth'] < 1
   assert 'needs target' in cross['image']['skipped']  # No ground truth under cross-identity reenactment.
   fvd = self_['fvd']['values']
   assert fvd['fvd'] >= 0 and fvd['fvd_generated'] == fvd['fvd_real'] >= 2

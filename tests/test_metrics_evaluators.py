@@ -10,8 +10,8 @@ import pytest
 
 from configs import paper
 from headgan_jax.errors import ConfigError, MetricInputError
-from headgan_jax.face3d import camera as cam_lib
-from headgan_jax.metrics import evaluators, fid, fvd, protocols, report
+from headgan_jax.face3d import camera as cam_lib, mouth
+from headgan_jax.metrics import evaluators, fid, fvd, image as image_lib, protocols, report
 from video_frames import read_frames
 
 _PROJ = np.random.default_rng(0).normal(size=(3 * 4 * 4, 6)).astype(np.float32)
@@ -88,9 +88,10 @@ def test_self_and_cross_protocols_table_and_eval_json(clips, tmp_path):
   exp_drv = rng.normal(size=(b, t, 24)).astype(np.float32)
   mask = np.zeros(clips.shape[:4], bool)
   mask[:, :, 20:80, 20:76] = True
-  self_batch = protocols.self_reenactment_batch(clips, noisy, face_mask=mask, exp_generated=exp_drv + 0.1,
-                                                exp_driving=exp_drv, camera_generated=_cams(b, t, 3.0),
-                                                camera_driving=_cams(b, t, 0.0))
+  mouth_mask = mouth.box_mask(jnp.full((b, t, 2), 50), 24, 96, 96)
+  self_batch = protocols.self_reenactment_batch(clips, noisy, face_mask=mask, mouth_mask=mouth_mask,
+                                                exp_generated=exp_drv + 0.1, exp_driving=exp_drv,
+                                                camera_generated=_cams(b, t, 3.0), camera_driving=_cams(b, t, 0.0))
   pairs = protocols.cross_pairs(['a', 'b'])
   ref_idx = [r for r, _ in pairs]
   cross_batch = protocols.cross_reenactment_batch(clips[ref_idx, 0], clips, noisy, exp_generated=exp_drv,
@@ -114,6 +115,7 @@ def test_self_and_cross_protocols_table_and_eval_json(clips, tmp_path):
   table = report.format_table1(results)
   assert 'HeadGAN (paper, VoxCeleb)' in table and '0.716' in table and '50.9' in table
   assert f"{s['csim']['values']['csim']:.3f}" in table and 'self/fid: skipped' in table
+  assert 'L1 mouth' in table and f"{s['image']['values']['l1_mouth']:.4f}" in table
   assert table.splitlines()[3].split()[3] == 'skipped'  # The FID cell of our self-reenactment row.
   out = report.write_eval_json(tmp_path / 'eval' / 'eval.json', results, {'checkpoint': 7})
   doc = json.loads(open(out).read())
@@ -133,5 +135,36 @@ def test_cross_pairs_and_batch_checks():
   video = np.zeros((2, 3, 16, 16, 3), np.uint8)
   with pytest.raises(MetricInputError, match="'face_mask'"):
     protocols.self_reenactment_batch(video, video, face_mask=np.zeros((2, 4, 16, 16)))
+  with pytest.raises(MetricInputError, match=r"batch\['mouth_mask'\] has leading shape \(3, 2\)"):
+    protocols.self_reenactment_batch(video, video, mouth_mask=np.zeros((3, 2, 16, 16)))
   with pytest.raises(MetricInputError, match='generated frames'):
     protocols.self_reenactment_batch(video, video[0])
+
+
+def test_image_evaluator_mouth_metrics_look_only_inside_the_mouth_box():
+  rng = np.random.default_rng(0)
+  target = rng.uniform(-1, 1, size=(2, 3, 32, 32, 3)).astype(np.float32)
+  corners = np.array([[[10, 8], [12, 9], [14, 14]], [[10, 8], [0, 0], [16, 16]]], np.int32)  # (B, T, 2)
+  box = np.asarray(mouth.box_mask(jnp.asarray(corners), 16, 32, 32))  # (B, T, 32, 32), a 64 px frame's side
+  face = np.zeros(box.shape, bool)
+  face[..., 4:28, 4:28] = True
+  noise = 0.3 * rng.normal(size=target.shape).astype(np.float32)
+  ev = evaluators.get('image')('image')
+
+  def measure(generated, **masks):
+    ev.reset()
+    ev.update(protocols.self_reenactment_batch(target, np.clip(generated, -1, 1), **masks))
+    return ev.result()
+
+  outside = measure(target + np.where(box[..., None], 0, noise), face_mask=face, mouth_mask=box)
+  assert outside['l1_mouth'] == 0 and outside['l1'] > 0 and outside['l1_face'] > 0
+  assert 'psnr_mouth' not in outside  # Identical boxes: PSNR inf in every frame, which drops out.
+  inside = measure(target + np.where(box[..., None], noise, 0), face_mask=face, mouth_mask=box)
+  assert inside['l1_mouth'] > inside['l1_face'] > inside['l1'] > 0 and inside['ssim_mouth'] < inside['ssim']
+  assert np.isfinite(inside['psnr_mouth']) and inside['image_frames'] == 6
+  # Without a mouth mask: no mouth keys, and every other value exactly as with one (eval.json's numbers stay put).
+  without = measure(target + np.where(box[..., None], noise, 0), face_mask=face)
+  assert set(inside) - set(without) == {'l1_mouth', 'psnr_mouth', 'ssim_mouth'}
+  assert all(without[k] == inside[k] for k in without)
+  with pytest.raises(MetricInputError, match=r'the mouth mask must be \(N, H, W\)'):
+    image_lib.image_metrics(target[0], target[0], mouth_mask=box[0, :, :16])

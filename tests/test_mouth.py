@@ -93,3 +93,18 @@ def test_crop_equals_slicing_and_resize():
   patch = torch.from_numpy(big[0, 4:36, 6:38].transpose(2, 0, 1)[None].copy())
   ref = torch.nn.functional.interpolate(patch, size=(16, 16), mode='bilinear', align_corners=False, antialias=True)
   np.testing.assert_allclose(down[0], ref[0].numpy().transpose(1, 2, 0), atol=1e-5)
+
+
+def test_box_mask_equals_a_hand_made_box_clipped_at_the_edges():
+  corners = np.array([[3, 5], [0, 0], [12, 10], [-2, 14], [20, 20]], np.int32)  # In, at (0, 0), at / past edges.
+  got = np.asarray(mouth.box_mask(jnp.asarray(corners), 4, 16, 18))
+  want = np.zeros((5, 16, 18), bool)
+  want[0, 3:7, 5:9] = True  # Rows 3-6 and columns 5-8, both edges included.
+  want[1, 0:4, 0:4] = True
+  want[2, 12:16, 10:14] = True  # Touches the bottom edge.
+  want[3, 0:2, 14:18] = True  # Above the top and touching the right edge: the part inside the image.
+  assert got.dtype == bool and got.shape == (5, 16, 18)  # Corner (20, 20): wholly outside, an empty mask.
+  np.testing.assert_array_equal(got, want)
+  # Any leading axes, e.g. (B, T, 2) -> (B, T, H, W).
+  np.testing.assert_array_equal(np.asarray(mouth.box_mask(jnp.asarray(corners[:4].reshape(2, 2, 2)), 4, 16, 18)),
+                                want[:4].reshape(2, 2, 16, 18))

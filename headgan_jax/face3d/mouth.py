@@ -17,7 +17,8 @@ the same part of the face at any resolution), centred on the fitted mesh's proje
                  frames, mostly lower (mean dy +3.3 / +2.5 px).
 
 The authors truncate the median to an integer pixel; here the corner is rounded (< 1 px apart). `crop_mouth` cuts
-the windows out of a batch and resizes them to crop_size x crop_size, D_m's input size.
+the windows out of a batch and resizes them to crop_size x crop_size, D_m's input size; `box_mask` gives them as
+(..., H, W) masks (the mouth image metrics of metrics/evaluators/image.py).
 """
 from __future__ import annotations
 
@@ -91,3 +92,16 @@ def crop_mouth(images: jax.Array, corners: jax.Array, box_size: int, out_size: i
   if box_size == out_size:
     return crops
   return jax.image.resize(crops, (crops.shape[0], out_size, out_size, channels), method='linear', antialias=True)
+
+
+@functools.partial(jax.jit, static_argnames=('box_size', 'height', 'width'))
+def box_mask(corners: jax.Array, box_size: int, height: int, width: int) -> jax.Array:
+  """(..., height, width) bool masks of the box_size squares at corners (..., 2) = (row y, column x), e.g. the mouth
+  windows of `mouth_box` (the mouth image metrics). A box reaching past the image keeps only its pixels inside it."""
+  corners = jnp.asarray(corners, jnp.int32)
+  rows = jnp.arange(height, dtype=jnp.int32)
+  cols = jnp.arange(width, dtype=jnp.int32)
+  top, left = corners[..., 0:1], corners[..., 1:2]  # (..., 1): broadcast against the pixel indices.
+  in_rows = (rows >= top) & (rows < top + box_size)  # (..., H)
+  in_cols = (cols >= left) & (cols < left + box_size)  # (..., W)
+  return in_rows[..., :, None] & in_cols[..., None, :]

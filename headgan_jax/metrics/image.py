@@ -4,7 +4,12 @@ masked to the face, and the image-range conventions every metric shares.
 Images are (N, H, W, 3), either uint8 in [0, 255] or float in [-1, 1] (the project's convention). PSNR and SSIM are
 computed on [0, 1] (max value 1), L1 on [0, 1] too (mean absolute difference per channel). SSIM is dm-pix's
 (Gaussian window 11, sigma 1.5, K1 0.01, K2 0.03, per channel, averaged); the masked variant averages the SSIM map
-over the face pixels (the map covers the valid window positions, so the mask is cropped to match).
+over the face pixels (the map covers the valid window positions, so the mask is cropped to match). The mouth
+variant (over the mouth box of D_m, `face3d.mouth.box_mask`) does the same over the box: it averages the SSIM of the
+windows CENTRED in the box, so near the box's edges a window also weighs pixels up to 5 px outside it (sigma 1.5:
+most of the weight lies within 3 px); box pixels within 5 px of the frame's border have no window and drop
+out (NaN when none is left). At 64 px the box is 16 px (>= the window), its SSIM mostly the mouth's; on smaller boxes
+(4 px at 16 px) it is mostly the surroundings'.
 """
 from __future__ import annotations
 
@@ -69,25 +74,28 @@ def _gaussian_filter_valid(z: jax.Array, size: int = SSIM_FILTER, sigma: float =
 
 
 @jax.jit
-def _per_image(gen: jax.Array, gt: jax.Array, mask: jax.Array) -> dict[str, jax.Array]:
-  """Per-image sums over pixels, so that batches can be accumulated and masked means taken at the end."""
+def _per_image(gen: jax.Array, gt: jax.Array, masks: dict[str, jax.Array]) -> dict[str, jax.Array]:
+  """Per-image sums over pixels, whole frame and over each of `masks` ({region: (N, H, W)}, keys '<metric>_<region>'
+  and '<region>_pixels[_valid]'), so that batches can be accumulated and masked means taken at the end."""
   abs_diff = jnp.mean(jnp.abs(gen - gt), axis=-1)  # (N, H, W), mean over channels.
   sq_diff = jnp.mean((gen - gt) ** 2, axis=-1)
   ssim_map = jnp.mean(dm_pix.ssim(gen, gt, max_val=1.0, return_map=True, filter_fn=_gaussian_filter_valid), axis=-1)
-  c = SSIM_FILTER // 2
-  mask_valid = mask[:, c:mask.shape[1] - c, c:mask.shape[2] - c]
-  area = jnp.sum(mask, axis=(1, 2))
-  area_valid = jnp.sum(mask_valid, axis=(1, 2))
-  return {
+  out = {
       'l1': jnp.mean(abs_diff, axis=(1, 2)),
       'mse': jnp.mean(sq_diff, axis=(1, 2)),
       'ssim': jnp.mean(ssim_map, axis=(1, 2)),
-      'l1_face': jnp.sum(abs_diff * mask, axis=(1, 2)) / jnp.maximum(area, 1.0),
-      'mse_face': jnp.sum(sq_diff * mask, axis=(1, 2)) / jnp.maximum(area, 1.0),
-      'ssim_face': jnp.sum(ssim_map * mask_valid, axis=(1, 2)) / jnp.maximum(area_valid, 1.0),
-      'face_pixels': area,
-      'face_pixels_valid': area_valid,
   }
+  c = SSIM_FILTER // 2
+  for region, mask in masks.items():
+    mask_valid = mask[:, c:mask.shape[1] - c, c:mask.shape[2] - c]  # The map's pixels: centres of whole windows.
+    area = jnp.sum(mask, axis=(1, 2))
+    area_valid = jnp.sum(mask_valid, axis=(1, 2))
+    out[f'l1_{region}'] = jnp.sum(abs_diff * mask, axis=(1, 2)) / jnp.maximum(area, 1.0)
+    out[f'mse_{region}'] = jnp.sum(sq_diff * mask, axis=(1, 2)) / jnp.maximum(area, 1.0)
+    out[f'ssim_{region}'] = jnp.sum(ssim_map * mask_valid, axis=(1, 2)) / jnp.maximum(area_valid, 1.0)
+    out[f'{region}_pixels'] = area
+    out[f'{region}_pixels_valid'] = area_valid
+  return out
 
 
 def psnr_from_mse(mse, max_val: float = 1.0):
@@ -97,13 +105,15 @@ def psnr_from_mse(mse, max_val: float = 1.0):
     return 10.0 * np.log10(max_val ** 2 / mse)
 
 
-def image_metrics(generated, target, mask=None) -> dict[str, np.ndarray]:
-  """Per-image L1, PSNR, SSIM, whole-frame and over the face mask.
+def image_metrics(generated, target, mask=None, mouth_mask=None) -> dict[str, np.ndarray]:
+  """Per-image L1, PSNR, SSIM, whole-frame, over the face mask and (when given) over the mouth box.
 
   Args:
     generated, target: (N, H, W, 3) uint8 or float in [-1, 1], same shape (H, W >= 11 for SSIM).
     mask: optional (N, H, W) face mask (bool or {0, 1}); e.g. `face_mask(x_t)`. Without it the *_face values are NaN.
-  Returns: dict of (N,) float64 arrays: l1, psnr, ssim, l1_face, psnr_face, ssim_face (NaN where the mask is empty).
+    mouth_mask: optional (N, H, W) mouth box (`face3d.mouth.box_mask` of the frames' mouth corners).
+  Returns: dict of (N,) float64 arrays: l1, psnr, ssim, l1_face, psnr_face, ssim_face (NaN where the mask is empty),
+    and l1_mouth, psnr_mouth, ssim_mouth when mouth_mask is given (NaN likewise).
   """
   check_images(generated, 'generated frames')
   check_images(target, 'ground-truth frames')
@@ -113,19 +123,24 @@ def image_metrics(generated, target, mask=None) -> dict[str, np.ndarray]:
   n, h, w = np.shape(generated)[:3]
   if min(h, w) < SSIM_FILTER:
     raise MetricInputError(f'frames of {h}x{w} are smaller than the SSIM window ({SSIM_FILTER})')
-  has_mask = mask is not None
-  if has_mask and np.shape(mask) != (n, h, w):
-    raise MetricInputError(f'the face mask must be (N, H, W) = {(n, h, w)}, got {np.shape(mask)}')
-  m = jnp.asarray(mask, jnp.float32) if has_mask else jnp.zeros((n, h, w), jnp.float32)
-  out = {k: np.asarray(v, np.float64) for k, v in _per_image(to_unit(generated), to_unit(target), m).items()}
+  masks = {'face': mask, 'mouth': mouth_mask}
+  for region, m in masks.items():
+    if m is not None and np.shape(m) != (n, h, w):
+      raise MetricInputError(f'the {region} mask must be (N, H, W) = {(n, h, w)}, got {np.shape(m)}')
+  regions = {'face': jnp.asarray(mask, jnp.float32) if mask is not None else jnp.zeros((n, h, w), jnp.float32)}
+  if mouth_mask is not None:
+    regions['mouth'] = jnp.asarray(mouth_mask, jnp.float32)
+  out = {k: np.asarray(v, np.float64) for k, v in _per_image(to_unit(generated), to_unit(target), regions).items()}
   res = {'l1': out['l1'], 'psnr': psnr_from_mse(out['mse']), 'ssim': out['ssim']}
-  empty = out['face_pixels'] == 0
-  empty_valid = out['face_pixels_valid'] == 0
-  res['l1_face'] = np.where(empty, np.nan, out['l1_face'])
-  res['psnr_face'] = np.where(empty, np.nan, psnr_from_mse(np.where(empty, 1.0, out['mse_face'])))
-  res['ssim_face'] = np.where(empty_valid, np.nan, out['ssim_face'])
+  for region in regions:
+    empty = out[f'{region}_pixels'] == 0
+    empty_valid = out[f'{region}_pixels_valid'] == 0
+    mse = out[f'mse_{region}']
+    res[f'l1_{region}'] = np.where(empty, np.nan, out[f'l1_{region}'])
+    res[f'psnr_{region}'] = np.where(empty, np.nan, psnr_from_mse(np.where(empty, 1.0, mse)))
+    res[f'ssim_{region}'] = np.where(empty_valid, np.nan, out[f'ssim_{region}'])
+    res[f'mse_{region}'] = np.where(empty, np.nan, mse)
   res['mse'] = out['mse']
-  res['mse_face'] = np.where(empty, np.nan, out['mse_face'])
   return res
 
 

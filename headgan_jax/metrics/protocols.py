@@ -22,7 +22,7 @@ from headgan_jax.metrics import evaluators as ev_lib
 PROTOCOLS = ('self', 'cross')
 
 
-def self_reenactment_batch(video, generated, *, face_mask=None, exp_generated=None, exp_driving=None,
+def self_reenactment_batch(video, generated, *, face_mask=None, mouth_mask=None, exp_generated=None, exp_driving=None,
                            camera_generated=None, camera_driving=None) -> dict[str, Any]:
   """Batch of the self-reenactment protocol.
 
@@ -30,12 +30,13 @@ def self_reenactment_batch(video, generated, *, face_mask=None, exp_generated=No
     video: (B, T, H, W, 3) real test clips: frame 0 is the reference, every frame drives and is the ground truth.
     generated: (B, T, H, W, 3) the generator's frames for those drivers, with video[:, 0] as reference.
     face_mask: optional (B, T, H, W) face region (from the 3D-face images x_t) for the masked image metrics.
+    mouth_mask: optional (B, T, H, W) mouth box of each frame (face3d.mouth.box_mask) for the mouth image metrics.
     exp_*, camera_*: tracked expression coefficients (B, T, K) and cameras of generated and driving frames.
   """
   video = np.asarray(video) if not hasattr(video, 'shape') else video
   batch = {'generated': generated, 'target': video, 'driving': video, 'reference': video[:, 0],
-           'face_mask': face_mask, 'exp_generated': exp_generated, 'exp_driving': exp_driving,
-           'camera_generated': camera_generated, 'camera_driving': camera_driving}
+           'face_mask': face_mask, 'mouth_mask': mouth_mask, 'exp_generated': exp_generated,
+           'exp_driving': exp_driving, 'camera_generated': camera_generated, 'camera_driving': camera_driving}
   ev_lib.check_batch(batch)
   return batch
 
@@ -45,7 +46,7 @@ def cross_reenactment_batch(reference, driving, generated, *, exp_generated=None
   """Batch of the cross-identity protocol: reference (B, H, W, 3) of one identity, driving (B, T, H, W, 3) clips of
   another, generated (B, T, H, W, 3). No ground truth."""
   batch = {'generated': generated, 'target': None, 'driving': driving, 'reference': reference,
-           'face_mask': None, 'exp_generated': exp_generated, 'exp_driving': exp_driving,
+           'face_mask': None, 'mouth_mask': None, 'exp_generated': exp_generated, 'exp_driving': exp_driving,
            'camera_generated': camera_generated, 'camera_driving': camera_driving}
   ev_lib.check_batch(batch)
   return batch

@@ -24,7 +24,8 @@ TABLE1_COLUMNS = (('csim', 'CSIM', '{:.3f}'), ('fid', 'FID', '{:.1f}'), ('fvd', 
                   ('aed', 'AED', '{:.3f}'))
 EXTRA_COLUMNS = (('l1', 'L1', '{:.4f}'), ('psnr', 'PSNR', '{:.2f}'), ('ssim', 'SSIM', '{:.3f}'),
                  ('l1_face', 'L1 face', '{:.4f}'), ('psnr_face', 'PSNR face', '{:.2f}'),
-                 ('ssim_face', 'SSIM face', '{:.3f}'), ('apd_rotation_deg', 'APD rot (deg)', '{:.2f}'),
+                 ('ssim_face', 'SSIM face', '{:.3f}'), ('l1_mouth', 'L1 mouth', '{:.4f}'),
+                 ('psnr_mouth', 'PSNR mouth', '{:.2f}'), ('apd_rotation_deg', 'APD rot (deg)', '{:.2f}'),
                  ('apd_translation_px', 'APD t (px)', '{:.2f}'))
 
 

@@ -29,6 +29,7 @@ from jax.experimental import multihost_utils
 
 from headgan_jax.data import batch as batch_lib
 from headgan_jax.errors import ConfigError
+from headgan_jax.face3d import mouth
 from headgan_jax.metrics import evaluators as ev_lib
 from headgan_jax.train import losses
 
@@ -41,6 +42,7 @@ class Eval:
   split: str
   spec: ml_collections.ConfigDict
   evaluator: ev_lib.Evaluator
+  mouth_box_size: int  # Side of the mouth box (data.batch.mouth_box_size) for the mouth image metrics.
   face_mask_threshold: float = 0.01
 
   def due(self, step: int, last_step: int) -> bool:
@@ -60,8 +62,9 @@ def make_evals(config: ml_collections.ConfigDict) -> list[Eval]:
       names.append(name)
   built = ev_lib.from_config(evals_cfg, names)
   threshold = float(config.loss.get('face_mask_threshold', 0.01))
-  return [Eval(name, int(evals_cfg[name].every), evals_cfg[name].get('split', 'test'), evals_cfg[name], ev, threshold)
-          for name, ev in built.items()]
+  box = batch_lib.mouth_box_size(config)
+  return [Eval(name, int(evals_cfg[name].every), evals_cfg[name].get('split', 'test'), evals_cfg[name], ev, box,
+               threshold) for name, ev in built.items()]
 
 
 def _host(x: jax.Array) -> np.ndarray:
@@ -71,12 +74,15 @@ def _host(x: jax.Array) -> np.ndarray:
   return np.asarray(multihost_utils.process_allgather(x, tiled=True))
 
 
-def frames_batch(generated: jax.Array, batch: batch_lib.Batch, face_mask_threshold: float = 0.01) -> dict[str, Any]:
-  """The evaluators' batch dict of G's frames for a training Batch (T = 1 frame per example)."""
+def frames_batch(generated: jax.Array, batch: batch_lib.Batch, face_mask_threshold: float = 0.01, *,
+                 mouth_box_size: int) -> dict[str, Any]:
+  """The evaluators' batch dict of G's frames for a training Batch (T = 1 frame per example); the mouth mask is the
+  mouth_box_size square at batch.mouth."""
   mask = losses.face_mask(batch.x_t, face_mask_threshold)[..., 0]
+  mouth_mask = mouth.box_mask(batch.mouth, mouth_box_size, *batch.y.shape[1:3])
   y = _host(batch.y)[:, None]
   return {'generated': _host(generated)[:, None], 'target': y, 'driving': y, 'reference': _host(batch.y_ref),
-          'face_mask': _host(mask)[:, None]}
+          'face_mask': _host(mask)[:, None], 'mouth_mask': _host(mouth_mask)[:, None]}
 
 
 def run_eval(ev: Eval, generate: Callable[[batch_lib.Batch], jax.Array],
@@ -85,7 +91,7 @@ def run_eval(ev: Eval, generate: Callable[[batch_lib.Batch], jax.Array],
   ev.evaluator.reset()
   count = 0
   for batch in batches:
-    ev.evaluator.update(frames_batch(generate(batch), batch, ev.face_mask_threshold))
+    ev.evaluator.update(frames_batch(generate(batch), batch, ev.face_mask_threshold, mouth_box_size=ev.mouth_box_size))
     count += 1
   if not count:
     raise ConfigError(f'config.evals.{ev.name}: the {ev.split!r} split gave no batches')

@@ -19,6 +19,7 @@ A batch is a dict of numpy / jax arrays:
   driving           (B, T, H, W, 3)  driving frames (real frames for FID / FVD when there is no target)
   reference         (B, H, W, 3)     the reference (source) image
   face_mask         (B, T, H, W)     optional face region for the masked image metrics
+  mouth_mask        (B, T, H, W)     optional mouth box (D_m's window, face3d.mouth.box_mask) for l1/psnr/ssim_mouth
   exp_generated, exp_driving          (B, T, K) fitted expression coefficients
   camera_generated, camera_driving    face3d.camera.Camera with (B, T, ...) leaves
   exp_valid         (B, T) bool      optional: frames whose two fits are both valid (AED / APD use only those)

@@ -95,7 +95,7 @@ def check_batch(batch: Mapping[str, Any]) -> None:
     raise MetricInputError('a batch needs generated frames (key "generated")')
   image_lib.check_images(gen, 'generated frames', ndim=5)
   bt = tuple(np.shape(gen)[:2])
-  for key in ('target', 'driving', 'face_mask', 'exp_generated', 'exp_driving'):
+  for key in ('target', 'driving', 'face_mask', 'mouth_mask', 'exp_generated', 'exp_driving'):
     if batch.get(key) is not None and tuple(np.shape(batch[key])[:2]) != bt:
       raise MetricInputError(f'batch[{key!r}] has leading shape {tuple(np.shape(batch[key])[:2])}, but the generated '
                              f'frames have (B, T) = {bt}')
