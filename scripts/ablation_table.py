@@ -1,9 +1,11 @@
 """docs/learning.md's Table 1 at small scale, from what scripts/learning_eval.sh wrote for each row at one step.
 
-  .venv/bin/python scripts/ablation_table.py STEP full=DIR full_seed1=DIR no_flow=DIR no_audio=DIR landmarks=DIR
+  .venv/bin/python scripts/ablation_table.py STEP [--also DIR] full=DIR full_seed1=DIR no_flow=DIR no_audio=DIR ...
 
 Rows named `full*` are seeds of the full model: their spread (max - min per metric) is the seed noise, and a cell of
 another row is marked * when it lies outside the full seeds' range by more than that spread (better or worse).
+`--also DIR`: evaluate.py outputs named DIR/<row>.json fill the evaluation cells that a row's eval_STEP.json lacks
+(e.g. the mouth metrics, added after the rows were first evaluated).
 """
 from __future__ import annotations
 
@@ -29,14 +31,25 @@ COLUMNS = (
 )
 
 
-def row_values(out: str, step: int) -> dict[str, float | None]:
+def _eval_value(evals: list, where: str, key: tuple[str, str]) -> float:
+  """The first of the evaluate.py outputs `evals` that holds the metric; KeyError when none does."""
+  for ev in evals:
+    try:
+      return float(ev['protocols'][where][key[0]]['values'][key[1]])
+    except (KeyError, TypeError):
+      continue
+  raise KeyError(key)
+
+
+def row_values(out: str, step: int, also: list[str] = ()) -> dict[str, float | None]:
   """One row's numbers: column -> value (None where the file or the metric is missing)."""
-  ev = learning_table._load(os.path.join(out, f'eval_{step}.json'))  # pylint: disable=protected-access
+  paths = (os.path.join(out, f'eval_{step}.json'), *also)
+  evals = [learning_table._load(p) for p in paths if os.path.exists(p)]  # pylint: disable=protected-access
   values = {}
   for name, source, where, key, _ in COLUMNS:
     try:
       if source == 'eval':
-        values[name] = float(ev['protocols'][where][key[0]]['values'][key[1]])
+        values[name] = _eval_value(evals, where, key)
       else:
         b = learning_table._load(os.path.join(out, f'baselines_{where}_{step}.json'))  # pylint: disable=protected-access
         values[name] = float(b[key])
@@ -45,8 +58,9 @@ def row_values(out: str, step: int) -> dict[str, float | None]:
   return values
 
 
-def table(step: int, rows: dict[str, str]) -> str:
-  values = {row: row_values(out, step) for row, out in rows.items()}
+def table(step: int, rows: dict[str, str], also: str = '') -> str:
+  values = {row: row_values(out, step, [os.path.join(also, f'{row}.json')] if also else [])
+            for row, out in rows.items()}
   seeds = [r for r in rows if r.startswith('full')]
   lines = ['| row | ' + ' | '.join(c[0] for c in COLUMNS) + ' |', '|---' * (len(COLUMNS) + 1) + '|']
   for row in rows:
@@ -76,10 +90,16 @@ def table(step: int, rows: dict[str, str]) -> str:
 
 if __name__ == '__main__':
   args = sys.argv[1:]
+  also_dir = ''
+  if '--also' in args:
+    i = args.index('--also')
+    also_dir = args[i + 1]
+    del args[i:i + 2]
   if len(args) < 2 or not args[0].isdigit() or not all('=' in a for a in args[1:]):
-    sys.exit('usage: scripts/ablation_table.py STEP ROW=OUT_DIR [ROW=OUT_DIR ...] (OUT_DIR: learning_eval.sh output)')
+    sys.exit('usage: scripts/ablation_table.py STEP [--also DIR] ROW=OUT_DIR [ROW=OUT_DIR ...] (OUT_DIR: '
+             'learning_eval.sh output)')
   pairs = dict(a.split('=', 1) for a in args[1:])
   for row, out in pairs.items():
     if not os.path.isdir(out):
       sys.exit(f'{out}: no such folder (row {row})')
-  print(table(int(args[0]), pairs))
+  print(table(int(args[0]), pairs, also_dir))

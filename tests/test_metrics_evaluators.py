@@ -44,6 +44,22 @@ def test_frechet_evaluators_stream_to_the_one_shot_value():
   assert v.result()['fvd'] == pytest.approx(want_fvd, rel=1e-6) and v.result()['fvd_generated'] == 12
 
 
+def test_frechet_evaluator_with_one_sample_skips_without_running_its_network():
+  calls = []
+
+  def features(x):
+    calls.append(len(x))
+    return _cheap_features(x)
+
+  v = evaluators.get('fvd')('fvd', features, 6, 'cheap', batch_size=4, clip_length=16)
+  clip = np.random.default_rng(1).uniform(-1, 1, size=(1, 16, 8, 8, 3)).astype(np.float32)
+  v.update(protocols.self_reenactment_batch(clip, clip))  # One FVD clip: no covariance on either side.
+  assert v.result() == {} and v.skipped == 'needs at least 2 samples on each side, got 1'
+  assert calls == []  # The network never ran for a distance that cannot exist.
+  v.update(protocols.self_reenactment_batch(clip, clip))  # A second clip: now it is measured.
+  assert set(v.result()) == {'fvd', 'fvd_generated', 'fvd_real'} and v.skipped is None and calls
+
+
 def test_from_config_skips_networks_without_weights_with_the_reason():
   cfg = paper.get_config().evals
   with pytest.warns(UserWarning, match='InceptionV3'):

@@ -56,23 +56,31 @@ class FrechetEvaluator(base.Evaluator):
         stats.update(base.batched(self.features, x[:n], self.batch_size))
       self._pending[key] = [x[n:]] if n < len(x) else []
 
+  def _count(self, key: str) -> int:
+    """Samples seen on one side ('generated' / 'real'): those with features and those waiting for a batch."""
+    stats = self.generated if key == 'generated' else self.real_stats
+    return stats.count + sum(len(x) for x in self._pending[key])
+
+  def _too_few(self) -> bool:
+    """Fewer than 2 samples on a side: no covariance, so no distance. Checked before the network runs on the
+    pending samples (a test set of one FVD clip cost the README's main job ~20 s of I3D for nothing)."""
+    return self._count('generated') < 2 or (self._fixed_real is None and self._count('real') < 2)
+
   @property
   def skipped(self) -> str | None:
-    self._flush(final=True)
-    if self._missing is None and 0 < self.generated.count < 2:
-      return f'needs at least 2 samples on each side, got {self.generated.count}'
+    n = self._count('generated')
+    if self._missing is None and 0 < n < 2:
+      return f'needs at least 2 samples on each side, got {n}'
     return self._missing
 
   def result(self) -> dict[str, float]:
+    if self._too_few():
+      return {}
     self._flush(final=True)
     if self._fixed_real is not None:
       mu_r, sigma_r = self._fixed_real
       n_real = -1  # Precomputed statistics: the count is not known.
     else:
-      if self.real_stats.count < 2:
-        return {}
       mu_r, sigma_r, n_real = self.real_stats.mean(), self.real_stats.covariance(), self.real_stats.count
-    if self.generated.count < 2:
-      return {}
     d = frechet_distance(self.generated.mean(), self.generated.covariance(), mu_r, sigma_r)
     return {self.metric: d, f'{self.metric}_generated': self.generated.count, f'{self.metric}_real': n_real}
