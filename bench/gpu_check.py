@@ -419,8 +419,7 @@ class _ExportInputs:
     config, models = c['config'], c['models']
     if program.kind == 'train_step':
       if 'state' not in c:
-        c['state'] = jax.jit(lambda k: state_lib.init_state(k, config, models, c['optimizers']))(
-            jax.random.key(config.seed))
+        c['state'] = state_lib.jit_init_state(config, models, c['optimizers'])(jax.random.key(config.seed))
         c['vgg'] = None
         if config.loss.use_vgg:
           vgg = vgg_lib.vgg19_module_from_config(config)

@@ -82,7 +82,7 @@ def initial_state_and_batches():
   config = bf16_test_config('float32')
   models = state_lib.make_models(config)
   optimizers = state_lib.make_optimizers(config)
-  state = jax.device_get(jax.jit(lambda k: state_lib.init_state(k, config, models, optimizers))(jax.random.key(0)))
+  state = jax.device_get(state_lib.jit_init_state(config, models, optimizers)(jax.random.key(0)))
   stacked = jax.device_get(jax.jit(jax.vmap(lambda k: batch_lib.synthetic_batch(k, config)))(
       jax.random.split(jax.random.key(1), NUM_STEPS)))
   return state, [jax.tree.map(lambda x, i=i: x[i], stacked) for i in range(NUM_STEPS)]

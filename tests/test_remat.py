@@ -41,7 +41,7 @@ def setup():
   config = _config('none')
   models = state_lib.make_models(config)
   optimizers = state_lib.make_optimizers(config)
-  state = jax.jit(lambda k: state_lib.init_state(k, config, models, optimizers))(jax.random.key(0))
+  state = state_lib.jit_init_state(config, models, optimizers)(jax.random.key(0))
   batch = batch_lib.synthetic_batch(jax.random.key(1), config)
   return config, state, batch
 

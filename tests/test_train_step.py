@@ -29,7 +29,7 @@ def setup():
   optimizers = state_lib.make_optimizers(config)
   # unsafe_rbg: the init's ~150 random draws compile several times faster on CPU than threefry.
   key = jax.random.key(0, impl='unsafe_rbg')
-  host_state = jax.device_get(jax.jit(lambda k: state_lib.init_state(k, config, models, optimizers))(key))
+  host_state = jax.device_get(state_lib.jit_init_state(config, models, optimizers)(key))
   return config, models, optimizers, host_state
 
 

@@ -350,8 +350,7 @@ class Trainer:
       vgg_params = jax.device_put(vgg_params, sharding_lib.replicated(mesh))
     train_step = step_lib.make_train_step(config, models, optimizers, mesh, vgg_apply)
     repl, sharded = sharding_lib.replicated(mesh), sharding_lib.batch_sharding(mesh)
-    init_fn = jax.jit(lambda key: state_lib.init_state(key, config, models, optimizers), out_shardings=repl,
-                      compiler_options=state_lib.INIT_COMPILER_OPTIONS)
+    init_fn = state_lib.jit_init_state(config, models, optimizers, out_shardings=repl)
 
     n = min(t.image_examples, t.batch_size)
     box, size = batch_lib.mouth_box_size(config), config.image_size

@@ -45,7 +45,7 @@ from headgan_jax.face3d.mouth import crop_mouth
 from headgan_jax.nn.discriminator import image_disc_input, mouth_disc_input
 from headgan_jax.sharding import batch_sharding, replicated
 from headgan_jax.train import losses
-from headgan_jax.train.state import INIT_COMPILER_OPTIONS, Models, Optimizers, TrainState, init_state
+from headgan_jax.train.state import Models, Optimizers, TrainState, jit_init_state
 
 Metrics = dict[str, jax.Array]
 VGGApply = Callable[[Any, jax.Array], Sequence[jax.Array]]
@@ -339,6 +339,5 @@ def make_train_step(config: ml_collections.ConfigDict, models: Models, optimizer
 def init_state_sharded(key: jax.Array, config: ml_collections.ConfigDict, models: Models, optimizers: Optimizers,
                        mesh: Mesh) -> TrainState:
   """`state.init_state`, jit-compiled with its output replicated over `mesh`."""
-  return jax.jit(lambda k: init_state(k, config, models, optimizers), out_shardings=replicated(mesh),
-                 compiler_options=INIT_COMPILER_OPTIONS)(key)
+  return jit_init_state(config, models, optimizers, out_shardings=replicated(mesh))(key)
 
