@@ -15,7 +15,12 @@ if [ ${#PACKAGES[@]} -gt 0 ]; then
   $SUDO apt-get update -qq && $SUDO apt-get install -y -qq "${PACKAGES[@]}" >/dev/null
 fi
 [ -x .venv/bin/python ] || python3 -m venv .venv
-.venv/bin/python -m pip install -q --disable-pip-version-check -r requirements.txt
+.venv/bin/python -m pip install -q --disable-pip-version-check --no-compile -r requirements.txt
+# Byte-compiled on every core instead (pip compiles one file at a time: 20-40 s of this 2-core machine's setup). A
+# few packages ship files that are not Python 3 (templates, examples); pip skips those too, so their errors are not
+# fatal here.
+SITE=$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_path("purelib"))')
+.venv/bin/python -m compileall -q -j 0 "$SITE" >/dev/null 2>&1 || true
 # The project itself (pyproject.toml), editable and without dependencies (requirements.txt above is the list):
 # headgan_jax and configs import from any folder (config files, bench/, scripts/, TFDS's builders loaded by path) and
 # the headgan-* commands are on the venv's PATH. The venv's setuptools when it can build wheels (no download).
