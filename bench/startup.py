@@ -4,7 +4,7 @@ after issue 12.
   python bench/startup.py --config configs/tiny.py [--reps 2]
 
 1. In this process, with the compilation cache off: the jitted `init_state` compiled with default options
-   ('before') and with state.INIT_COMPILER_OPTIONS ('after'), alternating, `--reps` times each. Every time a new jit
+   ('before') and with state.init_compiler_options() ('after'), alternating, `--reps` times each. Every time a new jit
    object, so nothing comes from memory: each figure is build + trace + compile + run of the init.
 2. Two fresh processes sharing one empty persistent compilation cache (headgan_jax/compilation_cache.py): each
    builds the models, runs the 'after' init and compiles the train step. The first compiles and fills the cache,
@@ -43,11 +43,11 @@ def startup_config(path: str, image_size: int = 0):
 
 def startup_once(config, which: str, compile_step: bool) -> dict:
   """Seconds to build the models and trace + compile + run a fresh jitted init ('before': default compile options,
-  'after': state.INIT_COMPILER_OPTIONS); with `compile_step`, then seconds to compile the train step."""
+  'after': state.init_compiler_options()); with `compile_step`, then seconds to compile the train step."""
   mesh = sharding_lib.make_mesh()
   t0 = time.perf_counter()
   models, optimizers = state_lib.make_models(config), state_lib.make_optimizers(config)
-  options = state_lib.INIT_COMPILER_OPTIONS if which == 'after' else None
+  options = state_lib.init_compiler_options() if which == 'after' else None
   init = jax.jit(lambda k: state_lib.init_state(k, config, models, optimizers),
                  out_shardings=sharding_lib.replicated(mesh), compiler_options=options)
   state = jax.block_until_ready(init(jax.random.key(config.seed)))

@@ -5,6 +5,8 @@ backward passes, three Adam updates) fits the CPU budget: the tiny config at 32x
 channels), SPADE hidden width 16, one low-resolution SPADE block in F and discriminators 4 -> 16 channels.
 Everything else (losses and their weights, optimiser, layer structure) is the config's.
 """
+import os
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -268,6 +270,18 @@ def test_step_traces_for_ablations_vgg_and_bf16(variant):
   if variant == 'vgg_bf16':
     with pytest.raises(ConfigError, match='no VGG19 network'):
       step_lib.train_step_fn(config, models, optimizers, None)
+
+
+def test_init_compile_options_pin_the_fusion_emitters_on_the_cpu_only(setup):
+  """The init's options (state.init_compiler_options): -O1 everywhere; the XLA:CPU emitter option on the CPU only, where
+  it overrides a process's --xla_cpu_use_fusion_emitters=false (these tests' flags) for this one program."""
+  assert state_lib.init_compiler_options('cpu') == {'xla_backend_optimization_level': 1,
+                                                    'xla_cpu_use_fusion_emitters': True}
+  assert state_lib.init_compiler_options('gpu') == state_lib.init_compiler_options('tpu') == {
+      'xla_backend_optimization_level': 1}
+  assert '--xla_cpu_use_fusion_emitters=false' in os.environ['XLA_FLAGS']  # So the pin matters here.
+  # XLA took them: `setup` compiled and ran the init with them (an unknown option name fails the compile).
+  assert state_lib.count_params(setup[3].g.params) > 0
 
 
 def test_loss_table_matches_metric_names():

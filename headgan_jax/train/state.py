@@ -27,13 +27,14 @@ from headgan_jax.errors import ConfigError
 PyTree = Any
 LR_SCHEDULES = ('epoch_steps', 'linear')
 
-# Compile options for the jitted `init_state`: LLVM at -O1, XLA:CPU's fusion emitters. The init runs once, and XLA:CPU
-# spends nearly all of its start-up compiling it (every parameter's random draw and every spectral-norm power iteration
-# is its own kernel, ~1,300 for G): -O1 compiles it about twice as fast as the default -O2 and draws the same numbers
-# (bench/startup.py). The fusion emitters are XLA:CPU's default; pinned because a process that turns them off for its
-# other programs (the tests' fast-compile flags, tests/conftest.py) would compile this one 1.4-1.9x slower with the
-# loop emitters (configs/demo.py: 23-31 s against 16-17 s, 2026-12-03). Other backends ignore both options.
-INIT_COMPILER_OPTIONS = {'xla_backend_optimization_level': 1, 'xla_cpu_use_fusion_emitters': True}
+# Compile options for the jitted `init_state` (`init_compiler_options`): LLVM at -O1, and on the CPU XLA:CPU's fusion
+# emitters. The init runs once, and XLA:CPU spends nearly all of its start-up compiling it (every parameter's random
+# draw and every spectral-norm power iteration is its own kernel, ~1,300 for G): -O1 compiles it about twice as fast as
+# the default -O2 and draws the same numbers (bench/startup.py). The fusion emitters are XLA:CPU's default; pinned
+# because a process that turns them off for its other programs (the tests' fast-compile flags, tests/conftest.py)
+# would compile this one 1.4-1.9x slower with the loop emitters (configs/demo.py: 23-31 s against 16-17 s, 2026-12-03).
+INIT_COMPILER_OPTIONS = {'xla_backend_optimization_level': 1}
+CPU_INIT_COMPILER_OPTIONS = {'xla_cpu_use_fusion_emitters': True}
 
 
 class Models(NamedTuple):
@@ -177,13 +178,19 @@ def init_state(key: jax.Array, config: ml_collections.ConfigDict, models: Models
                    jnp.zeros((1, m, m, mouth_disc_channels(config)), jnp.float32)))
 
 
+def init_compiler_options(platform: str | None = None) -> dict[str, Any]:
+  """The init's compile options on `platform` (default: JAX's default backend); the emitter option is XLA:CPU's own."""
+  platform = platform or jax.default_backend()
+  return {**INIT_COMPILER_OPTIONS, **(CPU_INIT_COMPILER_OPTIONS if platform == 'cpu' else {})}
+
+
 def jit_init_state(config: ml_collections.ConfigDict, models: Models | None = None,
                    optimizers: Optimizers | None = None, **jit_kwargs) -> Callable[[jax.Array], TrainState]:
-  """`init_state` for this config, jit-compiled with INIT_COMPILER_OPTIONS; `jit_kwargs` go to jax.jit (e.g.
+  """`init_state` for this config, jit-compiled with `init_compiler_options()`; `jit_kwargs` go to jax.jit (e.g.
   out_shardings)."""
   models = models or make_models(config)
   optimizers = optimizers or make_optimizers(config)
-  return jax.jit(lambda key: init_state(key, config, models, optimizers), compiler_options=INIT_COMPILER_OPTIONS,
+  return jax.jit(lambda key: init_state(key, config, models, optimizers), compiler_options=init_compiler_options(),
                  **jit_kwargs)
 
 
