@@ -188,8 +188,6 @@ def jit_init_state(config: ml_collections.ConfigDict, models: Models | None = No
                    optimizers: Optimizers | None = None, **jit_kwargs) -> Callable[[jax.Array], TrainState]:
   """`init_state` for this config, jit-compiled with `init_compiler_options()`; `jit_kwargs` go to jax.jit (e.g.
   out_shardings)."""
-  models = models or make_models(config)
-  optimizers = optimizers or make_optimizers(config)
   return jax.jit(lambda key: init_state(key, config, models, optimizers), compiler_options=init_compiler_options(),
                  **jit_kwargs)
 
